@@ -1,0 +1,337 @@
+"""DiffEICCodec: the user-facing codec (load, compress, decompress, inspect, save).
+
+Pipeline (spec §1): pad x to multiples of 64 → z_g = VAE latent (posterior mode) → LFGCM →
+one rANS string in a versioned container.  Decoding: container → ŷ, ẑ → z_c → controlled
+diffusion sampling from noise (or from z_c for the few-step mode) → VAE decode → crop.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import nn
+
+from . import __version__
+from .bitstream import FORMAT_VERSION, MAX_SIDE, SAMPLER_IDS, BitstreamError, StreamHeader, pack, unpack
+from .config import DiffEICConfig, get_config
+from .diffusion.backbone import FrozenBackbone
+from .diffusion.control import ControlModule
+from .lfgcm import LFGCM, PAD_MULTIPLE
+
+Bits = Union[bytes, bytearray]
+CONFIG_FILE = "config.yaml"
+LFGCM_FILE = "lfgcm.safetensors"
+CONTROL_FILE = "control.safetensors"
+
+
+def padded_size(height: int, width: int, multiple: int = PAD_MULTIPLE) -> Tuple[int, int]:
+    """The size the codec works at: H and W rounded up to a multiple of 64."""
+    return -(-height // multiple) * multiple, -(-width // multiple) * multiple
+
+
+def _pad(x: torch.Tensor) -> torch.Tensor:
+    # Bottom/right zero padding, as the official code (spec §4.7); undone by cropping after decoding.
+    h, w = x.shape[-2:]
+    hp, wp = padded_size(h, w)
+    return F.pad(x, (0, wp - w, 0, hp - h)) if (hp, wp) != (h, w) else x
+
+
+class DiffEICCodec(nn.Module):
+    """An LFGCM, a control module and the frozen SD parts, with real bitstreams.
+
+    Build one with :meth:`from_config` (random deterministic weights, offline) or
+    :meth:`from_pretrained` (a checkpoint folder written by :meth:`save_pretrained` or the trainer).
+    """
+
+    #: Largest image (in pixels) that compress/decompress accept; streams declaring more are refused
+    #: before any allocation. Raise it on a machine with the memory for bigger images.
+    max_pixels: int = 64 * 1024 * 1024
+
+    def __init__(self, config: DiffEICConfig, lfgcm: LFGCM, backbone: FrozenBackbone, control: ControlModule,
+                 trained: bool = False) -> None:
+        super().__init__()
+        self.config = config
+        self.lfgcm = lfgcm
+        self.backbone = backbone
+        self.control = control
+        self.is_trained = bool(trained)
+        self._fingerprint_key: Optional[tuple] = None
+        self._fingerprint: Optional[str] = None
+        self._backbone_fingerprint: Optional[str] = None
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_config(cls, config: Union[str, Path, DiffEICConfig] = "tiny") -> "DiffEICCodec":
+        """Random, deterministic initialisation from a preset name, a YAML file or a config. Never downloads.
+
+        The control module is crop-initialised from the (random) UNet as in training (spec §5.3) and
+        its zero convolutions are zero, so this codec's decoder is the frozen UNet's prior alone.
+        """
+        cfg = get_config(config)
+        seed_state = torch.random.get_rng_state()
+        try:
+            torch.manual_seed(cfg.init_seed)
+            lfgcm = LFGCM(cfg.lfgcm)
+            backbone = FrozenBackbone.from_config(cfg.backbone, seed=cfg.init_seed + 1)
+            control = ControlModule.from_unet(backbone.unet, cfg.control)
+        finally:
+            torch.random.set_rng_state(seed_state)
+        codec = cls(cfg, lfgcm, backbone, control, trained=False)
+        codec.eval()
+        codec.lfgcm.update(force=True)
+        return codec
+
+    @classmethod
+    def from_pretrained(cls, path: Union[str, Path], sd_path: Optional[str] = None,
+                        device: Union[str, torch.device, None] = None, check_backbone: bool = True) -> "DiffEICCodec":
+        """Load a checkpoint folder: ``config.yaml`` + ``lfgcm.safetensors`` + ``control.safetensors``.
+
+        For presets with pretrained frozen parts (``sd21``) the VAE/UNet come from ``sd_path``
+        (argument, else the value recorded in ``config.yaml``, else ``DIFFEIC_SD_PATH``/default);
+        presets without them (``tiny``) rebuild the frozen parts from the config.  The backbone's
+        content fingerprint must equal the one recorded at training time unless ``check_backbone=False``.
+        """
+        from safetensors.torch import load_file
+
+        folder = Path(path)
+        meta_path = folder / CONFIG_FILE
+        if not meta_path.is_file():
+            raise FileNotFoundError(f"{folder}: not a diffeic checkpoint folder (no {CONFIG_FILE}); "
+                                    f"expected {CONFIG_FILE}, {LFGCM_FILE} and {CONTROL_FILE}")
+        meta = yaml.safe_load(meta_path.read_text()) or {}
+        cfg = DiffEICConfig.from_dict(meta.get("model", meta))
+        for name in (LFGCM_FILE, CONTROL_FILE):
+            if not (folder / name).is_file():
+                raise FileNotFoundError(f"{folder}: checkpoint folder lacks {name}")
+        if cfg.backbone.pretrained:
+            backbone = FrozenBackbone.from_pretrained(cfg.backbone, sd_path or meta.get("sd_path"))
+        else:
+            backbone = FrozenBackbone.from_config(cfg.backbone, seed=cfg.init_seed + 1)
+        recorded = meta.get("backbone_fingerprint")
+        if check_backbone and recorded and backbone.fingerprint() != recorded:
+            raise ValueError(f"the loaded SD backbone (fingerprint {backbone.fingerprint()}) differs from the one this "
+                             f"checkpoint was trained with ({recorded}); pass the original weights as sd_path, or "
+                             f"check_backbone=False to use it anyway")
+        lfgcm = LFGCM(cfg.lfgcm)
+        lfgcm.load_state_dict(load_file(str(folder / LFGCM_FILE)))    # compressai's: resizes CDF buffers
+        control = ControlModule.from_unet(backbone.unet, cfg.control, init_from_unet=False)
+        control.load_state_dict(load_file(str(folder / CONTROL_FILE)))
+        codec = cls(cfg, lfgcm, backbone, control, trained=bool(meta.get("trained", True)))
+        codec.eval()
+        if lfgcm.entropy_bottleneck._offset.numel() == 0:
+            lfgcm.update(force=True)
+        return codec.to(device) if device is not None else codec
+
+    def save_pretrained(self, path: Union[str, Path], **metadata: Any) -> Path:
+        """Write the trainable parts (and the LFGCM's coding tables) as a checkpoint folder."""
+        from safetensors.torch import save_file
+
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.lfgcm.update(force=True)          # store tables that match the weights being saved
+        meta = {
+            "diffeic_version": __version__, "format_version": FORMAT_VERSION, "trained": self.is_trained,
+            "fingerprint": self.fingerprint(), "backbone_fingerprint": self.backbone_fingerprint(),
+            "sd_path": self.config.backbone.resolved_sd_path() if self.config.backbone.pretrained else None,
+            **metadata, "model": self.config.to_dict(),
+        }
+        (folder / CONFIG_FILE).write_text(yaml.safe_dump(meta, sort_keys=False))
+        save_file(_cpu_contiguous(self.lfgcm.state_dict()), str(folder / LFGCM_FILE))
+        save_file(_cpu_contiguous(self.control.state_dict()), str(folder / CONTROL_FILE))
+        return folder
+
+    # ------------------------------------------------------------------ identity
+    @property
+    def device(self) -> torch.device:
+        return next(self.lfgcm.parameters()).device
+
+    def backbone_fingerprint(self) -> str:
+        if self._backbone_fingerprint is None:
+            self._backbone_fingerprint = self.backbone.fingerprint()
+        return self._backbone_fingerprint
+
+    def fingerprint(self) -> str:
+        """16 hex digits identifying config + trainable weights + backbone; streams carry the first 8.
+
+        Cached, and recomputed whenever any trainable tensor is modified (training, loading).
+        """
+        tensors = self._fingerprinted_tensors()
+        key = tuple((name, t.data_ptr(), t._version) for name, t in tensors)
+        if key != self._fingerprint_key:
+            h = hashlib.sha256()
+            h.update(yaml.safe_dump(self.config.to_dict(), sort_keys=True).encode())
+            h.update(self.backbone_fingerprint().encode())
+            for name, t in tensors:
+                h.update(name.encode())
+                h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+            self._fingerprint, self._fingerprint_key = h.hexdigest()[:16], key
+        return self._fingerprint
+
+    def _fingerprinted_tensors(self) -> List[Tuple[str, torch.Tensor]]:
+        # Coding tables are derived from the weights, so only parameters identify the model.
+        return ([("lfgcm." + n, p) for n, p in self.lfgcm.named_parameters()]
+                + [("control." + n, p) for n, p in self.control.named_parameters()])
+
+    # ------------------------------------------------------------------ input checks
+    def _check_images(self, x: Any) -> Tuple[torch.Tensor, bool]:
+        """Validate an image or batch → ``(batch (B,3,H,W) float on our device, was_single)``."""
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"expected a torch.Tensor image of shape (3,H,W) or (B,3,H,W) in [0,1], got "
+                            f"{type(x).__name__}")
+        if not torch.is_floating_point(x):
+            raise TypeError(f"expected a floating-point image in [0,1], got dtype {x.dtype} "
+                            f"(for uint8 data use x.float() / 255)")
+        if x.dim() not in (3, 4):
+            raise ValueError(f"expected shape (3,H,W) or (B,3,H,W), got {tuple(x.shape)}")
+        single = x.dim() == 3
+        batch = x.unsqueeze(0) if single else x
+        if batch.shape[1] != 3:
+            raise ValueError(f"expected 3 colour channels (RGB) in dimension {0 if single else 1}, got shape "
+                             f"{tuple(x.shape)}")
+        if batch.numel() == 0:
+            raise ValueError(f"empty image: shape {tuple(x.shape)}")
+        h, w = batch.shape[-2:]
+        if h > MAX_SIDE or w > MAX_SIDE or h * w > self.max_pixels:
+            raise ValueError(f"image {h}x{w} is larger than this codec accepts (sides ≤ {MAX_SIDE}, "
+                             f"≤ {self.max_pixels} pixels; raise DiffEICCodec.max_pixels if you have the memory)")
+        if not torch.isfinite(batch).all():
+            raise ValueError("image contains NaN or Inf values")
+        lo, hi = batch.min().item(), batch.max().item()
+        if lo < 0 or hi > 1:
+            raise ValueError(f"image values must be in [0,1], got min {lo:.4g}, max {hi:.4g}")
+        return batch.to(self.device, torch.float32), single
+
+    # ------------------------------------------------------------------ encoding
+    @torch.no_grad()
+    def _encode(self, x: torch.Tensor) -> List[Tuple[bytes, torch.Tensor, torch.Tensor]]:
+        x_pad = _pad(x)
+        z_g = self.backbone.encode(x_pad)                  # posterior mode at inference (spec §2)
+        y = self.lfgcm.encoder(x_pad, z_g)
+        z = self.lfgcm.hyper_enc(y, z_g)
+        # The entropy path runs one image at a time, exactly as the decoder will run it.
+        return [self.lfgcm.encode_latents(y[i:i + 1], z[i:i + 1]) for i in range(x.shape[0])]
+
+    def compress(self, x: torch.Tensor, *, sampler: Optional[str] = None, steps: Optional[int] = None,
+                 seed: Optional[int] = None) -> Union[bytes, List[bytes]]:
+        """Compress an image ``(3,H,W)`` in [0,1] → bytes, or a batch ``(B,3,H,W)`` → list of bytes.
+
+        ``sampler``/``steps``/``seed`` are stored in the stream as the decoder's defaults (only when
+        they differ from the model's own defaults, to save bytes).
+        """
+        batch, single = self._check_images(x)
+        header_kw = self._decode_settings(sampler, steps, seed)
+        h, w = batch.shape[-2:]
+        fp = self.fingerprint()[:8]
+        streams = [pack(StreamHeader(fingerprint=fp, height=h, width=w, **header_kw), payload)
+                   for payload, _, _ in self._encode(batch)]
+        return streams[0] if single else streams
+
+    def _decode_settings(self, sampler, steps, seed) -> Dict[str, Optional[int]]:
+        d = self.config.sampler
+        if sampler is not None and sampler not in SAMPLER_IDS:
+            raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLER_IDS)}")
+        if steps is not None and (not isinstance(steps, int) or steps < 1):
+            raise ValueError(f"steps must be a positive integer, got {steps!r}")
+        if seed is not None and (not isinstance(seed, int) or not 0 <= seed < 2 ** 64):
+            raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")
+        return {"sampler": None if sampler in (None, d.name) else sampler,
+                "steps": None if steps in (None, d.steps) else steps,
+                "seed": None if seed in (None, d.seed) else seed}
+
+    @torch.no_grad()
+    def estimate_bits(self, x: torch.Tensor) -> Union[float, List[float]]:
+        """Entropy-model estimate of the payload bits for ``x`` (hard rounding, as coded)."""
+        batch, single = self._check_images(x)
+        was_training = self.lfgcm.training
+        self.lfgcm.eval()
+        try:
+            x_pad = _pad(batch)
+            out = self.lfgcm(x_pad, self.backbone.encode(x_pad))
+        finally:
+            self.lfgcm.train(was_training)
+        bits = sum(-torch.log2(lik).flatten(1).sum(1) for lik in out["likelihoods"].values())
+        values = [float(b) for b in bits]
+        return values[0] if single else values
+
+    # ------------------------------------------------------------------ decoding
+    @staticmethod
+    def inspect(bits: Bits) -> Dict[str, Any]:
+        """The stream's header as a dict (no model needed)."""
+        header, payload = unpack(bits)
+        total = len(bits)
+        return {"version": header.version, "fingerprint": header.fingerprint, "height": header.height,
+                "width": header.width, "sampler": header.sampler, "steps": header.steps, "seed": header.seed,
+                "payload_bytes": len(payload), "container_bytes": total - len(payload), "total_bytes": total,
+                "bpp": 8 * total / (header.height * header.width)}
+
+    def _open(self, bits: Bits) -> Tuple[StreamHeader, bytes]:
+        header, payload = unpack(bits)
+        mine = self.fingerprint()[:8]
+        if header.fingerprint != mine:
+            raise BitstreamError(f"stream was made by model {header.fingerprint}, but this codec is model {mine} "
+                                 f"({self.config.name}); decode it with the model that encoded it")
+        if header.height * header.width > self.max_pixels:
+            raise BitstreamError(f"stream declares a {header.height}x{header.width} image, more than this codec's "
+                                 f"limit of {self.max_pixels} pixels (raise DiffEICCodec.max_pixels to decode it)")
+        return header, payload
+
+    @torch.no_grad()
+    def decompress_latents(self, bits: Bits) -> Dict[str, Any]:
+        """Entropy-decode a stream without diffusion: ``{header, z_c, y_hat, z_hat}``."""
+        header, payload = self._open(bits)
+        padded = padded_size(header.height, header.width)
+        try:
+            z_c, y_hat, z_hat = self.lfgcm.decompress(payload, padded, self.device)
+        except (RuntimeError, ValueError, OverflowError) as err:
+            raise BitstreamError(f"corrupt payload: {err}") from err
+        if not torch.isfinite(z_c).all():
+            raise BitstreamError("corrupt payload: it decodes to non-finite latents")
+        return {"header": header, "z_c": z_c, "y_hat": y_hat, "z_hat": z_hat}
+
+    def decompress(self, bits: Union[Bits, Sequence[Bits]], steps: Optional[int] = None,
+                   seed: Optional[int] = None, sampler: Optional[str] = None,
+                   progress: bool = False) -> Union[torch.Tensor, List[torch.Tensor]]:
+        """Decode a stream → ``(3,H,W)`` in [0,1] at the original size, or a list of streams → list.
+
+        ``steps``, ``seed`` and ``sampler`` override what the stream's header asks for (which in turn
+        defaults to the model's config).  The same stream and seed give the same image on one device.
+        """
+        if isinstance(bits, (list, tuple)):
+            return [self.decompress(b, steps=steps, seed=seed, sampler=sampler, progress=progress) for b in bits]
+        if not isinstance(bits, (bytes, bytearray, memoryview)):
+            raise TypeError(f"expected bytes (or a list of bytes), got {type(bits).__name__}")
+        self._decode_settings(sampler, steps, seed)   # validates the overrides
+        latents = self.decompress_latents(bits)
+        header: StreamHeader = latents["header"]
+        d = self.config.sampler
+        name = sampler or header.sampler or d.name
+        n_steps = steps or header.steps or d.steps
+        use_seed = seed if seed is not None else (header.seed if header.seed is not None else d.seed)
+        image = self.generate(latents["z_c"], sampler=name, steps=n_steps, seed=use_seed, progress=progress)
+        return image[0, :, :header.height, :header.width]
+
+    @torch.no_grad()
+    def generate(self, z_c: torch.Tensor, sampler: str, steps: int, seed: int,
+                 progress: bool = False) -> torch.Tensor:
+        """Controlled diffusion sampling from content variables ``z_c`` → padded images in [0,1]."""
+        from .diffusion.sampling import sample
+
+        context = self.backbone.text_embedding.to(z_c.device).expand(z_c.shape[0], -1, -1)
+        unet = self.backbone.unet
+
+        def eps_fn(z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return self.control(unet, z_t, t, context, z_c)
+
+        generator = torch.Generator("cpu").manual_seed(int(seed))
+        z0 = sample(eps_fn, z_c, sampler=sampler, steps=steps, generator=generator,
+                    schedule=self.config.schedule, fewstep_start=self.config.sampler.fewstep_start,
+                    progress=progress)
+        return self.backbone.decode(z0)
+
+
+def _cpu_contiguous(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu").contiguous() for k, v in state.items()}

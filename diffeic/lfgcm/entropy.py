@@ -1,0 +1,249 @@
+"""The entropy model of the LFGCM: factorised z + channel-slice × checkerboard Gaussian y (spec §4).
+
+``z`` uses compressai's ``EntropyBottleneck``; ``y`` is split into uneven channel slices, each coded
+in two checkerboard passes (anchors = positions with (i+j) odd, then non-anchors) whose Gaussian
+parameters come from the hyper parameters ψ, a channel context over all earlier slices and, for
+non-anchors, a spatial context over the slice's decoded anchors (ELIC's SCCTX, as in DiffEIC).
+
+Differences from compressai's composed latent codecs, on purpose:
+* DiffEIC's channel context sees *all* previous slices and its parameter nets take
+  ``[local, channel, ψ]`` in that order, which the published weights fix;
+* the whole latent — z first, then every slice pass of y — goes into **one** rANS stream, because
+  each stream costs flush bytes and a Kodak image at 0.02 bpp is only ~1 KB.
+"""
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import torch
+from compressai.ans import BufferedRansEncoder, RansDecoder
+from compressai.entropy_models import EntropyBottleneck, GaussianConditional
+from compressai.models import CompressionModel
+from compressai.ops import quantize_ste
+from torch import nn
+
+from ..config import LFGCMConfig
+from .layers import conv
+
+
+class Fusion(nn.Module):
+    """A named wrapper (``.fusion``) around a small parameter network, as in the published weights."""
+
+    def __init__(self, *layers: nn.Module) -> None:
+        super().__init__()
+        self.fusion = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fusion(x)
+
+
+def entropy_parameters(in_ch: int, out_ch: int) -> Fusion:
+    """Three 1×1 convs: in → ⌊5·out/3⌋ → ⌊4·out/3⌋ → out (out = 2·C_k: scales then means)."""
+    a, b = out_ch * 5 // 3, out_ch * 4 // 3
+    return Fusion(nn.Conv2d(in_ch, a, 1), nn.GELU(), nn.Conv2d(a, b, 1), nn.GELU(), nn.Conv2d(b, out_ch, 1))
+
+
+def channel_context(in_ch: int, out_ch: int, hidden: Tuple[int, int]) -> Fusion:
+    """Three 5×5 convs over the concatenation of all previously decoded slices."""
+    return Fusion(conv(in_ch, hidden[0], 5, 1), nn.GELU(), conv(hidden[0], hidden[1], 5, 1), nn.GELU(),
+                  conv(hidden[1], out_ch, 5, 1))
+
+
+def checkerboard_masks(h: int, w: int, device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Boolean (h, w) masks: anchors where (i+j) is odd, non-anchors where it is even (spec §4.2)."""
+    ij = torch.arange(h, device=device)[:, None] + torch.arange(w, device=device)[None, :]
+    anchor = (ij % 2) == 1
+    return anchor, ~anchor
+
+
+class _CodingTables:
+    """Python-list copies of an entropy model's CDF tables, made once per ``update``."""
+
+    def __init__(self, model) -> None:
+        self.cdf = model._quantized_cdf.tolist()
+        self.lengths = model._cdf_length.reshape(-1).int().tolist()
+        self.offsets = model._offset.reshape(-1).int().tolist()
+
+
+class SliceCheckerboardEntropyModel(CompressionModel):
+    """Rate model and coder for ``(y, z)`` given the hyper-synthesis network ``self.hyper_dec``.
+
+    Subclasses provide ``hyper_dec`` (ẑ → ψ with 2M channels at y's resolution).
+    """
+
+    hyper_dec: nn.Module
+
+    def __init__(self, cfg: LFGCMConfig) -> None:
+        super().__init__()
+        self.slices: Tuple[int, ...] = tuple(cfg.slices)
+        self.psi_ch = 2 * cfg.M
+        self.entropy_bottleneck = EntropyBottleneck(cfg.N)
+        self.gaussian_conditional = GaussianConditional(None, scale_bound=cfg.scale_min)
+        self._scale_table = torch.exp(torch.linspace(
+            torch.log(torch.tensor(cfg.scale_min)), torch.log(torch.tensor(cfg.scale_max)), cfg.scale_levels))
+        self.local_context = nn.ModuleList(conv(c, 2 * c, 5, 1) for c in self.slices)
+        # Index 0 has no channel context (nothing decoded before the first slice).
+        self.channel_context = nn.ModuleList(
+            [nn.Identity()] + [channel_context(sum(self.slices[:k]), 2 * c, cfg.context_hidden)
+                               for k, c in enumerate(self.slices) if k > 0])
+        self.entropy_parameters_anchor = nn.ModuleList(
+            entropy_parameters(self.psi_ch + (2 * c if k else 0), 2 * c) for k, c in enumerate(self.slices))
+        self.entropy_parameters_nonanchor = nn.ModuleList(
+            entropy_parameters(self.psi_ch + (4 * c if k else 2 * c), 2 * c) for k, c in enumerate(self.slices))
+        self._tables: Optional[Tuple[_CodingTables, _CodingTables]] = None
+
+    # ------------------------------------------------------------------ tables
+    def update(self, scale_table=None, force: bool = False, update_quantiles: bool = False) -> bool:
+        """Rebuild the CDF tables (after training or loading weights). Quantiles are never re-estimated
+        here: their medians are z's quantisation offsets and must stay those the model was trained with."""
+        if scale_table is None:
+            scale_table = self._scale_table
+        updated = super().update(scale_table=scale_table, force=force, update_quantiles=False)
+        self._tables = None
+        return updated
+
+    def _coding_tables(self) -> Tuple[_CodingTables, _CodingTables]:
+        if self.entropy_bottleneck._offset.numel() == 0 or self.gaussian_conditional._offset.numel() == 0:
+            self.update(force=True)
+        if self._tables is None:
+            self._tables = (_CodingTables(self.entropy_bottleneck), _CodingTables(self.gaussian_conditional))
+        return self._tables
+
+    # ------------------------------------------------------------------ parameters
+    def _anchor_params(self, k: int, psi: torch.Tensor, decoded: Sequence[torch.Tensor]):
+        if k == 0:
+            ctx = None
+            params = self.entropy_parameters_anchor[0](psi)
+        else:
+            ctx = self.channel_context[k](torch.cat(list(decoded), dim=1))
+            params = self.entropy_parameters_anchor[k](torch.cat([ctx, psi], dim=1))
+        scales, means = params.chunk(2, dim=1)      # scales first, means second (published weights)
+        return scales, means, ctx
+
+    def _nonanchor_params(self, k: int, psi: torch.Tensor, anchor_hat: torch.Tensor, ctx: Optional[torch.Tensor]):
+        local = self.local_context[k](anchor_hat)
+        inputs = [local, psi] if ctx is None else [local, ctx, psi]
+        scales, means = self.entropy_parameters_nonanchor[k](torch.cat(inputs, dim=1)).chunk(2, dim=1)
+        return scales, means
+
+    def z_medians(self) -> torch.Tensor:
+        return self.entropy_bottleneck.quantiles[:, 0, 1].detach().view(1, -1, 1, 1)
+
+    # ------------------------------------------------------------------ training / rate estimate
+    def latent_forward(self, y: torch.Tensor, z: torch.Tensor) -> Dict[str, object]:
+        """Quantised latents and their likelihoods.
+
+        In training mode the likelihoods use additive uniform noise (the rate term) while the values
+        passed on use mean-shifted straight-through rounding (spec §4.4); in eval mode both use hard
+        rounding, so ``-log2`` of the likelihoods is the rate the coder will spend (up to CDF precision).
+        """
+        _, z_lik = self.entropy_bottleneck(z, training=self.training)
+        m = self.z_medians()
+        z_hat = quantize_ste(z - m) + m
+        psi = self.hyper_dec(z_hat)
+        anchor, nonanchor = checkerboard_masks(y.shape[-2], y.shape[-1], y.device)
+        a_mask, n_mask = anchor.to(y.dtype), nonanchor.to(y.dtype)
+        decoded: List[torch.Tensor] = []
+        liks: List[torch.Tensor] = []
+        for k, y_k in enumerate(y.split(self.slices, dim=1)):
+            scales_a, means_a, ctx = self._anchor_params(k, psi, decoded)
+            _, lik_a = self.gaussian_conditional(y_k, scales_a, means_a, training=self.training)
+            y_a = (quantize_ste(y_k - means_a) + means_a) * a_mask
+            scales_n, means_n = self._nonanchor_params(k, psi, y_a, ctx)
+            _, lik_n = self.gaussian_conditional(y_k, scales_n, means_n, training=self.training)
+            y_n = (quantize_ste(y_k - means_n) + means_n) * n_mask
+            decoded.append(y_a + y_n)
+            liks.append(lik_a * a_mask + lik_n * n_mask)
+        return {"y_hat": torch.cat(decoded, dim=1), "z_hat": z_hat,
+                "likelihoods": {"y": torch.cat(liks, dim=1), "z": z_lik}}
+
+    # ------------------------------------------------------------------ coding
+    @torch.no_grad()
+    def encode_latents(self, y: torch.Tensor, z: torch.Tensor) -> Tuple[bytes, torch.Tensor, torch.Tensor]:
+        """Code one image's ``(y, z)`` (batch size 1) into a single rANS string.
+
+        Returns ``(string, y_hat, z_hat)`` where the latents are exactly those the decoder rebuilds.
+        """
+        if y.shape[0] != 1 or z.shape[0] != 1:
+            raise ValueError("encode_latents codes one image at a time (batch size 1)")
+        eb_tab, gc_tab = self._coding_tables()
+        encoder = BufferedRansEncoder()
+        m = self.z_medians()
+        z_sym = torch.round(z - m).int()
+        z_idx = torch.arange(z.shape[1], dtype=torch.int32, device=z.device).view(1, -1, 1, 1).expand_as(z_sym)
+        encoder.encode_with_indexes(z_sym.reshape(-1).tolist(), z_idx.reshape(-1).tolist(),
+                                    eb_tab.cdf, eb_tab.lengths, eb_tab.offsets)
+        z_hat = z_sym.to(z.dtype) + m
+        psi = self.hyper_dec(z_hat)
+        anchor, nonanchor = checkerboard_masks(y.shape[-2], y.shape[-1], y.device)
+        decoded: List[torch.Tensor] = []
+        symbols: List[torch.Tensor] = []
+        indexes: List[torch.Tensor] = []
+        for k, y_k in enumerate(y.split(self.slices, dim=1)):
+            scales_a, means_a, ctx = self._anchor_params(k, psi, decoded)
+            y_a = self._encode_pass(symbols, indexes, y_k, scales_a, means_a, anchor)
+            scales_n, means_n = self._nonanchor_params(k, psi, y_a, ctx)
+            y_n = self._encode_pass(symbols, indexes, y_k, scales_n, means_n, nonanchor)
+            decoded.append(y_a + y_n)
+        # One call for every pass of y: the CDF table crosses into C++ once, not once per pass.
+        encoder.encode_with_indexes(torch.cat(symbols).tolist(), torch.cat(indexes).tolist(),
+                                    gc_tab.cdf, gc_tab.lengths, gc_tab.offsets)
+        return encoder.flush(), torch.cat(decoded, dim=1), z_hat
+
+    def _encode_pass(self, symbols: list, indexes: list, y_k, scales, means, mask) -> torch.Tensor:
+        sym = torch.round(y_k[0][:, mask] - means[0][:, mask]).int()
+        symbols.append(sym.reshape(-1).cpu())
+        indexes.append(self.gaussian_conditional.build_indexes(scales[0][:, mask]).reshape(-1).cpu())
+        return self._place(sym, means, mask)
+
+    @staticmethod
+    def _place(sym: torch.Tensor, means: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        # The same float operations on both sides, so encoder and decoder hold identical ŷ.
+        out = torch.zeros_like(means[0])
+        out[:, mask] = sym.to(means.dtype) + means[0][:, mask]
+        return out.unsqueeze(0)
+
+    def symbol_count(self, y_hw: Tuple[int, int]) -> int:
+        """Number of symbols a stream of this latent size carries (z and y)."""
+        h, w = y_hw
+        return sum(self.slices) * h * w + self.entropy_bottleneck.channels * (h // 4) * (w // 4)
+
+    @torch.no_grad()
+    def decode_latents(self, string: bytes, y_hw: Tuple[int, int],
+                       device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Inverse of :meth:`encode_latents`: ``(y_hat, z_hat)`` for a y grid of ``y_hw``."""
+        eb_tab, gc_tab = self._coding_tables()
+        h, w = y_hw
+        hz, wz = h // 4, w // 4
+        n_ch = self.entropy_bottleneck.channels
+        decoder = RansDecoder()
+        # The C++ decoder reads 32-bit words without bounds checks; zero padding bounded by the
+        # symbol count (≤ one word per symbol, escapes bounded by the payload's own bits) keeps a
+        # crafted stream from reading past the buffer.
+        pad = 4 * self.symbol_count(y_hw) + 16 * len(string) + 64
+        decoder.set_stream(bytes(string) + bytes(pad))
+        z_idx = torch.arange(n_ch, dtype=torch.int32).view(-1, 1, 1).expand(n_ch, hz, wz)
+        z_sym = decoder.decode_stream(z_idx.reshape(-1).tolist(), eb_tab.cdf, eb_tab.lengths, eb_tab.offsets)
+        m = self.z_medians().to(device)
+        z_hat = torch.tensor(z_sym, dtype=torch.int32, device=device).view(1, n_ch, hz, wz).to(m.dtype) + m
+        psi = self.hyper_dec(z_hat)
+        anchor, nonanchor = checkerboard_masks(h, w, device)
+        decoded: List[torch.Tensor] = []
+        for k in range(len(self.slices)):
+            scales_a, means_a, ctx = self._anchor_params(k, psi, decoded)
+            y_a = self._decode_pass(decoder, gc_tab, scales_a, means_a, anchor)
+            scales_n, means_n = self._nonanchor_params(k, psi, y_a, ctx)
+            y_n = self._decode_pass(decoder, gc_tab, scales_n, means_n, nonanchor)
+            decoded.append(y_a + y_n)
+        return torch.cat(decoded, dim=1), z_hat
+
+    def _decode_pass(self, decoder, tab: _CodingTables, scales, means, mask) -> torch.Tensor:
+        idx = self.gaussian_conditional.build_indexes(scales[0][:, mask])
+        # Hand the decoder only the CDF rows this pass uses (converting the full table per call
+        # dominated decoding time); indexes are renumbered into that subset.
+        used, local = torch.unique(idx.reshape(-1).cpu(), return_inverse=True)
+        rows = used.tolist()
+        values = decoder.decode_stream(local.tolist(), [tab.cdf[r] for r in rows],
+                                       [tab.lengths[r] for r in rows], [tab.offsets[r] for r in rows])
+        sym = torch.tensor(values, dtype=torch.int32, device=means.device).view(idx.shape)
+        return self._place(sym, means, mask)

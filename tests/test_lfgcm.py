@@ -1,0 +1,90 @@
+"""LFGCM architecture and entropy coding (issue #3): sizes, official layout, exact coding, rate."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from diffeic.config import get_config
+from diffeic.lfgcm import LFGCM
+from diffeic.lfgcm.entropy import checkerboard_masks
+
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "official_state_dict_keys.txt"
+
+
+@pytest.fixture(scope="module")
+def sd21_lfgcm():
+    torch.manual_seed(0)
+    return LFGCM(get_config("sd21").lfgcm)
+
+
+def test_sd21_parameter_count_matches_spec(sd21_lfgcm):
+    # spec §3.7: 51,493,188 including the 576 EntropyBottleneck quantiles.
+    assert sum(p.numel() for p in sd21_lfgcm.parameters()) == 51_493_188
+    assert sum(p.numel() for n, p in sd21_lfgcm.named_parameters() if not n.endswith("quantiles")) == 51_492_612
+    parts = {name: sum(p.numel() for p in getattr(sd21_lfgcm, name).parameters())
+             for name in ("encoder", "hyper_enc", "hyper_dec", "decoder", "f_c", "local_context", "channel_context")}
+    assert parts == {"encoder": 7_871_296, "hyper_enc": 8_203_840, "hyper_dec": 8_142_240, "decoder": 11_176_772,
+                     "f_c": 596_928, "local_context": 1_063_040, "channel_context": 12_035_792}
+
+
+@pytest.mark.skipif(not REFERENCE.is_file(), reason="shared/reference not beside the checkout")
+def test_sd21_state_dict_follows_official_layout(sd21_lfgcm):
+    """Every official LFGCM key has a same-shaped twin here (EB names in compressai ≥1.2.7 spelling)."""
+    official = {}
+    for line in REFERENCE.read_text().splitlines():
+        key, shape = line.split("\t")
+        if not key.startswith("preprocess_model."):
+            continue
+        key = key[len("preprocess_model."):].replace(".fushion.", ".fusion.")
+        for old, new in (("_matrix", "matrices."), ("_bias", "biases."), ("_factor", "factors.")):
+            key = key.replace("entropy_bottleneck." + old, "entropy_bottleneck." + new)
+        official[key] = tuple(json.loads(shape))
+    ours = {k: tuple(v.shape) for k, v in sd21_lfgcm.state_dict().items()}
+    assert set(ours) == set(official)
+    # CDF buffers are empty before update() in both; everything else must agree exactly.
+    assert {k: s for k, s in ours.items() if s != official[k]} == {}
+
+
+def test_checkerboard_anchors_are_odd_positions():
+    anchor, nonanchor = checkerboard_masks(3, 4, torch.device("cpu"))
+    assert anchor.tolist() == [[False, True, False, True], [True, False, True, False], [False, True, False, True]]
+    assert torch.equal(nonanchor, ~anchor)
+
+
+def _random_model(seed=0):
+    torch.manual_seed(seed)
+    model = LFGCM(get_config("tiny").lfgcm).eval()
+    model.update(force=True)
+    return model
+
+
+@pytest.mark.parametrize("hw", [(64, 64), (128, 192), (320, 256)])
+def test_coding_round_trip_is_bit_exact(hw):
+    model = _random_model()
+    h, w = hw
+    x, z_g = torch.rand(1, 3, h, w), torch.randn(1, 4, h // 8, w // 8)
+    string, y_hat, z_hat = model.compress(x, z_g)
+    z_c, y_dec, z_dec = model.decompress(string, hw, torch.device("cpu"))
+    assert torch.equal(y_hat, y_dec) and torch.equal(z_hat, z_dec)
+    assert z_c.shape == (1, 4, h // 8, w // 8)
+    # In eval mode the training forward quantises exactly as the coder does (spec §4.6).
+    out = model(x, z_g)
+    assert torch.equal(out["y_hat"], y_hat) and torch.equal(out["z_hat"], z_hat)
+    assert torch.equal(out["z_c"], z_c)
+
+
+def test_training_forward_uses_noise_for_rate_and_ste_for_values():
+    model = _random_model().train()
+    x, z_g = torch.rand(1, 3, 64, 64), torch.randn(1, 4, 8, 8)
+    torch.manual_seed(1)
+    a = model(x, z_g)
+    torch.manual_seed(2)
+    b = model(x, z_g)
+    # Values are rounded (deterministic); likelihoods use fresh uniform noise.
+    assert torch.equal(a["y_hat"], b["y_hat"])
+    assert not torch.equal(a["likelihoods"]["y"], b["likelihoods"]["y"])
+    # Straight-through rounding lets gradients reach the encoder from z_c.
+    a["z_c"].pow(2).mean().backward()
+    assert model.encoder.g_a1[0].conv1.weight.grad.abs().sum() > 0
+    assert model.aux_loss().item() > 0
