@@ -20,6 +20,7 @@ from .bitstream import FORMAT_VERSION, MAX_SIDE, SAMPLER_IDS, BitstreamError, St
 from .config import DiffEICConfig, get_config
 from .diffusion.backbone import FrozenBackbone
 from .diffusion.control import ControlModule
+from .diffusion.decoder import decode_latent
 from .lfgcm import LFGCM, PAD_MULTIPLE
 
 Bits = Union[bytes, bytearray]
@@ -167,13 +168,17 @@ class DiffEICCodec(nn.Module):
             h.update(self.backbone_fingerprint().encode())
             for name, t in tensors:
                 h.update(name.encode())
-                h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+                t = t.detach().cpu()
+                h.update((t if not t.is_floating_point() else t.float()).contiguous().numpy().tobytes())
             self._fingerprint, self._fingerprint_key = h.hexdigest()[:16], key
         return self._fingerprint
 
     def _fingerprinted_tensors(self) -> List[Tuple[str, torch.Tensor]]:
-        # Coding tables are derived from the weights, so only parameters identify the model.
+        # The LFGCM's buffers are its CDF tables: they define the decoder as much as the weights do,
+        # so two machines that built different tables refuse each other's streams instead of
+        # decoding garbage.
         return ([("lfgcm." + n, p) for n, p in self.lfgcm.named_parameters()]
+                + [("lfgcm." + n, b) for n, b in self.lfgcm.named_buffers()]
                 + [("control." + n, p) for n, p in self.control.named_parameters()])
 
     # ------------------------------------------------------------------ input checks
@@ -318,19 +323,10 @@ class DiffEICCodec(nn.Module):
     def generate(self, z_c: torch.Tensor, sampler: str, steps: int, seed: int,
                  progress: bool = False) -> torch.Tensor:
         """Controlled diffusion sampling from content variables ``z_c`` → padded images in [0,1]."""
-        from .diffusion.sampling import sample
-
-        context = self.backbone.text_embedding.to(z_c.device).expand(z_c.shape[0], -1, -1)
-        unet = self.backbone.unet
-
-        def eps_fn(z_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return self.control(unet, z_t, t, context, z_c)
-
         generator = torch.Generator("cpu").manual_seed(int(seed))
-        z0 = sample(eps_fn, z_c, sampler=sampler, steps=steps, generator=generator,
-                    schedule=self.config.schedule, fewstep_start=self.config.sampler.fewstep_start,
-                    progress=progress)
-        return self.backbone.decode(z0)
+        return decode_latent(self.backbone, self.control, z_c, sampler=sampler, steps=steps, generator=generator,
+                             schedule=self.config.schedule, fewstep_start=self.config.sampler.fewstep_start,
+                             progress=progress)
 
 
 def _cpu_contiguous(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:

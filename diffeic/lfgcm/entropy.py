@@ -9,10 +9,14 @@ Differences from compressai's composed latent codecs, on purpose:
 * DiffEIC's channel context sees *all* previous slices and its parameter nets take
   ``[local, channel, ψ]`` in that order, which the published weights fix;
 * the whole latent — z first, then every slice pass of y — goes into **one** rANS stream, because
-  each stream costs flush bytes and a Kodak image at 0.02 bpp is only ~1 KB.
+  each stream costs flush bytes and a Kodak image at 0.02 bpp is only ~1 KB;
+* coding computes σ and μ with the exact integer twin of the parameter networks
+  (:mod:`diffeic.lfgcm.exact`), so any device decodes what any other device encoded.
 """
 from __future__ import annotations
 
+import copy
+import math
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -23,6 +27,7 @@ from compressai.ops import quantize_ste
 from torch import nn
 
 from ..config import LFGCMConfig
+from .exact import ACT_SCALE, ExactEntropyPath, from_grid
 from .layers import conv
 
 
@@ -79,8 +84,11 @@ class SliceCheckerboardEntropyModel(CompressionModel):
         self.psi_ch = 2 * cfg.M
         self.entropy_bottleneck = EntropyBottleneck(cfg.N)
         self.gaussian_conditional = GaussianConditional(None, scale_bound=cfg.scale_min)
-        self._scale_table = torch.exp(torch.linspace(
-            torch.log(torch.tensor(cfg.scale_min)), torch.log(torch.tensor(cfg.scale_max)), cfg.scale_levels))
+        # Built with Python's math (not a vectorised kernel whose last bit may depend on the CPU), so
+        # every machine selects CDFs against the same table.
+        step = (math.log(cfg.scale_max) - math.log(cfg.scale_min)) / (cfg.scale_levels - 1)
+        self._scale_table = torch.tensor([math.exp(math.log(cfg.scale_min) + i * step)
+                                          for i in range(cfg.scale_levels)], dtype=torch.float32)
         self.local_context = nn.ModuleList(conv(c, 2 * c, 5, 1) for c in self.slices)
         # Index 0 has no channel context (nothing decoded before the first slice).
         self.channel_context = nn.ModuleList(
@@ -90,24 +98,47 @@ class SliceCheckerboardEntropyModel(CompressionModel):
             entropy_parameters(self.psi_ch + (2 * c if k else 0), 2 * c) for k, c in enumerate(self.slices))
         self.entropy_parameters_nonanchor = nn.ModuleList(
             entropy_parameters(self.psi_ch + (4 * c if k else 2 * c), 2 * c) for k, c in enumerate(self.slices))
-        self._tables: Optional[Tuple[_CodingTables, _CodingTables]] = None
+        self._coding: Optional[Tuple[tuple, _CodingTables, _CodingTables, ExactEntropyPath]] = None
 
     # ------------------------------------------------------------------ tables
     def update(self, scale_table=None, force: bool = False, update_quantiles: bool = False) -> bool:
-        """Rebuild the CDF tables (after training or loading weights). Quantiles are never re-estimated
-        here: their medians are z's quantisation offsets and must stay those the model was trained with."""
+        """Rebuild the CDF tables (after training or loading weights).
+
+        Tables are computed on the CPU and copied to the model's device, so every device codes with
+        identical tables.  Quantiles are never re-estimated here: their medians are z's quantisation
+        offsets and must stay those the model was trained with.
+        """
         if scale_table is None:
             scale_table = self._scale_table
-        updated = super().update(scale_table=scale_table, force=force, update_quantiles=False)
-        self._tables = None
+        updated = False
+        for name, buffers in (("entropy_bottleneck", ("_offset", "_quantized_cdf", "_cdf_length")),
+                              ("gaussian_conditional", ("_offset", "_quantized_cdf", "_cdf_length", "scale_table"))):
+            module = getattr(self, name)
+            device = module.likelihood_lower_bound.bound.device
+            cpu = copy.deepcopy(module).cpu().float()     # tables never depend on device or dtype
+            if name == "entropy_bottleneck":
+                changed = cpu.update(force=force)
+            else:
+                changed = cpu.update_scale_table(scale_table.cpu(), force=force)
+            if changed:
+                for buf in buffers:
+                    setattr(module, buf, getattr(cpu, buf).to(device))
+            updated |= bool(changed)
+        self._coding = None
         return updated
 
-    def _coding_tables(self) -> Tuple[_CodingTables, _CodingTables]:
-        if self.entropy_bottleneck._offset.numel() == 0 or self.gaussian_conditional._offset.numel() == 0:
+    def _weights_key(self) -> tuple:
+        return tuple((p.data_ptr(), p._version) for p in self.parameters())
+
+    def _coding_state(self, device: torch.device) -> Tuple[_CodingTables, _CodingTables, ExactEntropyPath]:
+        """CDF tables and the exact parameter path, rebuilt whenever the weights have changed."""
+        key = self._weights_key()
+        if self._coding is None or self._coding[0] != key:
             self.update(force=True)
-        if self._tables is None:
-            self._tables = (_CodingTables(self.entropy_bottleneck), _CodingTables(self.gaussian_conditional))
-        return self._tables
+        if self._coding is None or self._coding[3].device != device:
+            self._coding = (key, _CodingTables(self.entropy_bottleneck), _CodingTables(self.gaussian_conditional),
+                            ExactEntropyPath(self, device))
+        return self._coding[1], self._coding[2], self._coding[3]
 
     # ------------------------------------------------------------------ parameters
     def _anchor_params(self, k: int, psi: torch.Tensor, decoded: Sequence[torch.Tensor]):
@@ -162,45 +193,50 @@ class SliceCheckerboardEntropyModel(CompressionModel):
     def encode_latents(self, y: torch.Tensor, z: torch.Tensor) -> Tuple[bytes, torch.Tensor, torch.Tensor]:
         """Code one image's ``(y, z)`` (batch size 1) into a single rANS string.
 
-        Returns ``(string, y_hat, z_hat)`` where the latents are exactly those the decoder rebuilds.
+        Returns ``(string, y_hat, z_hat)`` where the latents are exactly those the decoder rebuilds,
+        on any device: σ and μ come from the exact integer path, on a 2^-8 grid.
         """
         if y.shape[0] != 1 or z.shape[0] != 1:
             raise ValueError("encode_latents codes one image at a time (batch size 1)")
-        eb_tab, gc_tab = self._coding_tables()
+        eb_tab, gc_tab, exact = self._coding_state(y.device)
         encoder = BufferedRansEncoder()
-        m = self.z_medians()
-        z_sym = torch.round(z - m).int()
-        z_idx = torch.arange(z.shape[1], dtype=torch.int32, device=z.device).view(1, -1, 1, 1).expand_as(z_sym)
+        z_sym = torch.round(z.double() - from_grid(exact.z_medians, torch.float64)).int()
+        z_idx = torch.arange(z.shape[1], dtype=torch.int32).view(1, -1, 1, 1).expand(z_sym.shape)
         encoder.encode_with_indexes(z_sym.reshape(-1).tolist(), z_idx.reshape(-1).tolist(),
                                     eb_tab.cdf, eb_tab.lengths, eb_tab.offsets)
-        z_hat = z_sym.to(z.dtype) + m
-        psi = self.hyper_dec(z_hat)
+        z_hat = exact.z_hat(z_sym)
+        psi = exact.psi(z_hat)
         anchor, nonanchor = checkerboard_masks(y.shape[-2], y.shape[-1], y.device)
         decoded: List[torch.Tensor] = []
         symbols: List[torch.Tensor] = []
         indexes: List[torch.Tensor] = []
-        for k, y_k in enumerate(y.split(self.slices, dim=1)):
-            scales_a, means_a, ctx = self._anchor_params(k, psi, decoded)
+        for k, y_k in enumerate(y.double().split(self.slices, dim=1)):
+            scales_a, means_a, ctx = exact.anchor_params(k, psi, decoded)
             y_a = self._encode_pass(symbols, indexes, y_k, scales_a, means_a, anchor)
-            scales_n, means_n = self._nonanchor_params(k, psi, y_a, ctx)
+            scales_n, means_n = exact.nonanchor_params(k, psi, y_a, ctx)
             y_n = self._encode_pass(symbols, indexes, y_k, scales_n, means_n, nonanchor)
             decoded.append(y_a + y_n)
         # One call for every pass of y: the CDF table crosses into C++ once, not once per pass.
         encoder.encode_with_indexes(torch.cat(symbols).tolist(), torch.cat(indexes).tolist(),
                                     gc_tab.cdf, gc_tab.lengths, gc_tab.offsets)
-        return encoder.flush(), torch.cat(decoded, dim=1), z_hat
+        dtype = self.entropy_bottleneck.quantiles.dtype
+        return encoder.flush(), from_grid(torch.cat(decoded, dim=1), dtype), from_grid(z_hat, dtype)
 
     def _encode_pass(self, symbols: list, indexes: list, y_k, scales, means, mask) -> torch.Tensor:
-        sym = torch.round(y_k[0][:, mask] - means[0][:, mask]).int()
+        sym = torch.round(y_k[0][:, mask] - means[0][:, mask] / ACT_SCALE).int()
         symbols.append(sym.reshape(-1).cpu())
-        indexes.append(self.gaussian_conditional.build_indexes(scales[0][:, mask]).reshape(-1).cpu())
+        indexes.append(self._indexes(scales, mask).cpu())
         return self._place(sym, means, mask)
+
+    def _indexes(self, scales: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        # σ is an exact multiple of 2^-8, so this comparison against the table is device independent.
+        return self.gaussian_conditional.build_indexes(from_grid(scales[0][:, mask])).reshape(-1)
 
     @staticmethod
     def _place(sym: torch.Tensor, means: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        # The same float operations on both sides, so encoder and decoder hold identical ŷ.
+        """ŷ on the grid at the pass's positions (zeros elsewhere): symbol + μ, exactly."""
         out = torch.zeros_like(means[0])
-        out[:, mask] = sym.to(means.dtype) + means[0][:, mask]
+        out[:, mask] = sym.to(means.dtype) * ACT_SCALE + means[0][:, mask]
         return out.unsqueeze(0)
 
     def symbol_count(self, y_hw: Tuple[int, int]) -> int:
@@ -212,7 +248,7 @@ class SliceCheckerboardEntropyModel(CompressionModel):
     def decode_latents(self, string: bytes, y_hw: Tuple[int, int],
                        device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
         """Inverse of :meth:`encode_latents`: ``(y_hat, z_hat)`` for a y grid of ``y_hw``."""
-        eb_tab, gc_tab = self._coding_tables()
+        eb_tab, gc_tab, exact = self._coding_state(device)
         h, w = y_hw
         hz, wz = h // 4, w // 4
         n_ch = self.entropy_bottleneck.channels
@@ -224,26 +260,26 @@ class SliceCheckerboardEntropyModel(CompressionModel):
         decoder.set_stream(bytes(string) + bytes(pad))
         z_idx = torch.arange(n_ch, dtype=torch.int32).view(-1, 1, 1).expand(n_ch, hz, wz)
         z_sym = decoder.decode_stream(z_idx.reshape(-1).tolist(), eb_tab.cdf, eb_tab.lengths, eb_tab.offsets)
-        m = self.z_medians().to(device)
-        z_hat = torch.tensor(z_sym, dtype=torch.int32, device=device).view(1, n_ch, hz, wz).to(m.dtype) + m
-        psi = self.hyper_dec(z_hat)
+        z_hat = exact.z_hat(torch.tensor(z_sym, dtype=torch.int32, device=device).view(1, n_ch, hz, wz))
+        psi = exact.psi(z_hat)
         anchor, nonanchor = checkerboard_masks(h, w, device)
         decoded: List[torch.Tensor] = []
         for k in range(len(self.slices)):
-            scales_a, means_a, ctx = self._anchor_params(k, psi, decoded)
+            scales_a, means_a, ctx = exact.anchor_params(k, psi, decoded)
             y_a = self._decode_pass(decoder, gc_tab, scales_a, means_a, anchor)
-            scales_n, means_n = self._nonanchor_params(k, psi, y_a, ctx)
+            scales_n, means_n = exact.nonanchor_params(k, psi, y_a, ctx)
             y_n = self._decode_pass(decoder, gc_tab, scales_n, means_n, nonanchor)
             decoded.append(y_a + y_n)
-        return torch.cat(decoded, dim=1), z_hat
+        dtype = self.entropy_bottleneck.quantiles.dtype
+        return from_grid(torch.cat(decoded, dim=1), dtype), from_grid(z_hat, dtype)
 
     def _decode_pass(self, decoder, tab: _CodingTables, scales, means, mask) -> torch.Tensor:
-        idx = self.gaussian_conditional.build_indexes(scales[0][:, mask])
+        idx = self._indexes(scales, mask)
         # Hand the decoder only the CDF rows this pass uses (converting the full table per call
         # dominated decoding time); indexes are renumbered into that subset.
-        used, local = torch.unique(idx.reshape(-1).cpu(), return_inverse=True)
+        used, local = torch.unique(idx.cpu(), return_inverse=True)
         rows = used.tolist()
         values = decoder.decode_stream(local.tolist(), [tab.cdf[r] for r in rows],
                                        [tab.lengths[r] for r in rows], [tab.offsets[r] for r in rows])
-        sym = torch.tensor(values, dtype=torch.int32, device=means.device).view(idx.shape)
-        return self._place(sym, means, mask)
+        sym = torch.tensor(values, dtype=torch.int32, device=means.device)
+        return self._place(sym.view(means.shape[1], -1), means, mask)

@@ -1,0 +1,221 @@
+"""Samplers on diffusers schedulers, and the training-time noising (spec §6, §11).
+
+``sample(eps_fn, z_c, sampler, steps, generator, schedule, fewstep_start)`` runs one of
+:data:`SAMPLERS` from noise (or, for ``fewstep``, from the noised content latent) to ``z_0``:
+
+``ddpm``     the paper's sampler: spaced ancestral DDPM (guided-diffusion ``space_timesteps``):
+             timesteps ``round(k·999/(S−1))`` visited in descending order, respaced betas,
+             fixed-small posterior variance, no noise at the last step, no x̂_0 clipping; the
+             network receives the original timestep value (spec §6).
+``ddim``     deterministic DDIM (η = 0), "trailing" spacing so the first step is at t = 999.
+``dpmpp``    DPM-Solver++ (2nd-order multistep), diffusers defaults.
+``fewstep``  RDEIC-style start (spec §11): ``z_N = √ᾱ_N z_c + √(1−ᾱ_N) ε`` with N = ``fewstep_start``
+             (299), then the spaced ancestral DDPM over ``round(k·N/(S−1))``; S network evaluations.
+
+Noise is always drawn on the CPU from a CPU generator and then moved, so CPU and GPU runs draw
+identical noise; the same generator state gives bit-identical results on the same device.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Union
+
+import numpy as np
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+
+from ..config import ScheduleConfig
+
+Tensor = torch.Tensor
+EpsFn = Callable[[Tensor, Tensor], Tensor]
+
+
+# --------------------------------------------------------------------------- schedules
+
+def _schedule_kwargs(schedule: ScheduleConfig) -> dict:
+    return dict(num_train_timesteps=schedule.num_train_timesteps, beta_start=schedule.beta_start,
+                beta_end=schedule.beta_end, beta_schedule=schedule.beta_schedule,
+                prediction_type=schedule.prediction_type)
+
+
+def spaced_timesteps(last: int, steps: int) -> List[int]:
+    """``round(k·last/(S−1))`` for k = S−1..0, descending (spec §6).
+
+    Computed exactly as guided-diffusion's ``space_timesteps`` (used by the official sampler):
+    the stride is accumulated in floating point and rounded with Python's ``round`` — for some S
+    this differs by one from rounding ``k·last/(S−1)`` directly (ties such as 20.5).
+    ``steps = 1`` gives ``[last]`` (one jump from ``last`` to x̂_0; guided-diffusion would use 0).
+    """
+    if steps < 1 or steps > last + 1:
+        raise ValueError(f"steps must be in 1..{last + 1} for timesteps in [0, {last}], got {steps}")
+    if steps == 1:
+        return [int(last)]
+    stride, cur, taken = last / (steps - 1), 0.0, []
+    for _ in range(steps):
+        taken.append(round(cur))
+        cur += stride
+    return taken[::-1]
+
+
+def training_scheduler(schedule: ScheduleConfig) -> DDPMScheduler:
+    """The T-step DDPM of SD2.1-base (spec §6): scaled-linear 0.00085→0.012, ε-prediction."""
+    return DDPMScheduler(**_schedule_kwargs(schedule), variance_type="fixed_small", clip_sample=False)
+
+
+def alphas_cumprod(schedule: ScheduleConfig) -> Tensor:
+    """ᾱ_t for t = 0..T−1 (float32, as diffusers computes them)."""
+    return training_scheduler(schedule).alphas_cumprod.clone()
+
+
+def sample_timesteps(batch: int, schedule: ScheduleConfig, generator: Optional[torch.Generator] = None,
+                     device: Union[str, torch.device, None] = None, high: Optional[int] = None) -> Tensor:
+    """Training timesteps ``t ~ U{0, …, high−1}`` (default ``high = T``; RDEIC uses N+1), shape ``(batch,)``."""
+    high = schedule.num_train_timesteps if high is None else int(high)
+    t = torch.randint(0, high, (batch,), generator=generator, device="cpu")
+    return t.to(device) if device is not None else t
+
+
+def add_noise(z0: Tensor, noise: Tensor, t: Tensor,
+              schedule: Union[ScheduleConfig, DDPMScheduler]) -> Tensor:
+    """``z_t = √ᾱ_t z_0 + √(1−ᾱ_t) ε`` (spec §6), per-sample ``t`` of shape ``(B,)``."""
+    scheduler = schedule if isinstance(schedule, DDPMScheduler) else training_scheduler(schedule)
+    return scheduler.add_noise(z0, noise, t.to(z0.device))
+
+
+# --------------------------------------------------------------------------- sampler registry
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """How to build a sampler's scheduler and where it starts."""
+
+    description: str
+    build: Callable[[ScheduleConfig, int, int], SchedulerMixin]   # (schedule, steps, fewstep_start)
+    from_content: bool = False        # start at z_N = noised z_c instead of pure noise
+    ancestral: bool = False           # DDPM step: draws noise, and the last step returns x̂_0
+
+
+def _build_ddpm(schedule: ScheduleConfig, steps: int, fewstep_start: int) -> SchedulerMixin:
+    scheduler = training_scheduler(schedule)
+    # Custom timesteps: diffusers then takes the *next list element* as the previous timestep,
+    # which is exactly the respacing of guided-diffusion (β'_i = 1 − ᾱ_{t_i}/ᾱ_{t_{i−1}}).
+    scheduler.set_timesteps(timesteps=spaced_timesteps(schedule.num_train_timesteps - 1, steps))
+    return scheduler
+
+
+def _build_fewstep(schedule: ScheduleConfig, steps: int, fewstep_start: int) -> SchedulerMixin:
+    scheduler = training_scheduler(schedule)
+    scheduler.set_timesteps(timesteps=spaced_timesteps(fewstep_start, steps))
+    return scheduler
+
+
+def _build_ddim(schedule: ScheduleConfig, steps: int, fewstep_start: int) -> SchedulerMixin:
+    _check_steps(steps, schedule.num_train_timesteps)
+    # "trailing" starts at t = T−1 like the spaced DDPM (diffusers' DDIM steps by T // S, so the
+    # "linspace" grid would not chain); set_alpha_to_one: the last step lands on x̂_0.
+    scheduler = DDIMScheduler(**_schedule_kwargs(schedule), clip_sample=False, set_alpha_to_one=True,
+                              steps_offset=0, timestep_spacing="trailing")
+    scheduler.set_timesteps(steps)
+    return scheduler
+
+
+def _build_dpmpp(schedule: ScheduleConfig, steps: int, fewstep_start: int) -> SchedulerMixin:
+    _check_steps(steps, schedule.num_train_timesteps)
+    scheduler = DPMSolverMultistepScheduler(**_schedule_kwargs(schedule), algorithm_type="dpmsolver++",
+                                            solver_order=2, timestep_spacing="linspace")
+    scheduler.set_timesteps(steps)
+    return scheduler
+
+
+SAMPLERS: Dict[str, SamplerSpec] = {
+    "ddpm": SamplerSpec("spaced ancestral DDPM, fixed-small variance (the paper's sampler)", _build_ddpm,
+                        ancestral=True),
+    "ddim": SamplerSpec("deterministic DDIM (eta = 0)", _build_ddim),
+    "dpmpp": SamplerSpec("DPM-Solver++ 2nd-order multistep", _build_dpmpp),
+    "fewstep": SamplerSpec("RDEIC-style: start from z_c noised to fewstep_start, spaced DDPM below it",
+                           _build_fewstep, from_content=True, ancestral=True),
+}
+
+
+def _check_steps(steps: int, high: int) -> None:
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 1 <= steps <= high:
+        raise ValueError(f"steps must be an integer in 1..{high}, got {steps!r}")
+
+
+def make_scheduler(sampler: str, steps: int, schedule: Optional[ScheduleConfig] = None,
+                   fewstep_start: int = 299) -> SchedulerMixin:
+    """The diffusers scheduler of ``sampler`` with its timesteps set (validates every argument)."""
+    schedule = schedule or ScheduleConfig()
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; valid samplers: {', '.join(SAMPLERS)}")
+    T = schedule.num_train_timesteps
+    if isinstance(fewstep_start, bool) or not isinstance(fewstep_start, (int, np.integer)) \
+            or not 0 <= fewstep_start < T:
+        raise ValueError(f"fewstep_start must be an integer in 0..{T - 1}, got {fewstep_start!r}")
+    _check_steps(steps, fewstep_start + 1 if sampler == "fewstep" else T)
+    return SAMPLERS[sampler].build(schedule, int(steps), int(fewstep_start))
+
+
+def sampler_timesteps(sampler: str, steps: int, schedule: Optional[ScheduleConfig] = None,
+                      fewstep_start: int = 299) -> List[int]:
+    """The timesteps at which ``sampler`` evaluates the network, in order (one eps call each)."""
+    return [int(t) for t in make_scheduler(sampler, steps, schedule, fewstep_start).timesteps]
+
+
+# --------------------------------------------------------------------------- the loop
+
+def _cpu_randn(shape, generator: Optional[torch.Generator], like: Tensor) -> Tensor:
+    # Drawn on the CPU so CPU and GPU decodes start from the same noise.
+    return torch.randn(shape, generator=generator, device="cpu", dtype=torch.float32).to(like.device, like.dtype)
+
+
+def sample(eps_fn: EpsFn, z_c: Tensor, sampler: str = "ddpm", steps: int = 50,
+           generator: Optional[torch.Generator] = None, schedule: Optional[ScheduleConfig] = None,
+           fewstep_start: int = 299, progress: bool = False) -> Tensor:
+    """Denoise to ``z_0`` with ``eps = eps_fn(z_t, t)`` (spec §6; ``fewstep``: spec §11).
+
+    Args:
+        eps_fn: ``(z_t (B,C,h,w), t (B,) long on z_t's device) -> eps`` — e.g. the controlled UNet.
+        z_c: content latent ``(B,C,h,w)``; sets shape/device/dtype, and is the start of ``fewstep``.
+        sampler: a key of :data:`SAMPLERS` (``ddpm`` default, ``ddim``, ``dpmpp``, ``fewstep``).
+        steps: number of network evaluations (``1..T``; ``fewstep``: ``1..fewstep_start+1``).
+        generator: a CPU ``torch.Generator`` (all noise is drawn on the CPU); ``None`` uses the
+            global RNG.  Same generator state → bit-identical output on the same device.
+        schedule: training schedule (default :class:`ScheduleConfig`: T=1000, scaled-linear).
+        fewstep_start: start timestep N of ``fewstep`` (RDEIC: 299).
+        progress: show a tqdm bar.
+
+    Returns:
+        ``z_0`` with the shape, device and dtype of ``z_c``.
+    """
+    if generator is not None and generator.device.type != "cpu":
+        raise ValueError(f"generator must be a CPU torch.Generator (noise is drawn on the CPU), "
+                         f"got one on {generator.device}")
+    if not isinstance(z_c, Tensor) or z_c.ndim != 4:
+        raise ValueError(f"z_c must be a (B,C,h,w) tensor, got {getattr(z_c, 'shape', type(z_c))}")
+    spec = SAMPLERS.get(sampler)
+    scheduler = make_scheduler(sampler, steps, schedule, fewstep_start)
+    timesteps = scheduler.timesteps
+
+    noise = _cpu_randn(z_c.shape, generator, z_c)
+    if spec.from_content:
+        t_start = torch.full((z_c.shape[0],), int(timesteps[0]), dtype=torch.long, device=z_c.device)
+        z = scheduler.add_noise(z_c, noise, t_start)
+    else:
+        z = noise * scheduler.init_noise_sigma
+
+    iterator = timesteps
+    if progress:
+        from tqdm.auto import tqdm
+        iterator = tqdm(timesteps, desc=f"{sampler} ({len(timesteps)} steps)")
+    last = len(timesteps) - 1
+    for i, t in enumerate(iterator):
+        t_batch = t.to(z.device, torch.long).expand(z.shape[0])
+        eps = eps_fn(scheduler.scale_model_input(z, t), t_batch)
+        if spec.ancestral:
+            out = scheduler.step(eps, t, z, generator=generator)
+            # Last step: the posterior mean is exactly x̂_0 and the variance 0 (no noise, spec §6).
+            z = out.pred_original_sample if i == last else out.prev_sample
+        else:
+            z = scheduler.step(eps, t, z).prev_sample
+    return z.to(z_c.dtype)
