@@ -177,9 +177,13 @@ class DiffEICCodec(nn.Module):
         # The LFGCM's buffers are its CDF tables: they define the decoder as much as the weights do,
         # so two machines that built different tables refuse each other's streams instead of
         # decoding garbage.
-        return ([("lfgcm." + n, p) for n, p in self.lfgcm.named_parameters()]
-                + [("lfgcm." + n, b) for n, b in self.lfgcm.named_buffers()]
-                + [("control." + n, p) for n, p in self.control.named_parameters()])
+        if getattr(self, "_param_list", None) is None:     # Parameter objects are stable; gather once
+            self._param_list = ([("lfgcm." + n, p) for n, p in self.lfgcm.named_parameters()]
+                                + [("control." + n, p) for n, p in self.control.named_parameters()])
+        tables = [(f"lfgcm.{m}.{b}", getattr(getattr(self.lfgcm, m), b))   # replaced on every update()
+                  for m in ("entropy_bottleneck", "gaussian_conditional")
+                  for b in ("_quantized_cdf", "_offset", "_cdf_length")]
+        return self._param_list + tables
 
     # ------------------------------------------------------------------ input checks
     def _check_images(self, x: Any) -> Tuple[torch.Tensor, bool]:

@@ -98,3 +98,12 @@ def test_encode_on_cuda_decode_on_cpu_bit_exactly():
     assert bits == cpu.compress(x)
     a, b = gpu.decompress_latents(bits), cpu.decompress_latents(bits)
     assert torch.equal(a["y_hat"].cpu(), b["y_hat"]) and torch.equal(a["z_hat"].cpu(), b["z_hat"])
+
+
+def test_index_selection_matches_compressai_build_indexes():
+    codec = DiffEICCodec.from_config("tiny")
+    gc = codec.lfgcm.gaussian_conditional
+    sigma_grid = torch.round((torch.rand(1, 4, 50, 50) * 300 - 5) * ACT_SCALE).double()
+    mask = torch.ones(50, 50, dtype=torch.bool)
+    ours = codec.lfgcm._indexes(sigma_grid, mask)
+    assert torch.equal(ours, gc.build_indexes(sigma_grid[0][:, mask].float() / ACT_SCALE).reshape(-1))

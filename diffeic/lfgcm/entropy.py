@@ -128,7 +128,11 @@ class SliceCheckerboardEntropyModel(CompressionModel):
         return updated
 
     def _weights_key(self) -> tuple:
-        return tuple((p.data_ptr(), p._version) for p in self.parameters())
+        # Parameter objects survive .to() and load_state_dict (their data is swapped or copied in
+        # place), so the list is gathered once; data_ptr and _version reveal any change.
+        if getattr(self, "_param_list", None) is None:
+            self._param_list = list(self.parameters())
+        return tuple((p.data_ptr(), p._version) for p in self._param_list)
 
     def _coding_state(self, device: torch.device) -> Tuple[_CodingTables, _CodingTables, ExactEntropyPath]:
         """CDF tables and the exact parameter path, rebuilt whenever the weights have changed."""
@@ -229,8 +233,15 @@ class SliceCheckerboardEntropyModel(CompressionModel):
         return self._place(sym, means, mask)
 
     def _indexes(self, scales: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        # σ is an exact multiple of 2^-8, so this comparison against the table is device independent.
-        return self.gaussian_conditional.build_indexes(from_grid(scales[0][:, mask])).reshape(-1)
+        """CDF index per symbol: the number of scale-table entries (but the last) below max(σ, bound).
+
+        Same result as compressai's ``build_indexes``, in one ``bucketize`` instead of a loop over
+        the table.  σ is an exact multiple of 2^-8, so the comparison is device independent.
+        """
+        gc = self.gaussian_conditional
+        table = gc.scale_table.to(scales.device)
+        sigma = torch.clamp(from_grid(scales[0][:, mask]), min=float(gc.lower_bound_scale.bound))
+        return torch.bucketize(sigma, table[:-1]).int().reshape(-1)
 
     @staticmethod
     def _place(sym: torch.Tensor, means: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
