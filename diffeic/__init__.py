@@ -6,11 +6,32 @@ Public names::
     codec = DiffEICCodec.from_config("tiny")
     bits = codec.compress(x)            # x: (3,H,W) float in [0,1]
     x_hat = codec.decompress(bits)
+
+The names are imported on first use (PEP 562), so ``import diffeic`` and ``diffeic --version``
+do not pay for torch and diffusers.
 """
 __version__ = "0.1.0"
 
-from .bitstream import BitstreamError  # noqa: E402
-from .codec import DiffEICCodec  # noqa: E402
-from .config import DiffEICConfig, get_config  # noqa: E402
+_EXPORTS = {
+    "DiffEICCodec": ("codec", "DiffEICCodec"),
+    "BitstreamError": ("bitstream", "BitstreamError"),
+    "DiffEICConfig": ("config", "DiffEICConfig"),
+    "get_config": ("config", "get_config"),
+}
 
-__all__ = ["DiffEICCodec", "BitstreamError", "DiffEICConfig", "get_config", "__version__"]
+__all__ = [*_EXPORTS, "__version__"]
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        import importlib
+
+        module, attr = _EXPORTS[name]
+        value = getattr(importlib.import_module(f".{module}", __name__), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'diffeic' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)

@@ -125,7 +125,22 @@ class SliceCheckerboardEntropyModel(CompressionModel):
                     setattr(module, buf, getattr(cpu, buf).to(device))
             updated |= bool(changed)
         self._coding = None
+        self._tables_key = self._weights_key()
         return updated
+
+    def load_state_dict(self, state_dict, strict: bool = True):
+        """compressai's loader (resizes CDF buffers, remaps old EB names); loaded non-empty tables are
+        taken as current, so every machine codes with the tables that were saved."""
+        result = super().load_state_dict(state_dict, strict=strict)
+        self._coding = None
+        has_tables = self.entropy_bottleneck._offset.numel() and self.gaussian_conditional._offset.numel()
+        self._tables_key = self._weights_key() if has_tables else None
+        return result
+
+    def refresh_tables(self) -> None:
+        """Rebuild the CDF tables if the weights changed since they were built or loaded."""
+        if getattr(self, "_tables_key", None) != self._weights_key():
+            self.update(force=True)
 
     def _weights_key(self) -> tuple:
         # Parameter objects survive .to() and load_state_dict (their data is swapped or copied in
@@ -136,12 +151,10 @@ class SliceCheckerboardEntropyModel(CompressionModel):
 
     def _coding_state(self, device: torch.device) -> Tuple[_CodingTables, _CodingTables, ExactEntropyPath]:
         """CDF tables and the exact parameter path, rebuilt whenever the weights have changed."""
-        key = self._weights_key()
-        if self._coding is None or self._coding[0] != key:
-            self.update(force=True)
-        if self._coding is None or self._coding[3].device != device:
-            self._coding = (key, _CodingTables(self.entropy_bottleneck), _CodingTables(self.gaussian_conditional),
-                            ExactEntropyPath(self, device))
+        self.refresh_tables()
+        if self._coding is None or self._coding[0] != self._tables_key or self._coding[3].device != device:
+            self._coding = (self._tables_key, _CodingTables(self.entropy_bottleneck),
+                            _CodingTables(self.gaussian_conditional), ExactEntropyPath(self, device))
         return self._coding[1], self._coding[2], self._coding[3]
 
     # ------------------------------------------------------------------ parameters

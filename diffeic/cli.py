@@ -1,0 +1,492 @@
+"""The ``diffeic`` command: ``compress``, ``decompress``, ``info`` (and room for more subcommands).
+
+Exit codes: 0 success · 1 a bad input file or model (one line ``diffeic: error: <file>: <problem>`` on
+stderr, no traceback; ``--debug`` shows it) · 2 bad usage (argparse) · 130 interrupted.
+
+A subcommand is one builder registered in :data:`SUBCOMMANDS`: a function that takes argparse's
+sub-parser collection, adds its parser and sets ``func`` (the handler, ``args -> int``) as a default::
+
+    SUBCOMMANDS["convert"] = diffeic.convert.add_convert_parser
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+# compressai 1.2.8 warns on import that torch.jit.script is deprecated: not actionable for someone
+# running the command, so that one message is filtered here (the library itself leaves it alone).
+warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
+
+import torch  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from . import __version__  # noqa: E402
+from .bitstream import FORMAT_VERSION, MAX_STEPS, SAMPLER_IDS, BitstreamError  # noqa: E402
+from .codec import DiffEICCodec  # noqa: E402
+from .config import PRESETS  # noqa: E402
+from .convert import add_convert_parser  # noqa: E402
+from .io import IMAGE_SUFFIXES, expand_paths, load_image, output_format, save_image, write_bytes_atomic  # noqa: E402
+
+PROG = "diffeic"
+STREAM_SUFFIX = ".deic"
+#: Errors that mean "this input (file, model, option value) is bad": one line, exit 1.
+INPUT_ERRORS = (BitstreamError, ValueError, TypeError, OSError)
+
+Builder = Callable[[Any], argparse.ArgumentParser]
+
+
+class CLIError(Exception):
+    """A problem to report as one ``diffeic: error: ...`` line with exit status 1."""
+
+
+class UsageError(Exception):
+    """A usage problem found after parsing (reported like argparse's own, exit status 2)."""
+
+
+# ====================================================================================== parser
+_MAIN_EPILOG = f"""\
+examples:
+  {PROG} compress photo.png --model checkpoints/diffeic_l2     # -> photo.deic
+  {PROG} compress photos/ --out-dir streams/ --model tiny      # every image below photos/
+  {PROG} info photo.deic                                        # header: size, model, sampler, bpp
+  {PROG} decompress photo.deic -o photo_hat.png --model checkpoints/diffeic_l2 --steps 50
+  {PROG} decompress 'streams/*.deic' --out-dir recon/ --sampler ddim --steps 20
+
+run '{PROG} COMMAND --help' for the options of one command.
+"""
+
+_COMPRESS_EPILOG = f"""\
+output: <stem>{STREAM_SUFFIX} beside each input, or in --out-dir; -o names it (one input only).
+--steps/--sampler/--seed are written into the stream as its decode settings.
+
+examples:
+  {PROG} compress photo.png --model checkpoints/diffeic_l2
+  {PROG} compress 'kodak/*.png' --out-dir streams/ --model tiny --steps 2
+"""
+
+_DECOMPRESS_EPILOG = f"""\
+output: <stem>.decoded.png beside each input, or <stem>.png in --out-dir; -o names it (one input
+only; the suffix picks PNG, JPEG, WebP, TIFF or BMP).  The stream's own sampler/steps/seed are used
+unless overridden.  The model must be the one that compressed the stream (its fingerprint is checked).
+
+examples:
+  {PROG} decompress photo.deic --model checkpoints/diffeic_l2
+  {PROG} decompress photo.deic -o photo_hat.png --model checkpoints/diffeic_l2 --steps 20 --sampler ddim
+  {PROG} decompress streams/ --out-dir recon/ --model tiny
+"""
+
+_INFO_EPILOG = f"""\
+None of this needs the model.  'default' means the stream leaves the setting to the decoding model.
+
+examples:
+  {PROG} info photo.deic
+  {PROG} info streams/ --json | python -c 'import json,sys; print(json.load(sys.stdin)[0]["bpp"])'
+"""
+
+
+def _positive_steps(text: str) -> int:
+    value = _int_arg(text)
+    if not 1 <= value <= MAX_STEPS:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_STEPS}, got {value}")
+    return value
+
+
+def _seed(text: str) -> int:
+    value = _int_arg(text)
+    if not 0 <= value < 2 ** 64:
+        raise argparse.ArgumentTypeError(f"must be in [0, 2**64), got {value}")
+    return value
+
+
+def _int_arg(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+
+
+def _device_arg(text: str) -> torch.device:
+    try:
+        return torch.device(text)
+    except RuntimeError:
+        raise argparse.ArgumentTypeError(f"not a torch device: {text!r} (e.g. cpu, cuda, cuda:1)") from None
+
+
+def _add_common_options(parser: argparse.ArgumentParser) -> None:
+    """Options every subcommand accepts (also after the subcommand's name)."""
+    # SUPPRESS: a subcommand's default must not overwrite a value given before the subcommand.
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the full traceback of an error instead of one line")
+    parser.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                        help="print errors and warnings only (no per-file lines, no progress bar)")
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    presets = "|".join(PRESETS)
+    parser.add_argument("--model", default="tiny", metavar=f"{presets}|DIR",
+                        help=f"a checkpoint folder (trained weights) or a preset ({', '.join(PRESETS)}: random, "
+                             f"untrained weights, for tests and demos); default: %(default)s")
+    parser.add_argument("--sd-path", metavar="P", default=None,
+                        help="Stable Diffusion 2.1-base weights for a checkpoint folder: hub id, diffusers folder "
+                             "or single file (default: the one recorded in the checkpoint)")
+    parser.add_argument("--device", type=_device_arg, default=None, metavar="cpu|cuda",
+                        help="where to run (default: cuda if available, else cpu)")
+
+
+def _add_decode_options(parser: argparse.ArgumentParser, stored: bool) -> None:
+    where = "store in the stream as its decode setting" if stored else "override the stream's setting"
+    parser.add_argument("--steps", type=_positive_steps, default=None, metavar="N",
+                        help=f"diffusion sampling steps ({where})")
+    parser.add_argument("--sampler", choices=list(SAMPLER_IDS), default=None, metavar="NAME",
+                        help=f"diffusion sampler: {', '.join(SAMPLER_IDS)} ({where})")
+    parser.add_argument("--seed", type=_seed, default=None, metavar="S", help=f"sampling seed ({where})")
+
+
+def _add_output_options(parser: argparse.ArgumentParser, what: str) -> None:
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument("-o", "--output", metavar="OUT", default=None, help=f"the {what} to write (one input only)")
+    target.add_argument("--out-dir", metavar="DIR", default=None, help=f"folder for the {what}s (created if missing)")
+    parser.add_argument("-f", "--force", action="store_true", help="overwrite existing outputs")
+
+
+def _new_parser(subparsers, name: str, help: str, epilog: str) -> argparse.ArgumentParser:
+    return subparsers.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".", epilog=epilog,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def add_compress_parser(subparsers) -> argparse.ArgumentParser:
+    parser = _new_parser(subparsers, "compress", "compress images into .deic streams", _COMPRESS_EPILOG)
+    parser.add_argument("inputs", nargs="+", metavar="IMAGE",
+                        help=f"image files, folders (searched recursively for {' '.join(IMAGE_SUFFIXES)}) "
+                             f"or quoted glob patterns")
+    _add_output_options(parser, "stream")
+    _add_model_options(parser)
+    _add_decode_options(parser, stored=True)
+    parser.set_defaults(func=run_compress)
+    return parser
+
+
+def add_decompress_parser(subparsers) -> argparse.ArgumentParser:
+    parser = _new_parser(subparsers, "decompress", "decode .deic streams into images", _DECOMPRESS_EPILOG)
+    parser.add_argument("inputs", nargs="+", metavar=f"FILE{STREAM_SUFFIX}",
+                        help=f"stream files, folders (searched for *{STREAM_SUFFIX}) or quoted glob patterns")
+    _add_output_options(parser, "image")
+    _add_model_options(parser)
+    _add_decode_options(parser, stored=False)
+    parser.set_defaults(func=run_decompress)
+    return parser
+
+
+def add_info_parser(subparsers) -> argparse.ArgumentParser:
+    parser = _new_parser(subparsers, "info", "print the header of .deic streams", _INFO_EPILOG)
+    parser.add_argument("inputs", nargs="+", metavar=f"FILE{STREAM_SUFFIX}",
+                        help=f"stream files, folders (searched for *{STREAM_SUFFIX}) or quoted glob patterns")
+    parser.add_argument("--json", action="store_true", help="print a JSON list of objects, one per file")
+    parser.set_defaults(func=run_info)
+    return parser
+
+
+#: name → builder; the order is the order of ``diffeic --help``.
+SUBCOMMANDS: Dict[str, Builder] = {
+    "compress": add_compress_parser,
+    "decompress": add_decompress_parser,
+    "info": add_info_parser,
+    "convert": add_convert_parser,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full ``diffeic`` parser: global options plus every registered subcommand."""
+    parser = argparse.ArgumentParser(
+        prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_MAIN_EPILOG,
+        description="DiffEIC extreme image compression (<0.1 bpp): an LFGCM hyperprior codec whose "
+                    "latents guide a Stable Diffusion decoder.")
+    parser.add_argument("--version", action="version",
+                        version=f"{PROG} {__version__} (bitstream format {FORMAT_VERSION}, torch {torch.__version__})")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print errors and warnings only")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for builder in SUBCOMMANDS.values():
+        sub = builder(subparsers)
+        _add_common_options(sub)
+        sub.set_defaults(_parser=sub)
+    return parser
+
+
+# ====================================================================================== main
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the command line; returns the exit status (never raises ``SystemExit``)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(None if argv is None else list(argv))
+    except SystemExit as exit_:          # --help, --version, usage errors
+        return _exit_code(exit_)
+    try:
+        with _warnings_as_lines():
+            return int(args.func(args) or 0)
+    except UsageError as err:
+        args._parser.print_usage(sys.stderr)
+        print(f"{args._parser.prog}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except (CLIError, *INPUT_ERRORS) as err:
+        if args.debug:
+            raise
+        _print_error(_one_line(err))
+        return 1
+    except Exception as err:         # a bug, not bad input: still one line unless --debug
+        if args.debug:
+            raise
+        _print_error(f"unexpected {type(err).__name__}: {_one_line(err)} (rerun with --debug for the traceback)")
+        return 1
+
+
+def _exit_code(exit_: SystemExit) -> int:
+    return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+
+
+def _print_error(message: str) -> None:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+
+
+def _one_line(err: BaseException) -> str:
+    text = _describe(err)
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip()) or type(err).__name__
+
+
+def _describe(err: BaseException) -> str:
+    """An exception's message; OSErrors without their ``[Errno n]`` noise."""
+    if isinstance(err, OSError) and err.strerror:
+        return f"{err.filename}: {err.strerror}" if err.filename else err.strerror
+    return str(err)
+
+
+@contextmanager
+def _warnings_as_lines() -> Iterator[None]:
+    """Show warnings (e.g. 'alpha channel dropped') as ``diffeic: warning: ...`` lines."""
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        yield
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    _note(str(message))
+
+
+def _note(message: str) -> None:
+    print(f"{PROG}: warning: {message}", file=sys.stderr)
+
+
+@contextmanager
+def _about(path: Path) -> Iterator[None]:
+    """Turn an input error while handling ``path`` into a CLIError whose message starts with the file."""
+    try:
+        yield
+    except INPUT_ERRORS as err:
+        message = (err.strerror or str(err)) if isinstance(err, OSError) else str(err)
+        if not message.startswith(f"{path}:"):
+            message = f"{path}: {message}"
+        raise CLIError(message) from err
+
+
+# ====================================================================================== shared steps
+def _inputs(items: Sequence[str], suffixes: Sequence[str]) -> List[Path]:
+    try:
+        return expand_paths(items, suffixes)
+    except ValueError as err:
+        raise CLIError(str(err)) from err
+
+
+def _plan_outputs(args: argparse.Namespace, files: List[Path],
+                  default_name: Callable[[Path, bool], str]) -> List[Tuple[Path, Path]]:
+    """Pair each input with its output; refuse ambiguous, self-overwriting or (without --force) existing ones.
+
+    ``default_name(src, in_out_dir)`` gives the output's file name when -o is not used.
+    """
+    if args.output is not None and len(files) > 1:
+        raise UsageError(f"-o/--output takes one input, got {len(files)} files (use --out-dir)")
+    if args.output is not None:
+        outputs = [Path(args.output)]
+    elif args.out_dir is not None:
+        outputs = [Path(args.out_dir) / default_name(f, True) for f in files]
+    else:
+        outputs = [f.parent / default_name(f, False) for f in files]
+    jobs = list(zip(files, outputs))
+    _check_outputs(jobs, force=args.force)
+    return jobs
+
+
+def _check_outputs(jobs: List[Tuple[Path, Path]], force: bool) -> None:
+    seen: Dict[Path, Path] = {}
+    for src, dst in jobs:
+        key = dst.resolve()
+        if key in seen:
+            raise CLIError(f"{dst}: both {seen[key]} and {src} would be written here; use separate runs")
+        seen[key] = src
+        if key == src.resolve():
+            raise CLIError(f"{dst}: the output would overwrite its own input")
+        if dst.is_dir():
+            raise CLIError(f"{dst}: is a directory")
+        if dst.exists() and not force:
+            raise CLIError(f"{dst}: already exists (use --force to overwrite)")
+
+
+def _make_parent_dirs(jobs: List[Tuple[Path, Path]]) -> None:
+    for parent in {dst.parent for _, dst in jobs}:
+        parent.mkdir(parents=True, exist_ok=True)
+
+
+def load_codec(model: str, sd_path: Optional[str] = None, device: Optional[torch.device] = None) -> DiffEICCodec:
+    """A preset name (random weights), a config ``.yaml`` (random weights) or a checkpoint folder → codec."""
+    path = Path(model)
+    if model in PRESETS or (path.suffix in (".yaml", ".yml") and path.is_file()):
+        if sd_path is not None:
+            _note(f"--sd-path is ignored for --model {model} (it applies to checkpoint folders)")
+        codec = DiffEICCodec.from_config(model)
+    elif path.is_dir():
+        codec = DiffEICCodec.from_pretrained(path, sd_path=sd_path)
+    else:
+        raise CLIError(f"--model {model}: neither a preset ({', '.join(PRESETS)}), a checkpoint folder "
+                       f"nor a config .yaml file")
+    if not codec.is_trained:
+        _note(f"model {model!r} has random, untrained weights: fine for tests and demos, but reconstructions "
+              f"will not resemble the input (pass a checkpoint folder for real use)")
+    return codec.to(_resolve_device(device))
+
+
+def _resolve_device(device: Optional[torch.device]) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise CLIError(f"--device {device}: CUDA is not available on this machine")
+    return device
+
+
+def _progress(jobs: List[Tuple[Path, Path]], args: argparse.Namespace, verb: str):
+    # disable=None: the bar only appears on a terminal, never in logs or pipes.
+    return tqdm(jobs, desc=verb, unit="file", file=sys.stderr, leave=False,
+                disable=True if _quiet(args) else None)
+
+
+def _quiet(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "quiet", False))
+
+
+def _report(args: argparse.Namespace, line: str) -> None:
+    if not _quiet(args):
+        tqdm.write(line, file=sys.stdout)
+
+
+# ====================================================================================== compress
+def _stream_name(src: Path, in_out_dir: bool) -> str:
+    return src.stem + STREAM_SUFFIX
+
+
+def run_compress(args: argparse.Namespace) -> int:
+    """``diffeic compress``: every image → one ``.deic`` stream; prints bytes and bpp per file."""
+    jobs = _plan_outputs(args, _inputs(args.inputs, IMAGE_SUFFIXES), _stream_name)
+    codec = load_codec(args.model, args.sd_path, args.device)
+    _make_parent_dirs(jobs)
+    for src, dst in _progress(jobs, args, "compress"):
+        with _about(src):
+            x = load_image(src)
+            bits = codec.compress(x, sampler=args.sampler, steps=args.steps, seed=args.seed)
+        with _about(dst):
+            write_bytes_atomic(dst, bits)
+        height, width = x.shape[-2:]
+        _report(args, f"{src} -> {dst}: {len(bits)} bytes, {8 * len(bits) / (height * width):.4f} bpp "
+                      f"({width}x{height})")
+    return 0
+
+
+# ====================================================================================== decompress
+def _image_name(src: Path, in_out_dir: bool) -> str:
+    # Beside the stream, <stem>.png is likely the original photo: never aim at it by default.
+    return src.stem + (".png" if in_out_dir else ".decoded.png")
+
+
+def run_decompress(args: argparse.Namespace) -> int:
+    """``diffeic decompress``: every stream → one image, decoded with the stream's settings unless overridden."""
+    jobs = _plan_outputs(args, _inputs(args.inputs, (STREAM_SUFFIX,)), _image_name)
+    for _, dst in jobs:
+        with _about(dst):
+            output_format(dst)                  # reject an unknown suffix before loading the model
+    codec = load_codec(args.model, args.sd_path, args.device)
+    _make_parent_dirs(jobs)
+    for src, dst in _progress(jobs, args, "decompress"):
+        with _about(src):
+            bits = src.read_bytes()
+            header = DiffEICCodec.inspect(bits)
+            x_hat = codec.decompress(bits, steps=args.steps, sampler=args.sampler, seed=args.seed)
+        with _about(dst):
+            save_image(x_hat, dst)
+        sampler, steps, seed = _decode_settings(codec, header, args)
+        _report(args, f"{src} -> {dst}: {x_hat.shape[-1]}x{x_hat.shape[-2]}, {sampler}, "
+                      f"{steps} step{'' if steps == 1 else 's'}, seed {seed}")
+    return 0
+
+
+def _decode_settings(codec: DiffEICCodec, header: Dict[str, Any], args: argparse.Namespace) -> Tuple[str, int, int]:
+    """The settings a decode used: option, else the stream's header, else the model's default."""
+    default = codec.config.sampler
+    sampler = args.sampler or header.get("sampler") or default.name
+    steps = args.steps or header.get("steps") or default.steps
+    seed = next(s for s in (args.seed, header.get("seed"), default.seed) if s is not None)
+    return sampler, steps, seed
+
+
+# ====================================================================================== info
+#: header key → label, in display order.
+INFO_FIELDS: Tuple[Tuple[str, str], ...] = (
+    ("version", "format version"), ("fingerprint", "model fingerprint"), ("height", "height"),
+    ("width", "width"), ("sampler", "sampler"), ("steps", "steps"), ("seed", "seed"),
+    ("payload_bytes", "payload bytes"), ("container_bytes", "container bytes"), ("total_bytes", "total bytes"),
+    ("bpp", "bpp"),
+)
+
+
+def stream_info(path: Path) -> Dict[str, Any]:
+    """The header of one stream file as a dict (``file`` first, ``bpp`` always present)."""
+    bits = path.read_bytes()
+    header = DiffEICCodec.inspect(bits)
+    total = header.get("total_bytes", len(bits))
+    record = {"file": str(path), **header}
+    record.setdefault("bpp", 8 * total / (header["height"] * header["width"]))
+    return record
+
+
+def format_info(record: Dict[str, Any]) -> str:
+    """Aligned ``label  value`` lines; unset decode settings read 'default'."""
+    rows = [(label, record[key]) for key, label in INFO_FIELDS if key in record]
+    width = max(len(label) for label, _ in rows)
+    lines = [record["file"]]
+    for label, value in rows:
+        text = "default" if value is None else (f"{value:.4f}" if isinstance(value, float) else str(value))
+        lines.append(f"  {label:<{width}}  {text}")
+    return "\n".join(lines)
+
+
+def run_info(args: argparse.Namespace) -> int:
+    """``diffeic info``: stream headers as aligned text or a JSON list."""
+    records = []
+    for i, path in enumerate(_inputs(args.inputs, (STREAM_SUFFIX,))):
+        with _about(path):
+            record = stream_info(path)
+        if args.json:
+            records.append(record)
+        else:
+            print(("\n" if i else "") + format_info(record))
+    if args.json:
+        print(json.dumps(records, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,292 @@
+"""Image files in and out: ``load_image`` / ``save_image`` and input expansion for the command line.
+
+``load_image`` turns any PNG, JPEG, WebP, TIFF (or BMP) file into the codec's input convention, a
+float32 tensor ``(3,H,W)`` in [0,1]:
+
+* EXIF orientation is applied (``ImageOps.exif_transpose``), so the tensor is the image as viewers show it;
+* grayscale (``1``, ``L``, ``I;16``) is repeated to three channels; CMYK and palettes are converted to RGB;
+* alpha (``RGBA``, ``LA``, ``P``/``L``/``RGB`` with a transparency entry) is dropped with a warning
+  naming the file — the colour values under transparent pixels are kept as stored, not composited;
+* 16-bit data is scaled by 65535, not 255.  Pillow keeps 16-bit *grayscale* (``I;16``) but reduces 16-bit
+  RGB(A) PNG/TIFF to 8 bits while decoding; we recover the exact values by decoding the file a second
+  time with the byte order swapped (Pillow then keeps the low byte instead of the high one) —
+  Pillow only, no extra reader needed;
+* multi-frame files (animated WebP, multi-page TIFF) give their first frame;
+* an unreadable, corrupt or non-image file raises ``ValueError("<file>: <why>")``.
+
+``save_image`` writes 8-bit files; the conversion is ``round(clamp(x, 0, 1) * 255)`` (round half to even).
+"""
+from __future__ import annotations
+
+import glob
+import os
+import secrets
+import sys
+import warnings
+from pathlib import Path
+from typing import Iterable, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+PathLike = Union[str, os.PathLike]
+
+#: Suffixes (lower case) that directory and glob expansion treat as images.
+IMAGE_SUFFIXES: Tuple[str, ...] = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
+
+#: Output suffix → Pillow format name and save options (lossless unless JPEG).
+_SAVE_FORMATS = {
+    ".png": ("PNG", {}),
+    ".jpg": ("JPEG", {"quality": 95, "subsampling": 0}),
+    ".jpeg": ("JPEG", {"quality": 95, "subsampling": 0}),
+    ".webp": ("WEBP", {"lossless": True}),
+    ".tif": ("TIFF", {}),
+    ".tiff": ("TIFF", {}),
+    ".bmp": ("BMP", {}),
+}
+
+_ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
+_GRAY16_MODES = {"I;16", "I;16B", "I;16L", "I;16N"}
+# Multi-channel modes that Pillow decodes from 16-bit samples to 8 bits (see _read_16bit_colour).
+_COLOUR16_MODES = {"RGB", "RGBA"}
+_SWAPPED_BYTE_ORDER = {"B": "L", "L": "B", "N": "B" if sys.byteorder == "little" else "L"}
+
+
+# ---------------------------------------------------------------------------------------------- reading
+class _ImageError(ValueError):
+    """A readable file whose content we refuse; the message already names the file."""
+
+
+def load_image(path: PathLike) -> torch.Tensor:
+    """Read an image file → float32 tensor ``(3,H,W)`` in [0,1] (see the module docstring for the rules)."""
+    path = Path(path)
+    try:
+        array = _read_array(path)
+    except (_ImageError, MemoryError):
+        raise
+    except FileNotFoundError as err:
+        raise ValueError(f"{path}: no such file") from err
+    except IsADirectoryError as err:
+        raise ValueError(f"{path}: is a directory, not an image file") from err
+    except PermissionError as err:
+        raise ValueError(f"{path}: permission denied") from err
+    except Image.UnidentifiedImageError as err:
+        raise ValueError(f"{path}: not an image file that Pillow can read "
+                         f"(expected PNG, JPEG, WebP, TIFF or BMP)") from err
+    except Image.DecompressionBombError as err:
+        raise ValueError(f"{path}: image too large to decode safely ({err})") from err
+    except Exception as err:  # Pillow's decoders raise many types (OSError, SyntaxError, struct.error, ...)
+        raise ValueError(f"{path}: corrupt or truncated image data ({type(err).__name__}: {err})") from err
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+def _read_array(path: Path) -> np.ndarray:
+    """Decode ``path`` → float32 array ``(H,W,3)`` in [0,1]."""
+    with Image.open(path) as im:
+        im.seek(0)
+        if im.mode in _COLOUR16_MODES and _is_16bit(im):
+            return _read_16bit_colour(path, im.mode)
+        _warn_if_alpha(im, path, stacklevel=3)    # attributed to load_image's caller
+        oriented = ImageOps.exif_transpose(im)     # also forces the full decode
+        return _to_rgb_float(oriented, path)
+
+
+def _tile_rawmode(im: Image.Image) -> Optional[str]:
+    """The raw (file) pixel layout of an unloaded image, e.g. ``"RGB;16B"``; None if unknown."""
+    tiles = getattr(im, "tile", None) or []
+    if not tiles:
+        return None
+    args = tiles[0].args
+    raw = args if isinstance(args, str) else (args[0] if args and isinstance(args[0], str) else None)
+    return raw
+
+
+def _is_16bit(im: Image.Image) -> bool:
+    raw = _tile_rawmode(im)
+    return raw is not None and raw[-4:-1] == ";16" and raw[-1] in _SWAPPED_BYTE_ORDER
+
+
+def _warn_if_alpha(im: Image.Image, path: Path, stacklevel: int) -> None:
+    if im.mode in _ALPHA_MODES or "transparency" in im.info:
+        warnings.warn(f"{path}: has an alpha channel/transparency ({im.mode}); it is dropped, "
+                      f"the colour values are coded as stored", UserWarning, stacklevel=stacklevel + 1)
+
+
+def _to_rgb_float(im: Image.Image, path: Path) -> np.ndarray:
+    """An 8-bit or high-depth grayscale image in any mode → float32 ``(H,W,3)`` in [0,1]."""
+    if im.mode in _GRAY16_MODES:
+        gray = np.asarray(im).astype(np.float32) / 65535.0
+        return np.repeat(gray[..., None], 3, axis=2)
+    if im.mode in ("I", "F"):
+        return np.repeat(_wide_gray(np.asarray(im), im.mode, path)[..., None], 3, axis=2)
+    if im.mode == "P" and "transparency" in im.info:
+        im = im.convert("RGBA")                     # the palette's alpha would otherwise warn in Pillow
+    if im.mode != "RGB":
+        try:
+            im = im.convert("RGB")
+        except ValueError as err:
+            raise _ImageError(f"{path}: colour mode {im.mode} cannot be converted to RGB") from err
+    return np.asarray(im, dtype=np.float32) / 255.0
+
+
+def _wide_gray(values: np.ndarray, mode: str, path: Path) -> np.ndarray:
+    """32-bit integer (``I``) or float (``F``) grayscale: 16-bit range for ints, [0,1] for floats."""
+    lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    limit = 65535.0 if mode == "I" else 1.0
+    if lo < 0 or hi > limit or not np.isfinite(values).all():
+        raise _ImageError(f"{path}: {mode}-mode pixel values span [{lo:g}, {hi:g}], outside the supported "
+                          f"[0, {limit:g}]")
+    return values.astype(np.float32) / np.float32(limit)
+
+
+def _read_16bit_colour(path: Path, mode: str) -> np.ndarray:
+    """Exact 16-bit RGB(A) via two Pillow decodes: as stored (high bytes) and byte-swapped (low bytes)."""
+    with Image.open(path) as im:
+        _warn_if_alpha(im, path, stacklevel=4)
+    high = _decode_with_rawmode(path, swap=False)
+    try:
+        low = _decode_with_rawmode(path, swap=True)
+    except (ValueError, OSError, AttributeError, TypeError):    # no swapped unpacker / layout changed
+        warnings.warn(f"{path}: 16-bit colour read at 8-bit precision", UserWarning, stacklevel=3)
+        return high[..., :3].astype(np.float32) / 255.0
+    values = high[..., :3].astype(np.uint16) * 256 + low[..., :3]
+    return values.astype(np.float32) / 65535.0
+
+
+def _decode_with_rawmode(path: Path, swap: bool) -> np.ndarray:
+    """Decode ``path`` (8-bit output, EXIF-oriented), optionally with the 16-bit byte order swapped."""
+    with Image.open(path) as im:
+        im.seek(0)
+        if swap:
+            raw = _tile_rawmode(im)
+            swapped = raw[:-1] + _SWAPPED_BYTE_ORDER[raw[-1]]
+            im.tile = [t._replace(args=swapped if isinstance(t.args, str) else (swapped, *t.args[1:]))
+                       for t in im.tile]
+        return np.asarray(ImageOps.exif_transpose(im))
+
+
+# ---------------------------------------------------------------------------------------------- writing
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """``(3,H,W)`` or ``(1,H,W)`` float tensor → ``(H,W,3)``/``(H,W)`` uint8 by ``round(clamp(x,0,1)·255)``."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"expected a torch.Tensor image (3,H,W) in [0,1], got {type(x).__name__}")
+    if x.dim() != 3 or x.shape[0] not in (1, 3) or x.shape[1] == 0 or x.shape[2] == 0:
+        raise ValueError(f"expected an image tensor of shape (3,H,W) or (1,H,W), got {tuple(x.shape)}")
+    if not torch.is_floating_point(x):
+        raise TypeError(f"expected a floating-point image in [0,1], got dtype {x.dtype}")
+    if not torch.isfinite(x).all():
+        raise ValueError("image contains NaN or Inf values")
+    pixels = torch.round(x.detach().float().clamp(0, 1) * 255).to(torch.uint8).cpu()
+    array = pixels.permute(1, 2, 0).numpy()
+    return array[..., 0] if array.shape[2] == 1 else array
+
+
+def save_image(x: torch.Tensor, path: PathLike, quality: Optional[int] = None) -> Path:
+    """Write an image tensor as an 8-bit file; the format follows the suffix.
+
+    PNG, TIFF, BMP and WebP are lossless; JPEG uses quality 95 with 4:4:4 chroma unless ``quality`` is
+    given (which also makes WebP lossy).  Values are converted by ``round(clamp(x,0,1)·255)``.  The file
+    appears atomically (written under a temporary name, then renamed), so a failure leaves no partial file.
+    """
+    path = Path(path)
+    fmt, options = output_format(path)
+    if quality is not None:
+        options = {**options, "quality": int(quality)}
+        options.pop("lossless", None)
+    image = Image.fromarray(to_uint8(x))
+    with _atomic_target(path) as tmp:
+        image.save(tmp, format=fmt, **options)
+    return path
+
+
+def output_format(path: PathLike) -> Tuple[str, dict]:
+    """Pillow format name and save options for an output path's suffix; ``ValueError`` if unsupported."""
+    path = Path(path)
+    try:
+        fmt, options = _SAVE_FORMATS[path.suffix.lower()]
+    except KeyError:
+        raise ValueError(f"{path}: unsupported output format {path.suffix or '(no suffix)'!r}; use one of "
+                         f"{', '.join(sorted(_SAVE_FORMATS))}") from None
+    return fmt, dict(options)
+
+
+def write_bytes_atomic(path: PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file + rename (no partial file on failure)."""
+    path = Path(path)
+    with _atomic_target(path) as tmp:
+        Path(tmp).write_bytes(data)
+    return path
+
+
+class _atomic_target:
+    """Context manager yielding a temporary path beside ``path``; renamed onto ``path`` on success."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        # A fresh name (not mkstemp, whose 0600 mode would stick to the result): the umask applies as usual.
+        self.tmp = str(path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp"))
+
+    def __enter__(self) -> str:
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            os.replace(self.tmp, self.path)
+        elif os.path.exists(self.tmp):
+            os.unlink(self.tmp)
+
+
+# ---------------------------------------------------------------------------------------------- inputs
+def expand_paths(items: Iterable[PathLike], suffixes: Sequence[str]) -> List[Path]:
+    """Expand command-line inputs into a list of files (order kept, duplicates removed).
+
+    * an existing file is taken as is (whatever its suffix: the user named it);
+    * a directory contributes every file below it (recursively) whose suffix is in ``suffixes``, sorted;
+    * a glob pattern (``*``, ``?``, ``[``; ``**`` recurses) contributes its matches, filtered the same way.
+
+    Raises ``ValueError("<item>: <why>")`` for a missing path, or a directory/pattern with no such files.
+    """
+    wanted = {s.lower() for s in suffixes}
+    files: List[Path] = []
+    for item in items:
+        files.extend(_expand_one(str(item), wanted))
+    return _dedupe(files)
+
+
+def expand_images(items: Iterable[PathLike]) -> List[Path]:
+    """:func:`expand_paths` with the image suffixes (:data:`IMAGE_SUFFIXES`)."""
+    return expand_paths(items, IMAGE_SUFFIXES)
+
+
+def _expand_one(item: str, wanted: set) -> List[Path]:
+    path = Path(item)
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        found = _files_below(path, wanted)
+        if not found:
+            raise ValueError(f"{item}: directory holds no {'/'.join(sorted(wanted))} files")
+        return found
+    if any(c in item for c in "*?["):
+        matches = sorted(Path(m) for m in glob.glob(item, recursive=True))
+        found = [f for m in matches for f in ([m] if m.is_file() else _files_below(m, wanted))
+                 if f.suffix.lower() in wanted]
+        if not found:
+            raise ValueError(f"{item}: pattern matches no {'/'.join(sorted(wanted))} files")
+        return found
+    raise ValueError(f"{item}: no such file or directory")
+
+
+def _files_below(folder: Path, wanted: set) -> List[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in wanted)
+
+
+def _dedupe(files: List[Path]) -> List[Path]:
+    seen, unique = set(), []
+    for f in files:
+        key = f.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(f)
+    return unique

@@ -1,0 +1,331 @@
+"""The DiffEIC LightningModule: losses, optimisation, divergence guard, real-bitstream validation.
+
+One training step (spec §2, §6, §7.1)::
+
+    z0    = 0.18215 · VAE posterior sample of x          (frozen, no grad; guidance, target, alignment target)
+    out   = LFGCM(x, z0)                                  (noisy likelihoods, STE-rounded ŷ → z_c)
+    z_t   = √ᾱ_t z0 + √(1−ᾱ_t) ε,   t ~ U{0..T−1}, ε ~ N(0, I)
+    ε̂     = UNet_ctrl(z_t, t, c_empty, z_c)               (grads flow through the frozen UNet)
+    loss  = 1.0·MSE(ε, ε̂) + λ·bpp + 2.0·MSE(z_c, z0);   aux = LFGCM.aux_loss()
+
+Optimisation (spec §4.5, §7.2): AdamW(lr, wd 0.01) on the LFGCM (minus ``quantiles``) and the
+control module, AdamW(1e-3, wd 0.01) on the ``quantiles``.  They are two *parameter groups* of one
+AdamW, stepped with one backward of ``loss + aux``: Adam's statistics are per parameter, the aux loss
+reaches only the quantiles (compressai stops its gradient elsewhere) and the main loss never
+reaches them, so this is the official pair of optimisers exactly — while keeping one
+``optimizer.step()`` per batch (Lightning counts ``global_step`` per optimiser step in manual
+optimisation) and a single backward per forward (required by DDP).
+
+Randomness (t, ε, the posterior sample, the rate noise) is drawn from an RNG seeded by
+``(seed, batch number, rank)`` inside the step, so a resumed run repeats an uninterrupted one exactly.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import os
+import shutil
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+
+from ..codec import DiffEICCodec
+from ..config import get_config
+from ..diffusion.backbone import FrozenBackbone
+from ..diffusion.control import ControlModule
+from ..diffusion.sampling import add_noise, sample_timesteps, training_scheduler
+from ..lfgcm import LFGCM
+
+Tensor = torch.Tensor
+
+#: LFGCM buffers derived from the weights (CDF tables; rebuilt by ``update``) — not checkpointed.
+_DERIVED_SUFFIXES = ("._quantized_cdf", "._cdf_length", "._offset", ".scale_table")
+
+
+class TrainingDiverged(RuntimeError):
+    """Raised after too many consecutive non-finite steps (spec §10, issues #6/#14)."""
+
+
+def build_codec(preset: str, init_from: Optional[str] = None, sd_path: Optional[str] = None) -> DiffEICCodec:
+    """The codec to train.
+
+    * ``init_from`` (stage 2, spec §7.3): a checkpoint folder; weights only.
+    * otherwise ``preset`` (name or YAML): presets without pretrained frozen parts (``tiny``) are
+      built by :meth:`DiffEICCodec.from_config`; for ``sd21`` the frozen VAE/UNet/embedding are the
+      pretrained SD2.1-base from ``sd_path`` and the control module is crop-initialised from that
+      UNet (spec §5.3) — ``from_config`` would give a random backbone, so the parts are assembled here.
+    """
+    if init_from:
+        codec = DiffEICCodec.from_pretrained(init_from, sd_path=sd_path)
+    else:
+        cfg = get_config(preset)
+        if not cfg.backbone.pretrained:
+            codec = DiffEICCodec.from_config(cfg)
+        else:
+            backbone = FrozenBackbone.from_pretrained(cfg.backbone, sd_path)
+            with _seeded(cfg.init_seed):
+                lfgcm = LFGCM(cfg.lfgcm)
+            control = ControlModule.from_unet(backbone.unet, cfg.control)
+            codec = DiffEICCodec(cfg, lfgcm, backbone, control, trained=False)
+            codec.lfgcm.update(force=True)
+    codec.is_trained = False           # set on export
+    return codec
+
+
+@contextlib.contextmanager
+def _seeded(seed: int, device: Optional[torch.device] = None) -> Iterator[None]:
+    """Run a block on a private RNG state seeded with ``seed``; the global RNG is left untouched."""
+    cuda = device is not None and device.type == "cuda"
+    with torch.random.fork_rng(devices=[device] if cuda else []):
+        torch.manual_seed(seed)
+        yield
+
+
+class DiffEICModule(LightningModule):
+    """Trains the LFGCM + control module of a :class:`~diffeic.DiffEICCodec` (spec §7).
+
+    Args:
+        preset: preset name (``tiny``, ``sd21``) or a model YAML (ignored with ``init_from``).
+        init_from: a checkpoint folder (``save_pretrained`` / the export callback) to start from,
+            weights only with a fresh optimiser (stage 2, spec §7.3).
+        sd_path: SD2.1-base weights (hub id, diffusers folder or single file) for ``sd21``.
+        lmbda: rate weight λ (``l_bpp_weight``; 1, 2, 4, 8, 16 in the paper).
+        lr: main learning rate (1e-4 stage 1, 2e-5 stage 2).
+        aux_lr: learning rate of the entropy bottleneck's ``quantiles`` (1e-3).
+        weight_decay: AdamW weight decay of both groups (0.01, torch default, as the official code).
+        l_simple_weight: weight of the noise-estimation MSE (1.0).
+        l_guide_weight: weight of the space-alignment MSE(z_c, z0) (2.0).
+        gradient_checkpointing: recompute the control branch and the frozen UNet blocks in backward
+            (``ControlModule.gradient_checkpointing``; saves memory at 512², as the official code).
+        max_consecutive_skips: stop with :class:`TrainingDiverged` after this many non-finite steps in a row.
+        val_steps: sampler steps of the real-bitstream validation decode.
+        val_sampler: sampler of the validation decode (``None``: the model's default).
+        seed: base of the per-step RNG; ``None`` uses ``seed_everything``'s value (``PL_GLOBAL_SEED``).
+    """
+
+    def __init__(self, preset: str = "tiny", init_from: Optional[str] = None, sd_path: Optional[str] = None,
+                 lmbda: float = 1.0, lr: float = 1e-4, aux_lr: float = 1e-3, weight_decay: float = 0.01,
+                 l_simple_weight: float = 1.0, l_guide_weight: float = 2.0, gradient_checkpointing: bool = False,
+                 max_consecutive_skips: int = 5, val_steps: int = 4, val_sampler: Optional[str] = None,
+                 seed: Optional[int] = None) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.automatic_optimization = False     # needed to skip non-finite steps (spec §10)
+        self.codec = build_codec(preset, init_from, sd_path)
+        self.codec.control.gradient_checkpointing = bool(gradient_checkpointing)
+        self.noise_scheduler = training_scheduler(self.codec.config.schedule)
+        # Guard/RNG counters; saved in the checkpoint (on_save_checkpoint) so a resume continues them.
+        self.batches_seen = 0
+        self.skipped_total = 0
+        self.consecutive_skips = 0
+        self._last_step_time: Optional[float] = None
+
+    # ------------------------------------------------------------------ parameters
+    def parameter_groups(self) -> Tuple[List[torch.nn.Parameter], List[torch.nn.Parameter]]:
+        """``(main, aux)``: LFGCM except ``*.quantiles`` + control module; the ``quantiles`` (spec §4.5)."""
+        main = [p for n, p in self.codec.lfgcm.named_parameters() if not n.endswith(".quantiles")]
+        main += list(self.codec.control.parameters())
+        aux = [p for n, p in self.codec.lfgcm.named_parameters() if n.endswith(".quantiles")]
+        trainable = {id(p) for p in self.parameters() if p.requires_grad}
+        if trainable != {id(p) for p in main + aux}:    # the frozen SD parts must stay out
+            raise RuntimeError("trainable parameters outside the LFGCM/control module (is the backbone frozen?)")
+        return main, aux
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        main, aux = self.parameter_groups()
+        hp = self.hparams
+        return torch.optim.AdamW([
+            {"params": main, "lr": hp.lr, "weight_decay": hp.weight_decay, "name": "main"},
+            {"params": aux, "lr": hp.aux_lr, "weight_decay": hp.weight_decay, "name": "aux"},
+        ])
+
+    # ------------------------------------------------------------------ losses
+    def compute_losses(self, x: Tensor, t: Optional[Tensor] = None,
+                       noise: Optional[Tensor] = None) -> Dict[str, Tensor]:
+        """All loss terms for a batch ``x`` (B,3,H,W) in [0,1] (spec §7.1); ``t``/``noise`` may be fixed."""
+        codec, hp = self.codec, self.hparams
+        b, _, h, w = x.shape
+        with torch.no_grad():
+            z0 = codec.backbone.encode(x, sample=True)           # posterior *sample* in training (spec §2)
+        out = codec.lfgcm(x, z0)
+        z_c = out["z_c"]
+        if t is None:
+            t = sample_timesteps(b, codec.config.schedule, device=x.device)
+        if noise is None:
+            noise = torch.randn_like(z0)
+        z_t = add_noise(z0, noise, t, self.noise_scheduler)
+        context = codec.backbone.text_embedding.expand(b, -1, -1)
+        eps_hat = codec.control(codec.backbone.unet, z_t, t.to(x.device), context, z_c)
+        l_ne = F.mse_loss(eps_hat.float(), noise.float())
+        # Noisy likelihoods (training mode), bits over the crop's pixels (spec §7.1 L_rate).
+        bits = sum(-torch.log2(lik.float()).sum() for lik in out["likelihoods"].values())
+        bpp = bits / (b * h * w)
+        l_sa = F.mse_loss(z_c.float(), z0.float())
+        loss = hp.l_simple_weight * l_ne + hp.lmbda * bpp + hp.l_guide_weight * l_sa
+        return {"loss": loss, "l_ne": l_ne, "bpp": bpp, "l_sa": l_sa, "aux": codec.lfgcm.aux_loss()}
+
+    def step_seed(self) -> int:
+        """Seed of this batch's randomness: a function of (seed, batch number, rank) only."""
+        base = self.hparams.seed if self.hparams.seed is not None else int(os.environ.get("PL_GLOBAL_SEED", 0))
+        rank = self.trainer.global_rank if self._trainer is not None else 0
+        return int(np.random.SeedSequence([int(base), self.batches_seen, rank]).generate_state(1)[0])
+
+    # ------------------------------------------------------------------ training
+    def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
+        opt = self.optimizers()
+        now = time.perf_counter()
+        with _seeded(self.step_seed(), self.device):
+            losses = self.compute_losses(batch)
+        total = losses["loss"] + losses["aux"]
+        opt.zero_grad(set_to_none=True)
+        # Backward even for a non-finite loss: under DDP every rank must join the gradient all-reduce.
+        self.manual_backward(total)
+        grad_norm = self._grad_norm()
+        finite = bool(torch.isfinite(total.detach()) & torch.isfinite(grad_norm))
+        # One rank's NaN must stop every rank's update, or the replicas drift apart.
+        skip = self.trainer.strategy.reduce_boolean_decision(not finite, all=False)
+        if skip:
+            opt.zero_grad(set_to_none=True)   # no update at all: AdamW moments and weights untouched
+            self.skipped_total += 1
+            self.consecutive_skips += 1
+        else:
+            opt.step()
+            self.consecutive_skips = 0
+        self.batches_seen += 1
+        self._log_step(losses, grad_norm, batch.shape[0], now, skip)
+        limit = self.hparams.max_consecutive_skips
+        if skip:
+            msg = (f"non-finite loss or gradient at batch {self.batches_seen} (step {self.global_step}); "
+                   f"update skipped ({self.consecutive_skips} in a row, {self.skipped_total} in total)")
+            if self.consecutive_skips >= limit:
+                raise TrainingDiverged(
+                    f"training diverged: {self.consecutive_skips} consecutive steps with a non-finite loss or gradient "
+                    f"(last at optimiser step {self.global_step}). None of them changed the weights, and no "
+                    f"checkpoint was written after them: resume from the last checkpoint (--ckpt_path), e.g. with a "
+                    f"lower --model.lr or --model.l_guide_weight (spec §10, official issues #6/#14).")
+            warnings.warn(msg, RuntimeWarning, stacklevel=1)
+        return losses["loss"].detach()
+
+    def _grad_norm(self) -> Tensor:
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        if not grads:
+            return torch.zeros((), device=self.device)
+        # One fused kernel; inf/NaN anywhere makes the total non-finite.
+        return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)).float())
+
+    def _log_step(self, losses: Dict[str, Tensor], grad_norm: Tensor, batch: int, now: float,
+                  skipped: bool) -> None:
+        values = {f"train/{k}": v.detach().float() for k, v in losses.items()}
+        values.update({"train/grad_norm": grad_norm, "train/skipped_total": float(self.skipped_total),
+                       "train/consecutive_skips": float(self.consecutive_skips), "train/skipped": float(skipped)})
+        self.log_dict(values, on_step=True, on_epoch=False, batch_size=batch)
+        self.log("loss", values["train/loss"], prog_bar=True, logger=False, batch_size=batch)
+        self.log("bpp", values["train/bpp"], prog_bar=True, logger=False, batch_size=batch)
+        if self._last_step_time is not None:
+            # Wall time between step starts (data loading included), all ranks together.
+            img_s = batch * self.trainer.world_size / max(now - self._last_step_time, 1e-9)
+            self.log("train/img_s", img_s, on_step=True, batch_size=batch)
+            self.log("img_s", img_s, prog_bar=True, logger=False, batch_size=batch)
+        self._last_step_time = now
+
+    def setup(self, stage: str) -> None:
+        # The frozen SD parts are in eval mode on purpose (FrozenBackbone.train is a no-op).
+        warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode", category=UserWarning)
+        # Mid-epoch resume *is* exact here: DiffEICDataModule restores the sampler position itself
+        # (from the batches the model trained on, which a loader's own state cannot know).
+        warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch",
+                                category=UserWarning)
+
+    def on_train_start(self) -> None:
+        if self.trainer.precision in ("16-mixed", "16", "16-true"):
+            # fp16 loss scaling would hide overflows from the divergence guard; bf16 needs no scaler.
+            raise ValueError("use precision bf16-mixed (GPU) or 32; fp16 is not supported by this trainer")
+        self._last_step_time = None
+
+    # ------------------------------------------------------------------ validation with real bitstreams
+    def on_validation_epoch_start(self) -> None:
+        # Rebuild the CDF tables from the current weights *before* compressing: DiffEICCodec.compress
+        # takes the model fingerprint before it refreshes stale tables, so without this the first
+        # stream after training steps names tables its own decoder no longer has.
+        self.codec.lfgcm.update(force=True)
+
+    def validation_step(self, batch: Tensor, batch_idx: int) -> Dict[str, float]:
+        """compress → bytes → decompress (few steps) → real bpp and PSNR (spec §7.3, design: real bitstreams)."""
+        x = batch[0].float().clamp(0, 1)
+        # Coding must not run under the trainer's autocast: the entropy path is exact fp32 by design.
+        with torch.autocast(device_type=self.device.type, enabled=False):
+            bits = self.codec.compress(x)
+            x_hat = self.codec.decompress(bits, steps=self.hparams.val_steps, sampler=self.hparams.val_sampler)
+        h, w = x.shape[-2:]
+        bpp = 8.0 * len(bits) / (h * w)
+        mse = F.mse_loss(x_hat.float(), x).item()
+        psnr = 10 * math.log10(1.0 / max(mse, 1e-12))
+        self.log_dict({"val/bpp": bpp, "val/psnr": psnr}, on_epoch=True, sync_dist=True, batch_size=1,
+                      prog_bar=True)
+        return {"bpp": bpp, "psnr": psnr}
+
+    # ------------------------------------------------------------------ export (trainable parts only)
+    def export(self, path: Union[str, Path], **metadata: Any) -> Path:
+        """Write a ``from_pretrained`` folder of the current weights (atomically replacing ``path``).
+
+        The trainable parts are copied first, so the CDF tables ``save_pretrained`` rebuilds never
+        change the training model's buffers (under DDP only rank 0 exports).
+        """
+        codec = self.codec
+        snapshot = DiffEICCodec(codec.config, copy.deepcopy(codec.lfgcm), codec.backbone,
+                                copy.deepcopy(codec.control), trained=True)
+        hp = self.hparams
+        meta = {"step": int(self.global_step), "lmbda": float(hp.lmbda), "lr": float(hp.lr),
+                "init_from": hp.init_from, "preset": str(hp.preset), **metadata}
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        snapshot.save_pretrained(tmp, **meta)
+        old = path.with_name(path.name + ".old")
+        if path.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            path.rename(old)
+        tmp.rename(path)
+        shutil.rmtree(old, ignore_errors=True)
+        return path
+
+    # ------------------------------------------------------------------ checkpoints without the frozen SD weights
+    @staticmethod
+    def _excluded(key: str) -> bool:
+        return key.startswith("codec.backbone.") or (key.startswith("codec.lfgcm.") and key.endswith(_DERIVED_SUFFIXES))
+
+    def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        """Drop the frozen SD parts (≈3.5 GB for sd21) and derived CDF tables; record what they were."""
+        state = checkpoint["state_dict"]
+        for key in [k for k in state if self._excluded(k)]:
+            del state[key]
+        checkpoint["diffeic"] = {
+            "backbone_fingerprint": self.codec.backbone_fingerprint(), "config": self.codec.config.to_dict(),
+            "batches_seen": self.batches_seen, "skipped_total": self.skipped_total,
+            "consecutive_skips": self.consecutive_skips,
+        }
+
+    def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        """Re-insert the (rebuilt) frozen tensors so strict loading still checks every trainable one."""
+        meta = checkpoint.get("diffeic", {})
+        recorded = meta.get("backbone_fingerprint")
+        if recorded and recorded != self.codec.backbone_fingerprint():
+            raise ValueError(f"this checkpoint was trained with SD backbone {recorded}, but the model now has "
+                             f"{self.codec.backbone_fingerprint()}; pass the same --model.sd_path")
+        state = checkpoint["state_dict"]
+        for key, value in self.state_dict().items():
+            if self._excluded(key) and key not in state:
+                state[key] = value
+        self.batches_seen = int(meta.get("batches_seen", 0))
+        self.skipped_total = int(meta.get("skipped_total", 0))
+        self.consecutive_skips = int(meta.get("consecutive_skips", 0))
+
+
+__all__ = ["DiffEICModule", "TrainingDiverged", "build_codec"]

@@ -1,0 +1,125 @@
+"""Training data: the paper's crop augmentation (spec §7.4), unreadable files, LSDIR error, sampler."""
+import random
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from diffeic.training.data import (CropSpec, DatasetNotFoundError, DiffEICDataModule, RandomCropDataset,
+                                   ResumableDistributedSampler, find_images, paper_crop)
+
+
+def _image(h, w, seed=0):
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+
+
+@pytest.fixture
+def folder(tmp_path):
+    sub = tmp_path / "a" / "b"
+    sub.mkdir(parents=True)
+    for i, (h, w) in enumerate([(300, 200), (150, 260), (90, 90)]):
+        _image(h, w, i).save((sub if i else tmp_path) / f"img{i}.png")
+    return tmp_path
+
+
+@pytest.mark.parametrize("hw", [(700, 1300), (512, 512), (2000, 1100)])
+def test_paper_crop_size_range_and_dtype(hw):
+    spec = CropSpec(512, 512, 640)
+    x = paper_crop(_image(*hw), spec, random.Random(1))
+    assert x.shape == (3, 512, 512) and x.dtype == torch.float32
+    assert 0.0 <= x.min() and x.max() <= 1.0
+
+
+def test_small_image_is_upscaled_not_rejected():
+    spec = CropSpec(64, 64, 80)
+    img = Image.fromarray(np.full((20, 30, 3), 77, np.uint8))
+    x = paper_crop(img, spec, random.Random(0))
+    assert x.shape == (3, 64, 64)
+    assert torch.allclose(x, torch.full_like(x, 77 / 255), atol=1 / 255)   # flat colour survives bicubic
+
+
+def test_hflip_mirrors_the_same_crop():
+    img = _image(100, 140)
+    flipped = 0
+    for seed in range(12):
+        a = paper_crop(img, CropSpec(64, 64, 80, hflip=True), random.Random(seed))
+        b = paper_crop(img, CropSpec(64, 64, 80, hflip=False), random.Random(seed))
+        if torch.equal(a, b.flip(-1)) and not torch.equal(a, b):
+            flipped += 1
+        else:
+            assert torch.equal(a, b)
+    assert 2 <= flipped <= 10                       # p = 0.5 over 12 seeds
+
+
+def test_short_side_scale_uses_the_whole_range():
+    # A 1×N ramp image: the crop's value span tells the resize scale, which must vary with S.
+    ramp = np.tile(np.linspace(0, 255, 1024, dtype=np.float64)[None, :, None], (512, 1, 3)).astype(np.uint8)
+    spans = set()
+    for s in range(8):
+        row = paper_crop(Image.fromarray(ramp), CropSpec(512, 512, 640, hflip=False), random.Random(s))[0, 0]
+        spans.add(round(float(row.max() - row.min()), 3))
+    assert len(spans) > 2
+
+
+def test_crop_spec_validation():
+    with pytest.raises(ValueError, match="multiple of 64"):
+        CropSpec(100, 100, 120)
+    with pytest.raises(ValueError, match="short_min"):
+        CropSpec(512, 400, 640)
+
+
+def test_find_images_recursive_sorted(folder):
+    files = find_images(folder)
+    assert len(files) == 3 and files == sorted(files)
+    assert find_images("samples")[0] == "skimage:astronaut"
+
+
+def test_missing_folder_explains_lsdir(tmp_path):
+    with pytest.raises(DatasetNotFoundError, match="LSDIR") as err:
+        find_images(tmp_path / "nothing")
+    assert "ofsoundof/LSDIR" in str(err.value) and "--data.root" in str(err.value)
+
+
+def test_unreadable_file_is_skipped_with_one_warning(folder):
+    (folder / "a" / "broken.png").write_bytes(b"not a png at all")
+    files = find_images(folder)
+    bad = files.index(folder / "a" / "broken.png")
+    ds = RandomCropDataset(files, CropSpec(64, 64, 80), seed=0)
+    with pytest.warns(RuntimeWarning, match="broken.png"):
+        x = ds[bad]
+    assert x.shape == (3, 64, 64)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")              # reported once, then silently skipped
+        assert ds[bad].shape == (3, 64, 64)
+
+
+def test_crops_depend_only_on_seed_and_key(folder):
+    files = find_images(folder)
+    a = RandomCropDataset(files, CropSpec(64, 64, 80), seed=3)
+    b = RandomCropDataset(files, CropSpec(64, 64, 80), seed=3)
+    assert torch.equal(a[4], b[4]) and not torch.equal(a[1], a[4])   # key 4 = epoch 1 of image 1
+
+
+def test_sampler_ranks_disjoint_epochs_differ_and_resume_skips():
+    ds = list(range(10))
+    r0, r1 = (ResumableDistributedSampler(ds, 2, r, seed=5) for r in (0, 1))
+    i0, i1 = list(r0), list(r1)
+    assert len(i0) == len(i1) == 5 and not set(i0) & set(i1)
+    r0.set_epoch(1)
+    e1 = list(r0)
+    assert all(k >= 10 for k in e1) and [k - 10 for k in e1] != i0    # keys carry the epoch, new order
+    r0.resume(1, 2)
+    assert list(r0) == e1[2:] and list(r0) == e1                        # skip applies once
+
+
+def test_datamodule_resume_state_skips_trained_batches(folder):
+    dm = DiffEICDataModule(root="samples", val_root=None, crop_size=64, short_side=(64, 80), batch_size=2,
+                           num_workers=0, seed=0)
+    dm.setup("fit")
+    full = [k for batch in dm.train_dataloader().batch_sampler for k in batch]
+    dm.load_state_dict({"batches_done": 1})
+    resumed = [k for batch in dm.train_dataloader().batch_sampler for k in batch]
+    assert resumed == full[2:]

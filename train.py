@@ -1,0 +1,5 @@
+"""Train DiffEIC (spec §7): ``python train.py fit --config configs/tiny.yaml [--data.root DIR] [...]``."""
+from diffeic.training.cli import main
+
+if __name__ == "__main__":
+    main()
