@@ -4,6 +4,7 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("DIFFEIC_NO_DOWNLOAD", "1")   # metric weights and datasets: never fetched in tests
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

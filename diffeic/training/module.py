@@ -37,11 +37,7 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 
 from ..codec import DiffEICCodec
-from ..config import get_config
-from ..diffusion.backbone import FrozenBackbone
-from ..diffusion.control import ControlModule
 from ..diffusion.sampling import add_noise, sample_timesteps, training_scheduler
-from ..lfgcm import LFGCM
 
 Tensor = torch.Tensor
 
@@ -57,24 +53,14 @@ def build_codec(preset: str, init_from: Optional[str] = None, sd_path: Optional[
     """The codec to train.
 
     * ``init_from`` (stage 2, spec §7.3): a checkpoint folder; weights only.
-    * otherwise ``preset`` (name or YAML): presets without pretrained frozen parts (``tiny``) are
-      built by :meth:`DiffEICCodec.from_config`; for ``sd21`` the frozen VAE/UNet/embedding are the
-      pretrained SD2.1-base from ``sd_path`` and the control module is crop-initialised from that
-      UNet (spec §5.3) — ``from_config`` would give a random backbone, so the parts are assembled here.
+    * otherwise ``preset`` (name or YAML): random trainable parts; for presets with pretrained frozen
+      parts (``sd21``) the VAE/UNet/embedding are SD2.1-base from ``sd_path`` and the control module is
+      crop-initialised from that UNet (spec §5.3).
     """
     if init_from:
         codec = DiffEICCodec.from_pretrained(init_from, sd_path=sd_path)
     else:
-        cfg = get_config(preset)
-        if not cfg.backbone.pretrained:
-            codec = DiffEICCodec.from_config(cfg)
-        else:
-            backbone = FrozenBackbone.from_pretrained(cfg.backbone, sd_path)
-            with _seeded(cfg.init_seed):
-                lfgcm = LFGCM(cfg.lfgcm)
-            control = ControlModule.from_unet(backbone.unet, cfg.control)
-            codec = DiffEICCodec(cfg, lfgcm, backbone, control, trained=False)
-            codec.lfgcm.update(force=True)
+        codec = DiffEICCodec.from_config(preset, pretrained_backbone=True, sd_path=sd_path)
     codec.is_trained = False           # set on export
     return codec
 

@@ -1,0 +1,80 @@
+"""Rate–distortion plots: bpp against each available metric, ours + baselines + published points.
+
+One PNG and one SVG per metric (matplotlib's Agg backend: no display needed).  Published points
+come from a possibly different dataset (e.g. Kodak for ``samples``); their legend says which.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from .metrics import LOWER_IS_BETTER  # noqa: E402
+from .published import PublishedSeries  # noqa: E402
+
+LABELS = {"psnr": "PSNR (dB) ↑", "ms_ssim": "MS-SSIM (RGB) ↑", "lpips": "LPIPS-Alex ↓", "dists": "DISTS ↓",
+          "niqe": "NIQE ↓", "fid": "FID/256 ↓", "kid": "KID/256 ↓"}
+
+
+@dataclass
+class Curve:
+    """A series to draw: ``values[metric]`` aligned with ``bpp`` (``None`` = not measured)."""
+
+    label: str
+    bpp: List[float]
+    values: Dict[str, List[Optional[float]]] = field(default_factory=dict)
+    ours: bool = False
+
+
+def _xy(bpp: Sequence[float], vals: Sequence[Optional[float]]):
+    pts = sorted((b, v) for b, v in zip(bpp, vals) if v is not None and b is not None and v == v)
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def rd_plot(metric: str, curves: Sequence[Curve], published: Dict[str, PublishedSeries], title: str,
+            out_stem: Path, published_label: str = "") -> List[Path]:
+    """Draw one metric; returns the written ``.png`` and ``.svg`` paths ([] if nothing to draw)."""
+    fig, ax = plt.subplots(figsize=(8.6, 4.8))
+    drawn = 0
+    pub_colours = plt.get_cmap("tab10").colors
+    for k, (name, series) in enumerate(published.items()):
+        xs, ys = series.values(metric)
+        colour = pub_colours[k % len(pub_colours)]
+        if xs:
+            ax.plot(xs, ys, "--", marker="s", ms=3, lw=0.9, alpha=0.5, color=colour,
+                    label=f"{name} ({published_label})")
+            drawn += 1
+        for p in series.no_rate:     # e.g. the SD-VAE round trip: a fidelity bound without a rate
+            if p.get(metric) is not None:
+                ax.axhline(p[metric], ls=":", lw=1, color="grey", label=f"{name} ({published_label}, no rate)")
+    baseline_colours = iter(["#1b9e77", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666"])
+    for c in curves:
+        xs, ys = _xy(c.bpp, c.values.get(metric, []))
+        if not xs:
+            continue
+        if c.ours:    # our points stand out: black stars on top of everything
+            ax.plot(xs, ys, "-", marker="*", ms=13, lw=2.2, color="black", label=c.label, zorder=6)
+        else:
+            ax.plot(xs, ys, "-", marker="^", ms=5, lw=1.4, color=next(baseline_colours, None), label=c.label,
+                    zorder=4)
+        drawn += 1
+    if not drawn:
+        plt.close(fig)
+        return []
+    ax.set_xlabel("bpp (file bytes × 8 / original pixels)")
+    ax.set_ylabel(LABELS.get(metric, metric) + (" (lower is better)" if metric in LOWER_IS_BETTER else ""))
+    ax.set_title(title, fontsize=9)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)   # outside: no occlusion
+    fig.tight_layout()
+    out_stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = [out_stem.with_suffix(".png"), out_stem.with_suffix(".svg")]
+    for p in paths:
+        fig.savefig(p, dpi=130)
+    plt.close(fig)
+    return paths

@@ -1,0 +1,61 @@
+"""Baselines: quality search lands near the target on a real photo, floors honestly, skips cleanly."""
+import numpy as np
+import pytest
+
+from diffeic.evaluation import baselines as B
+from diffeic.evaluation.metrics import psnr
+from diffeic.evaluation.rate import bpp
+
+
+@pytest.fixture(scope="module")
+def photo():
+    import skimage.data
+
+    return skimage.data.astronaut()
+
+
+def _get(name):
+    built, skipped = B.available_baselines([name])
+    if not built:
+        pytest.skip(skipped[name])
+    return built[0]
+
+
+@pytest.mark.parametrize("name,target,tol", [("jpeg", 0.5, 0.06), ("webp", 0.3, 0.06), ("avif", 0.15, 0.08)])
+def test_quality_search_lands_within_tolerance(photo, name, target, tol):
+    codec = _get(name)
+    res = B.quality_search(codec, photo, target)
+    assert not res.floor and not res.ceiling
+    assert abs(res.bpp - target) / target < tol, (res.level, res.bpp)
+    assert res.bpp == bpp(len(res.data), 512, 512)
+    assert res.trials <= 2 + int(np.ceil(np.log2(len(codec.levels))))       # bisection, not a scan
+    rec = codec.decode(res.data, photo.shape[:2])
+    assert rec.shape == photo.shape and rec.dtype == np.uint8 and 18 < psnr(photo, rec) < 40
+
+
+def test_unreachable_rate_returns_the_floor_with_its_real_bpp(photo):
+    jpeg = _get("jpeg")
+    res = B.quality_search(jpeg, photo, 0.01)
+    assert res.floor and res.level == jpeg.levels[0] and res.bpp > 0.05      # JPEG cannot go that low
+
+
+def test_unreachable_high_rate_returns_the_ceiling(photo):
+    res = B.quality_search(_get("jpeg"), photo[:64, :64], 1000.0)
+    assert res.ceiling and res.level == 95
+
+
+def test_missing_binaries_and_unknown_names_skip_with_a_line(monkeypatch):
+    monkeypatch.setattr(B.shutil, "which", lambda tool: None)
+    built, skipped = B.available_baselines(["jpeg", "bpg", "vtm", "nonsense"])
+    assert [b.name for b in built] == ["jpeg"]
+    assert skipped["bpg"] == "bpg skipped: bpgenc, bpgdec not on PATH"
+    assert "EncoderApp" in skipped["vtm"] and "unknown baseline" in skipped["nonsense"]
+
+
+def test_compressai_zoo_offline_skips_with_a_line(monkeypatch, tmp_path):
+    monkeypatch.setattr("torch.hub.get_dir", lambda: str(tmp_path))
+    monkeypatch.setenv("DIFFEIC_NO_DOWNLOAD", "1")
+    built, skipped = B.available_baselines(["compressai:bmshj2018-hyperprior"])
+    assert not built
+    line = skipped["compressai:bmshj2018-hyperprior"]
+    assert line.startswith("compressai:bmshj2018-hyperprior skipped") and "bmshj2018-hyperprior-1-" in line

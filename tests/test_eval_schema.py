@@ -1,0 +1,66 @@
+"""The results CSV schema: one definition, validated rows, lossless round trip, rate helpers."""
+import math
+
+import pytest
+
+from diffeic.evaluation import rate
+from diffeic.evaluation.schema import CSV_COLUMNS, CsvWriter, read_rows, validate_row
+
+
+def _row(**kw):
+    r = {"dataset": "samples", "image": "astronaut", "codec": "jpeg", "point": "tiny", "setting": "q=5",
+         "H": 512, "W": 512, "bytes": 1000, "bpp": 8000 / 512 ** 2, "bpp_padded": 8000 / 512 ** 2,
+         "target_bpp": 0.03, "psnr": math.inf, "ms_ssim": math.nan, "lpips": None, "dists": None,
+         "niqe": None, "enc_s": 0.01, "dec_s": 0.002}
+    r.update(kw)
+    return r
+
+
+def test_columns_cover_the_issue_in_order():
+    required = ["dataset", "image", "codec", "setting", "H", "W", "bytes", "bpp", "bpp_padded", "psnr",
+                "ms_ssim", "lpips", "dists", "niqe", "enc_s", "dec_s"]
+    assert [c for c in CSV_COLUMNS if c in required] == required
+    assert len(set(CSV_COLUMNS)) == len(CSV_COLUMNS)
+
+
+def test_validate_rejects_missing_extra_and_bad_types():
+    validate_row(_row())
+    bad = _row()
+    del bad["bpp"]
+    with pytest.raises(ValueError, match="missing"):
+        validate_row(bad)
+    with pytest.raises(ValueError, match="unexpected"):
+        validate_row(_row(extra=1))
+    with pytest.raises(ValueError, match="bytes"):
+        validate_row(_row(bytes=1.5))
+    with pytest.raises(ValueError, match="psnr"):
+        validate_row(_row(psnr="high"))
+
+
+def test_write_read_round_trip_and_foreign_header(tmp_path):
+    path = tmp_path / "results.csv"
+    with CsvWriter(path) as w:
+        w.write(_row())
+        w.write(_row(image="coffee", psnr=23.5, lpips=0.25))
+    with CsvWriter(path) as w:                  # appending does not repeat the header
+        w.write(_row(image="rocket"))
+    rows = read_rows(path)
+    assert path.read_text().count("dataset,image") == 1 and len(rows) == 3
+    assert rows[0]["psnr"] == math.inf and math.isnan(rows[0]["ms_ssim"]) and rows[0]["lpips"] is None
+    assert rows[1]["lpips"] == 0.25 and rows[1]["H"] == 512 and isinstance(rows[1]["bytes"], int)
+    assert rows[0]["bpp"] == _row()["bpp"]      # floats survive exactly (repr)
+    other = tmp_path / "other.csv"
+    other.write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match="expected"):
+        read_rows(other)
+
+
+def test_bpp_from_written_file(tmp_path):
+    n = rate.write_and_measure(tmp_path / "x" / "s.bin", b"\x00" * 123)
+    assert n == 123 == (tmp_path / "x" / "s.bin").stat().st_size
+    assert rate.bpp(123, 400, 600) == 8 * 123 / (400 * 600)
+    assert rate.padded_hw(400, 600) == (448, 640)
+    assert rate.bpp_padded(123, 400, 600) == 8 * 123 / (448 * 640)
+    assert rate.bpp_padded(100, 768, 512) == rate.bpp(100, 768, 512)
+    with pytest.raises(ValueError):
+        rate.bpp(1, 0, 5)
