@@ -6,6 +6,7 @@ diffusion sampling from noise (or from z_c for the few-step mode) → VAE decode
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -20,7 +21,7 @@ from .bitstream import FORMAT_VERSION, MAX_SIDE, SAMPLER_IDS, BitstreamError, St
 from .config import DiffEICConfig, get_config
 from .diffusion.backbone import FrozenBackbone
 from .diffusion.control import ControlModule
-from .diffusion.decoder import decode_latent
+from .diffusion.fast import FastDecoder, FastOptions
 from .lfgcm import LFGCM, PAD_MULTIPLE
 
 Bits = Union[bytes, bytearray]
@@ -66,18 +67,24 @@ class DiffEICCodec(nn.Module):
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_config(cls, config: Union[str, Path, DiffEICConfig] = "tiny") -> "DiffEICCodec":
-        """Random, deterministic initialisation from a preset name, a YAML file or a config. Never downloads.
+    def from_config(cls, config: Union[str, Path, DiffEICConfig] = "tiny", pretrained_backbone: bool = False,
+                    sd_path: Optional[str] = None) -> "DiffEICCodec":
+        """Random, deterministic initialisation from a preset name, a YAML file or a config.
 
-        The control module is crop-initialised from the (random) UNet as in training (spec §5.3) and
-        its zero convolutions are zero, so this codec's decoder is the frozen UNet's prior alone.
+        The control module is crop-initialised from the UNet as in training (spec §5.3) and its zero
+        convolutions are zero, so this codec's decoder is the frozen UNet's prior alone.  By default the
+        frozen parts are random too and nothing is downloaded; ``pretrained_backbone=True`` loads them
+        from ``sd_path`` (the start of stage-1 training).
         """
         cfg = get_config(config)
         seed_state = torch.random.get_rng_state()
         try:
             torch.manual_seed(cfg.init_seed)
             lfgcm = LFGCM(cfg.lfgcm)
-            backbone = FrozenBackbone.from_config(cfg.backbone, seed=cfg.init_seed + 1)
+            if pretrained_backbone and cfg.backbone.pretrained:
+                backbone = FrozenBackbone.from_pretrained(cfg.backbone, sd_path)
+            else:
+                backbone = FrozenBackbone.from_config(cfg.backbone, seed=cfg.init_seed + 1)
             control = ControlModule.from_unet(backbone.unet, cfg.control)
         finally:
             torch.random.set_rng_state(seed_state)
@@ -129,21 +136,12 @@ class DiffEICCodec(nn.Module):
 
     def save_pretrained(self, path: Union[str, Path], **metadata: Any) -> Path:
         """Write the trainable parts (and the LFGCM's coding tables) as a checkpoint folder."""
-        from safetensors.torch import save_file
-
-        folder = Path(path)
-        folder.mkdir(parents=True, exist_ok=True)
         self.lfgcm.update(force=True)          # store tables that match the weights being saved
-        meta = {
-            "diffeic_version": __version__, "format_version": FORMAT_VERSION, "trained": self.is_trained,
-            "fingerprint": self.fingerprint(), "backbone_fingerprint": self.backbone_fingerprint(),
-            "sd_path": self.config.backbone.resolved_sd_path() if self.config.backbone.pretrained else None,
-            **metadata, "model": self.config.to_dict(),
-        }
-        (folder / CONFIG_FILE).write_text(yaml.safe_dump(meta, sort_keys=False))
-        save_file(_cpu_contiguous(self.lfgcm.state_dict()), str(folder / LFGCM_FILE))
-        save_file(_cpu_contiguous(self.control.state_dict()), str(folder / CONTROL_FILE))
-        return folder
+        meta = {"trained": self.is_trained, "fingerprint": self.fingerprint(),
+                "backbone_fingerprint": self.backbone_fingerprint(),
+                "sd_path": self.config.backbone.resolved_sd_path() if self.config.backbone.pretrained else None,
+                **metadata}
+        return write_checkpoint(path, self.config, self.lfgcm, self.control, meta)
 
     # ------------------------------------------------------------------ identity
     @property
@@ -160,6 +158,7 @@ class DiffEICCodec(nn.Module):
 
         Cached, and recomputed whenever any trainable tensor is modified (training, loading).
         """
+        self.lfgcm.refresh_tables()            # a stream's fingerprint must cover the tables that coded it
         tensors = self._fingerprinted_tensors()
         key = tuple((name, t.data_ptr(), t._version) for name, t in tensors)
         if key != self._fingerprint_key:
@@ -321,16 +320,97 @@ class DiffEICCodec(nn.Module):
         n_steps = steps or header.steps or d.steps
         use_seed = seed if seed is not None else (header.seed if header.seed is not None else d.seed)
         image = self.generate(latents["z_c"], sampler=name, steps=n_steps, seed=use_seed, progress=progress)
+        if not torch.isfinite(image).all():
+            raise BitstreamError("decoding produced non-finite pixels: the payload is corrupt or the weights are broken")
         return image[0, :, :header.height, :header.width]
 
     @torch.no_grad()
-    def generate(self, z_c: torch.Tensor, sampler: str, steps: int, seed: int,
+    def generate(self, z_c: torch.Tensor, sampler: str, steps: int, seed: Union[int, Sequence[int]],
                  progress: bool = False) -> torch.Tensor:
-        """Controlled diffusion sampling from content variables ``z_c`` → padded images in [0,1]."""
-        generator = torch.Generator("cpu").manual_seed(int(seed))
-        return decode_latent(self.backbone, self.control, z_c, sampler=sampler, steps=steps, generator=generator,
-                             schedule=self.config.schedule, fewstep_start=self.config.sampler.fewstep_start,
-                             progress=progress)
+        """Controlled diffusion sampling from content variables ``z_c`` → padded images in [0,1].
+
+        ``seed``: one seed for the batch, or one per batch item (then each item is decoded exactly as
+        it would be alone with its seed).  Runs with the options of :meth:`optimize` (default: plain
+        float32; latent + VAE tiling above ``FastOptions.auto_tile_pixels``, 1024×1024 padded pixels).
+        """
+        if isinstance(seed, (list, tuple)):
+            generator = [torch.Generator("cpu").manual_seed(int(s)) for s in seed]
+        else:
+            generator = torch.Generator("cpu").manual_seed(int(seed))
+        return self.fast_decoder().decode(z_c, sampler=sampler, steps=steps, generator=generator,
+                                          schedule=self.config.schedule,
+                                          fewstep_start=self.config.sampler.fewstep_start, progress=progress)
+
+    # ------------------------------------------------------------------ speed (issue #8)
+    def fast_decoder(self) -> FastDecoder:
+        """The decoder :meth:`generate` uses (set by :meth:`optimize`; plain options until then)."""
+        decoder = getattr(self, "_fast_decoder", None)
+        if decoder is None or decoder.backbone is not self.backbone or decoder.control is not self.control:
+            decoder = self._fast_decoder = FastDecoder(self.backbone, self.control, FastOptions())
+        return decoder
+
+    def optimize(self, options: Optional[FastOptions] = None, **kwargs: Any) -> "DiffEICCodec":
+        """Switch decoding fast paths on or off: ``codec.optimize(dtype="bf16", channels_last=True, cuda_graphs=True)``.
+
+        Takes a :class:`~diffeic.diffusion.fast.FastOptions` or its fields as keywords;
+        ``codec.optimize()`` restores the plain path.  Only the diffusion decoder and the VAE are
+        affected — the LFGCM's entropy coding always runs its exact float32/integer path, so
+        streams stay bit-identical across settings and devices.  ``vae_tiling=True`` also tiles the VAE
+        *encoder* for images larger than its tile, which changes their streams.
+        """
+        opts = FastOptions(**kwargs) if options is None else dataclasses.replace(options, **kwargs)
+        self._fast_decoder = FastDecoder(self.backbone, self.control, opts).configure()
+        return self
+
+    @torch.no_grad()
+    def decompress_batch(self, bits: Sequence[Bits], steps: Optional[int] = None, seed: Optional[int] = None,
+                         sampler: Optional[str] = None, max_batch: int = 8) -> List[torch.Tensor]:
+        """Decode several streams, sampling those of the same padded size and settings together.
+
+        Each stream keeps its own seed (one generator per batch item), so the images equal
+        ``[decompress(b) for b in bits]`` — on a GPU up to batch-size-dependent kernel choices.
+        """
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        self._decode_settings(sampler, steps, seed)
+        d = self.config.sampler
+        groups: Dict[tuple, List[Tuple[int, StreamHeader, torch.Tensor, int]]] = {}
+        for i, b in enumerate(bits):
+            if not isinstance(b, (bytes, bytearray, memoryview)):
+                raise TypeError(f"expected a list of bytes, got {type(b).__name__} at index {i}")
+            lat = self.decompress_latents(b)
+            h: StreamHeader = lat["header"]
+            key = (tuple(lat["z_c"].shape), sampler or h.sampler or d.name, steps or h.steps or d.steps)
+            use_seed = seed if seed is not None else (h.seed if h.seed is not None else d.seed)
+            groups.setdefault(key, []).append((i, h, lat["z_c"], use_seed))
+        out: List[Optional[torch.Tensor]] = [None] * len(bits)
+        for (_, name, n_steps), items in groups.items():
+            for k in range(0, len(items), max_batch):
+                chunk = items[k:k + max_batch]
+                images = self.generate(torch.cat([z for _, _, z, _ in chunk]), sampler=name, steps=n_steps,
+                                       seed=[s for _, _, _, s in chunk])
+                if not torch.isfinite(images).all():
+                    raise BitstreamError("decoding produced non-finite pixels: a payload is corrupt or the weights are broken")
+                for (i, h, _, _), image in zip(chunk, images):
+                    out[i] = image[:, :h.height, :h.width]
+        return out
+
+
+def write_checkpoint(path: Union[str, Path], config: DiffEICConfig, lfgcm: nn.Module, control: nn.Module,
+                     metadata: Dict[str, Any]) -> Path:
+    """The one writer of checkpoint folders (``save_pretrained``, the trainer's export, the converter).
+
+    Weights first, ``config.yaml`` last: a folder interrupted mid-write is not mistaken for a checkpoint.
+    """
+    from safetensors.torch import save_file
+
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(_cpu_contiguous(lfgcm.state_dict()), str(folder / LFGCM_FILE))
+    save_file(_cpu_contiguous(control.state_dict()), str(folder / CONTROL_FILE))
+    meta = {"diffeic_version": __version__, "format_version": FORMAT_VERSION, **metadata, "model": config.to_dict()}
+    (folder / CONFIG_FILE).write_text(yaml.safe_dump(meta, sort_keys=False))
+    return folder
 
 
 def _cpu_contiguous(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:

@@ -6,14 +6,17 @@ with the frozen VAE.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import torch
 
 from ..config import SamplerConfig, ScheduleConfig
 from .backbone import FrozenBackbone
 from .control import ControlModule
-from .sampling import EpsFn, sample
+from .sampling import EpsFn, Generators, sample
+
+if TYPE_CHECKING:
+    from .fast import FastOptions
 
 Tensor = torch.Tensor
 
@@ -32,7 +35,7 @@ def controlled_eps_fn(backbone: FrozenBackbone, control: ControlModule, z_c: Ten
 
 
 def denoise(backbone: FrozenBackbone, control: ControlModule, z_c: Tensor, sampler: str = "ddpm",
-            steps: int = 50, generator: Optional[torch.Generator] = None,
+            steps: int = 50, generator: Generators = None,
             schedule: Optional[ScheduleConfig] = None, fewstep_start: int = 299,
             progress: bool = False) -> Tensor:
     """Sample the latent ``z_0`` (B,4,h,w) conditioned on ``z_c``; differentiable (no ``no_grad`` here)."""
@@ -41,11 +44,19 @@ def denoise(backbone: FrozenBackbone, control: ControlModule, z_c: Tensor, sampl
                   fewstep_start=fewstep_start, progress=progress)
 
 
+def check_content_latent(backbone: FrozenBackbone, z_c: Tensor) -> None:
+    """Raise ``ValueError`` unless ``z_c`` is a finite ``(B, C_latent, h, w)`` tensor."""
+    if z_c.ndim != 4 or z_c.shape[1] != backbone.unet.config.in_channels:
+        raise ValueError(f"z_c must be (B, {backbone.unet.config.in_channels}, h, w), got {tuple(z_c.shape)}")
+    if not torch.isfinite(z_c).all():
+        raise ValueError("z_c contains NaN or Inf")
+
+
 @torch.no_grad()
 def decode_latent(backbone: FrozenBackbone, control: ControlModule, z_c: Tensor, sampler: str = "ddpm",
-                  steps: int = 50, generator: Optional[torch.Generator] = None,
+                  steps: int = 50, generator: Generators = None,
                   schedule: Optional[ScheduleConfig] = None, fewstep_start: int = 299,
-                  progress: bool = False) -> Tensor:
+                  progress: bool = False, options: Optional["FastOptions"] = None) -> Tensor:
     """Decode content latents to images in [0, 1] (spec §1: sample ``z_0``, then ``VAE.decode(z_0/0.18215)``).
 
     Args:
@@ -57,15 +68,21 @@ def decode_latent(backbone: FrozenBackbone, control: ControlModule, z_c: Tensor,
             ``torch.Generator().manual_seed(seed)``.  ``None`` uses the global RNG.
         schedule: the diffusion schedule (default SD2.1-base, spec §6).
         progress: show a progress bar.
+        options: :class:`~diffeic.diffusion.fast.FastOptions` (half precision, tiling, CUDA graphs, …);
+            ``None`` runs the plain eager float32 path below.
 
     Returns:
         ``(B, 3, H, W)`` float images in [0, 1] on ``z_c``'s device.  ``steps=0`` is not a sampler
         setting; the paper's "0 steps" ablation is ``backbone.decode(z_c)``.
     """
-    if z_c.ndim != 4 or z_c.shape[1] != backbone.unet.config.in_channels:
-        raise ValueError(f"z_c must be (B, {backbone.unet.config.in_channels}, h, w), got {tuple(z_c.shape)}")
-    if not torch.isfinite(z_c).all():
-        raise ValueError("z_c contains NaN or Inf")
+    if options is not None:
+        from .fast import FastDecoder
+
+        # Module-level options (attention processors, memory format, VAE flags) are applied to the
+        # modules and persist; keep a FastDecoder (or use DiffEICCodec.optimize) to reuse CUDA graphs.
+        decoder = FastDecoder(backbone, control, options).configure()
+        return decoder.decode(z_c, sampler, steps, generator, schedule, fewstep_start, progress)
+    check_content_latent(backbone, z_c)
     z0 = denoise(backbone, control, z_c, sampler, steps, generator, schedule, fewstep_start, progress)
     return backbone.decode(z0)
 

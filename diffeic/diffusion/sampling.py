@@ -18,7 +18,7 @@ identical noise; the same generator state gives bit-identical results on the sam
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Union
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -164,13 +164,39 @@ def sampler_timesteps(sampler: str, steps: int, schedule: Optional[ScheduleConfi
 
 # --------------------------------------------------------------------------- the loop
 
-def _cpu_randn(shape, generator: Optional[torch.Generator], like: Tensor) -> Tensor:
+Generators = Union[torch.Generator, Sequence[torch.Generator], None]
+
+
+def _cpu_randn(shape, generator: Generators, like: Tensor) -> Tensor:
     # Drawn on the CPU so CPU and GPU decodes start from the same noise.
-    return torch.randn(shape, generator=generator, device="cpu", dtype=torch.float32).to(like.device, like.dtype)
+    if isinstance(generator, (list, tuple)):
+        # One generator per batch item, each drawing that item's noise exactly as a batch of one
+        # would (same as diffusers' randn_tensor): a batch decodes like its items one by one.
+        noise = torch.cat([torch.randn((1, *shape[1:]), generator=g, device="cpu", dtype=torch.float32)
+                           for g in generator])
+    else:
+        noise = torch.randn(shape, generator=generator, device="cpu", dtype=torch.float32)
+    return noise.to(like.device, like.dtype)
+
+
+def _check_generators(generator: Generators, batch: int) -> Generators:
+    """Validate a CPU generator or a list of them (one per batch item); a list of one acts as one."""
+    gens = list(generator) if isinstance(generator, (list, tuple)) else [generator]
+    for g in gens:
+        if g is not None and (not isinstance(g, torch.Generator) or g.device.type != "cpu"):
+            raise ValueError(f"generator must be a CPU torch.Generator (noise is drawn on the CPU), "
+                             f"got {getattr(g, 'device', type(g).__name__)}")
+    if not isinstance(generator, (list, tuple)):
+        return generator
+    if len(gens) != batch:
+        raise ValueError(f"got {len(gens)} generators for a batch of {batch}; pass one per batch item")
+    if any(g is None for g in gens):
+        raise ValueError("a list of generators may not contain None")
+    return gens[0] if batch == 1 else gens
 
 
 def sample(eps_fn: EpsFn, z_c: Tensor, sampler: str = "ddpm", steps: int = 50,
-           generator: Optional[torch.Generator] = None, schedule: Optional[ScheduleConfig] = None,
+           generator: Generators = None, schedule: Optional[ScheduleConfig] = None,
            fewstep_start: int = 299, progress: bool = False) -> Tensor:
     """Denoise to ``z_0`` with ``eps = eps_fn(z_t, t)`` (spec §6; ``fewstep``: spec §11).
 
@@ -180,7 +206,9 @@ def sample(eps_fn: EpsFn, z_c: Tensor, sampler: str = "ddpm", steps: int = 50,
         sampler: a key of :data:`SAMPLERS` (``ddpm`` default, ``ddim``, ``dpmpp``, ``fewstep``).
         steps: number of network evaluations (``1..T``; ``fewstep``: ``1..fewstep_start+1``).
         generator: a CPU ``torch.Generator`` (all noise is drawn on the CPU); ``None`` uses the
-            global RNG.  Same generator state → bit-identical output on the same device.
+            global RNG.  Same generator state → bit-identical output on the same device.  Or a
+            list of CPU generators, one per batch item: item i then gets the noise it would get
+            decoded alone with generator i (batched decoding == one-by-one decoding).
         schedule: training schedule (default :class:`ScheduleConfig`: T=1000, scaled-linear).
         fewstep_start: start timestep N of ``fewstep`` (RDEIC: 299).
         progress: show a tqdm bar.
@@ -188,11 +216,9 @@ def sample(eps_fn: EpsFn, z_c: Tensor, sampler: str = "ddpm", steps: int = 50,
     Returns:
         ``z_0`` with the shape, device and dtype of ``z_c``.
     """
-    if generator is not None and generator.device.type != "cpu":
-        raise ValueError(f"generator must be a CPU torch.Generator (noise is drawn on the CPU), "
-                         f"got one on {generator.device}")
     if not isinstance(z_c, Tensor) or z_c.ndim != 4:
         raise ValueError(f"z_c must be a (B,C,h,w) tensor, got {getattr(z_c, 'shape', type(z_c))}")
+    generator = _check_generators(generator, z_c.shape[0])
     spec = SAMPLERS.get(sampler)
     scheduler = make_scheduler(sampler, steps, schedule, fewstep_start)
     timesteps = scheduler.timesteps
