@@ -21,7 +21,7 @@ from .bitstream import FORMAT_VERSION, MAX_SIDE, SAMPLER_IDS, BitstreamError, St
 from .config import DiffEICConfig, get_config
 from .diffusion.backbone import FrozenBackbone
 from .diffusion.control import ControlModule
-from .diffusion.fast import FastDecoder, FastOptions
+from .diffusion.fast import FastDecoder, FastOptions, vae_tiling
 from .lfgcm import LFGCM, PAD_MULTIPLE
 
 Bits = Union[bytes, bytearray]
@@ -215,9 +215,22 @@ class DiffEICCodec(nn.Module):
 
     # ------------------------------------------------------------------ encoding
     @torch.no_grad()
+    def _guidance(self, x_pad: torch.Tensor) -> torch.Tensor:
+        """The VAE latent ``z_g`` that guides the LFGCM encoder: the posterior mode at inference (spec §2).
+
+        Above ``FastOptions.auto_tile_pixels`` (and whenever ``vae_tiling`` is on) the VAE encoder runs
+        in tiles, so a 4K image does not need tens of GB for its full-resolution activations.  Only the
+        encoder sees ``z_g``, so this changes which stream is written, never whether it decodes.
+        """
+        opts = self.fast_decoder().options
+        big = opts.auto_tile_pixels is not None and x_pad.shape[-2] * x_pad.shape[-1] > opts.auto_tile_pixels
+        with vae_tiling(self.backbone.vae, opts.vae_tile_pixels, enabled=big or opts.vae_tiling):
+            return self.backbone.encode(x_pad)
+
+    @torch.no_grad()
     def _encode(self, x: torch.Tensor) -> List[Tuple[bytes, torch.Tensor, torch.Tensor]]:
         x_pad = _pad(x)
-        z_g = self.backbone.encode(x_pad)                  # posterior mode at inference (spec §2)
+        z_g = self._guidance(x_pad)
         y = self.lfgcm.encoder(x_pad, z_g)
         z = self.lfgcm.hyper_enc(y, z_g)
         # The entropy path runs one image at a time, exactly as the decoder will run it.
@@ -258,7 +271,7 @@ class DiffEICCodec(nn.Module):
         self.lfgcm.eval()
         try:
             x_pad = _pad(batch)
-            out = self.lfgcm(x_pad, self.backbone.encode(x_pad))
+            out = self.lfgcm(x_pad, self._guidance(x_pad))
         finally:
             self.lfgcm.train(was_training)
         bits = sum(-torch.log2(lik).flatten(1).sum(1) for lik in out["likelihoods"].values())
@@ -355,8 +368,8 @@ class DiffEICCodec(nn.Module):
         Takes a :class:`~diffeic.diffusion.fast.FastOptions` or its fields as keywords;
         ``codec.optimize()`` restores the plain path.  Only the diffusion decoder and the VAE are
         affected — the LFGCM's entropy coding always runs its exact float32/integer path, so
-        streams stay bit-identical across settings and devices.  ``vae_tiling=True`` also tiles the VAE
-        *encoder* for images larger than its tile, which changes their streams.
+        streams stay bit-identical across settings and devices.  ``vae_tiling=True`` (and, by default, any image above
+        ``auto_tile_pixels``) also tiles the VAE *encoder*, which changes the stream written, not its decoding.
         """
         opts = FastOptions(**kwargs) if options is None else dataclasses.replace(options, **kwargs)
         self._fast_decoder = FastDecoder(self.backbone, self.control, opts).configure()

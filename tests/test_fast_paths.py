@@ -265,3 +265,28 @@ def test_fewstep_counts_network_evaluations(codec, z_c):
     decoder = FastDecoder(codec.backbone, codec.control)
     decoder.decode(z_c[:1, :, :8, :8], "fewstep", 4, gen())
     assert decoder.evaluations == 4
+
+
+def test_large_images_tile_the_vae_encoder_and_still_decode(monkeypatch):
+    """Above ``auto_tile_pixels`` the guidance VAE encoder runs in tiles; small images never do."""
+    codec = DiffEICCodec.from_config("tiny")
+    calls = []
+    original = type(codec.backbone.vae)._tiled_encode
+
+    def spy(vae, x):
+        calls.append(tuple(x.shape))
+        return original(vae, x)
+
+    monkeypatch.setattr(type(codec.backbone.vae), "_tiled_encode", spy)
+    x = torch.rand(3, 150, 200, generator=gen(7))
+    small = codec.compress(x)
+    assert calls == []
+    codec.optimize(auto_tile_pixels=64 * 64, vae_tile_pixels=64)
+    try:
+        big = codec.compress(x)
+        assert calls and calls[0][-2:] == (192, 256)           # padded to the LFGCM's multiple of 64
+        y = codec.decompress(big, steps=1)
+    finally:
+        codec.optimize()
+    assert y.shape == (3, 150, 200) and torch.isfinite(y).all()
+    assert DiffEICCodec.inspect(big)["height"] == DiffEICCodec.inspect(small)["height"] == 150
