@@ -223,8 +223,8 @@ class DiffEICCodec(nn.Module):
         encoder sees ``z_g``, so this changes which stream is written, never whether it decodes.
         """
         opts = self.fast_decoder().options
-        big = opts.auto_tile_pixels is not None and x_pad.shape[-2] * x_pad.shape[-1] > opts.auto_tile_pixels
-        with vae_tiling(self.backbone.vae, opts.vae_tile_pixels, enabled=big or opts.vae_tiling):
+        tiled = opts.vae_tiling or opts.exceeds_auto_tile(x_pad.shape[-2] * x_pad.shape[-1])
+        with vae_tiling(self.backbone.vae, opts.vae_tile_pixels, enabled=tiled):
             return self.backbone.encode(x_pad)
 
     @torch.no_grad()

@@ -34,11 +34,10 @@ from torch import nn
 from ..config import ScheduleConfig
 from .backbone import FrozenBackbone
 from .control import ControlModule
-from .sampling import EpsFn, sample
+from .sampling import EpsFn, Generators, sample
 from .tiling import StepFn, TileOptions, tiled_step
 
 Tensor = torch.Tensor
-Generators = Union[torch.Generator, Sequence[torch.Generator], None]
 
 _DTYPES = {None: None, "fp32": None, "float32": None, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
            "fp16": torch.float16, "float16": torch.float16}
@@ -75,6 +74,10 @@ class FastOptions:
     @property
     def torch_dtype(self) -> Optional[torch.dtype]:
         return _DTYPES[self.dtype]
+
+    def exceeds_auto_tile(self, pixels: int) -> bool:
+        """Whether an image of ``pixels`` padded pixels is above the automatic tiling threshold."""
+        return self.auto_tile_pixels is not None and pixels > self.auto_tile_pixels
 
     @classmethod
     def for_device(cls, device: Union[str, torch.device], **overrides) -> "FastOptions":
@@ -248,10 +251,7 @@ class FastDecoder:
         o = self.options
         if o.tiles is not None:
             return o.tiles
-        pixels = z_c.shape[-2] * z_c.shape[-1] * 64
-        if o.auto_tile_pixels is not None and pixels > o.auto_tile_pixels:
-            return o.auto_tiles
-        return None
+        return o.auto_tiles if o.exceeds_auto_tile(z_c.shape[-2] * z_c.shape[-1] * 64) else None
 
     def eps_fn(self, z_c: Tensor, tiles: Optional[TileOptions] = None) -> EpsFn:
         """``eps_fn(z_t, t)`` for :func:`sample`, tiled when ``tiles`` is given."""
