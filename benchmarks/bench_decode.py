@@ -45,7 +45,7 @@ def measure(codec, bits: Sequence[bytes], options, sampler: str, steps: int, rep
 
     def denoise():
         gens = [torch.Generator().manual_seed(s) for s in seeds]
-        return decoder.denoise(z_c, sampler, steps, gens if len(gens) > 1 else gens[0],
+        return decoder.denoise(z_c, sampler, steps, gens,
                                codec.config.schedule, codec.config.sampler.fewstep_start)
 
     evals_before = decoder.evaluations
@@ -64,7 +64,7 @@ def measure(codec, bits: Sequence[bytes], options, sampler: str, steps: int, rep
 
 def run(preset: str = "tiny", device: str = "cpu", size=(512, 768), steps: int = 50, repeats: int = 3,
         fast: bool = True, sampler: str = "ddpm", batch: int = 1, dtype: Optional[str] = None,
-        record: bool = False, codec=None) -> List[Dict[str, object]]:
+        codec=None) -> List[Dict[str, object]]:
     """Benchmark decoding; returns one row per path (plain, then optimised when ``fast``)."""
     dev = torch.device(device)
     codec = codec if codec is not None else common.build_codec(preset, dev)
@@ -81,11 +81,7 @@ def run(preset: str = "tiny", device: str = "cpu", size=(512, 768), steps: int =
                           if k in ("dtype", "channels_last", "cuda_graphs", "compile") and v) or "fast (=plain on CPU)"
         rows.append({**base, **measure(codec, bits, opts, sampler, steps, repeats, dev, label)})
     codec.optimize()                                  # leave the codec on the plain path
-    for r in rows:
-        r["ratio_vs_plain"] = r["total_s"] / rows[0]["total_s"]
-    if record:
-        common.report(f"decode ({preset}, {dev.type})", rows, COLUMNS, dev, record=True)
-    return rows
+    return common.add_ratios(rows, "total_s")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, object]]:
@@ -95,7 +91,7 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, object]]:
     args = p.parse_args(argv)
     dev = common.setup(args)
     rows = run(args.preset, dev.type, args.size, args.steps, args.repeats, args.fast, args.sampler, args.batch,
-               args.dtype, record=False)
+               args.dtype)
     common.report(f"decode ({args.preset}, {dev.type})", rows, COLUMNS, dev, record=args.record)
     return rows
 

@@ -32,7 +32,7 @@ def measure(codec, x: torch.Tensor, options, repeats: int, device: torch.device,
 
 
 def run(preset: str = "tiny", device: str = "cpu", size=(512, 768), repeats: int = 3, fast: bool = True,
-        record: bool = False, codec=None) -> List[Dict[str, object]]:
+        codec=None) -> List[Dict[str, object]]:
     """Benchmark encoding; one row per path (plain, then optimised when ``fast``)."""
     from diffeic.diffusion.fast import FastOptions
 
@@ -48,11 +48,8 @@ def run(preset: str = "tiny", device: str = "cpu", size=(512, 768), repeats: int
     codec.optimize()
     plain_bits = rows[0]["_bits"]
     for r in rows:
-        r["ratio_vs_plain"] = r["total_s"] / rows[0]["total_s"]
         r["same_bytes"] = r.pop("_bits") == plain_bits     # reported, not asserted: conv algorithms may differ
-    if record:
-        common.report(f"encode ({preset}, {dev.type})", rows, COLUMNS, dev, record=True)
-    return rows
+    return common.add_ratios(rows, "total_s")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, object]]:

@@ -1,19 +1,18 @@
-"""Training-step benchmark (self-contained; independent of ``diffeic.training``).
+"""Training-step benchmark: the trainer's objective on random weights, plain vs optimised, in one run.
 
     python benchmarks/bench_train.py --preset sd21 --device cuda --size 512x512 --batch 16 --repeats 10
 
-One step = forward + backward + AdamW update of
-``loss = MSE(eps_θ(z_t, t, c, z_c), ε) + λ·bpp + 2·MSE(z_c, z_0)`` (spec §7, stage 1 weights) through
-``codec.lfgcm`` (trainable), ``codec.backbone`` (frozen; ``encode(sample=True)``) and
-``codec.control`` (trainable).  The optimised path runs the control module + frozen UNet under
-bf16 autocast with channels_last; the LFGCM (rate terms) stays float32.
+One step = forward + backward + AdamW update of the trainer's own loss,
+:func:`diffeic.training.training_losses` (``MSE(eps_θ(z_t, t, c, z_c), ε) + λ·bpp + 2·MSE(z_c, z_0)``
+plus the auxiliary loss; spec §7) through ``codec.lfgcm`` and ``codec.control`` (trainable) and the frozen
+``codec.backbone``.  The optimised path runs the whole loss under bf16 autocast, as ``train.py``'s
+``bf16-mixed`` precision does, with channels_last.
 """
 from __future__ import annotations
 
 from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
-import torch.nn.functional as F
 
 try:
     from . import common
@@ -27,40 +26,32 @@ def make_train_step(codec, batch: int, size, lam: float = 2.0, dtype: Optional[t
                     seed: int = 0) -> Callable[[], float]:
     """A closure running one optimisation step on a fixed random batch; returns the loss value."""
     from diffeic.diffusion.fast import autocast
-    from diffeic.diffusion.sampling import add_noise, sample_timesteps, training_scheduler
+    from diffeic.diffusion.sampling import training_scheduler
+    from diffeic.training import training_losses
 
     dev = codec.device
     h, w = size
-    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)                         # the loss draws t, noise and the VAE sample globally
     x = torch.stack([common.smooth_image(h, w, seed=seed + i) for i in range(batch)]).to(dev)
     params = [p for p in list(codec.lfgcm.parameters()) + list(codec.control.parameters()) if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-6)
     scheduler = training_scheduler(codec.config.schedule)
-    context = codec.backbone.text_embedding.to(dev).expand(batch, -1, -1)
     codec.lfgcm.train()
     codec.control.train()
 
     def step() -> float:
-        z0 = codec.backbone.encode(x, sample=True, generator=gen)          # frozen, no grad
-        out = codec.lfgcm(x, z0)
-        z_c = out["z_c"]
-        bpp = sum(-torch.log2(lik).sum() for lik in out["likelihoods"].values()) / (batch * h * w)
-        t = sample_timesteps(batch, codec.config.schedule, gen, dev)
-        noise = torch.randn(z0.shape, generator=gen).to(dev)
-        z_t = add_noise(z0, noise, t, scheduler)
-        with autocast(dev, dtype):                  # UNet + control only; rates stay float32
-            eps = codec.control(codec.backbone.unet, z_t, t, context, z_c)
-        loss = F.mse_loss(eps.float(), noise) + lam * bpp + 2 * F.mse_loss(z_c, z0)
+        with autocast(dev, dtype):
+            losses = training_losses(codec, scheduler, x, lam)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        (losses["loss"] + losses["aux"]).backward()
         opt.step()
-        return float(loss.detach())
+        return float(losses["loss"].detach())
 
     return step
 
 
 def run(preset: str = "tiny", device: str = "cpu", size=(512, 512), batch: int = 2, repeats: int = 3,
-        fast: bool = True, dtype: Optional[str] = None, record: bool = False, codec=None) -> List[Dict[str, object]]:
+        fast: bool = True, dtype: Optional[str] = None, codec=None) -> List[Dict[str, object]]:
     """Benchmark training steps; one row per path (plain, then optimised when ``fast``)."""
     from diffeic.diffusion.fast import FastDecoder, FastOptions
 
@@ -85,11 +76,7 @@ def run(preset: str = "tiny", device: str = "cpu", size=(512, 512), batch: int =
     finally:
         FastDecoder(codec.backbone, codec.control).configure()
         codec.eval()
-    for r in rows:
-        r["ratio_vs_plain"] = r["step_s"] / rows[0]["step_s"]
-    if record:
-        common.report(f"train step ({preset}, {dev.type})", rows, COLUMNS, dev, record=True)
-    return rows
+    return common.add_ratios(rows, "step_s")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, object]]:
@@ -100,7 +87,7 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, object]]:
     dev = common.setup(args)
     rows = run(args.preset, dev.type, args.size, args.batch, args.repeats, args.fast, args.dtype)
     common.report(f"train step ({args.preset}, {dev.type})", rows, COLUMNS, dev, record=args.record,
-                  notes="weights are random (from_config); the trainer in diffeic/training may differ in details")
+                  notes="weights are random (from_config); one AdamW group instead of the trainer's two")
     return rows
 
 

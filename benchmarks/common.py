@@ -159,6 +159,13 @@ def timed(fn: Callable[[], object], device: torch.device, repeats: int, warmup: 
 
 # --------------------------------------------------------------------------- reporting
 
+def add_ratios(rows: List[Dict[str, object]], time_key: str) -> List[Dict[str, object]]:
+    """``ratio_vs_plain`` of every row: its ``time_key`` over the first (plain) row's, measured in the same run."""
+    for r in rows:
+        r["ratio_vs_plain"] = r[time_key] / rows[0][time_key]
+    return rows
+
+
 def device_description(device: torch.device) -> str:
     if device.type == "cuda":
         return f"CUDA {torch.cuda.get_device_name(device)}"
@@ -202,8 +209,8 @@ def report(title: str, rows: List[Dict[str, object]], columns: Sequence[str], de
         print(text)
     if record:
         if not RESULTS.exists():
-            RESULTS.write_text("# Benchmark results\n\nAppended by `benchmarks/*.py` (see `benchmarks/README` "
-                               "section of the main README). CPU rows use the tiny preset and say so; they are "
+            RESULTS.write_text("# Benchmark results\n\nAppended by `benchmarks/*.py` (see the Performance "
+                               "section of the README). CPU rows use the tiny preset and say so; they are "
                                "smoke figures, not targets.\n\n")
         with RESULTS.open("a") as f:
             f.write(text + "\n")

@@ -74,6 +74,34 @@ def _seeded(seed: int, device: Optional[torch.device] = None) -> Iterator[None]:
         yield
 
 
+def training_losses(codec: DiffEICCodec, noise_scheduler: Any, x: Tensor, lmbda: float,
+                    l_simple_weight: float = 1.0, l_guide_weight: float = 2.0, t: Optional[Tensor] = None,
+                    noise: Optional[Tensor] = None) -> Dict[str, Tensor]:
+    """All loss terms for a batch ``x`` (B,3,H,W) in [0,1] (spec §7.1); ``t``/``noise`` may be fixed.
+
+    The one definition of the objective: the trainer and ``benchmarks/bench_train.py`` both call it.
+    """
+    b, _, h, w = x.shape
+    with torch.no_grad():
+        z0 = codec.backbone.encode(x, sample=True)           # posterior *sample* in training (spec §2)
+    out = codec.lfgcm(x, z0)
+    z_c = out["z_c"]
+    if t is None:
+        t = sample_timesteps(b, codec.config.schedule, device=x.device)
+    if noise is None:
+        noise = torch.randn_like(z0)
+    z_t = add_noise(z0, noise, t, noise_scheduler)
+    context = codec.backbone.text_embedding.expand(b, -1, -1)
+    eps_hat = codec.control(codec.backbone.unet, z_t, t.to(x.device), context, z_c)
+    l_ne = F.mse_loss(eps_hat.float(), noise.float())
+    # Noisy likelihoods (training mode), bits over the crop's pixels (spec §7.1 L_rate).
+    bits = sum(-torch.log2(lik.float()).sum() for lik in out["likelihoods"].values())
+    bpp = bits / (b * h * w)
+    l_sa = F.mse_loss(z_c.float(), z0.float())
+    loss = l_simple_weight * l_ne + lmbda * bpp + l_guide_weight * l_sa
+    return {"loss": loss, "l_ne": l_ne, "bpp": bpp, "l_sa": l_sa, "aux": codec.lfgcm.aux_loss()}
+
+
 class DiffEICModule(LightningModule):
     """Trains the LFGCM + control module of a :class:`~diffeic.DiffEICCodec` (spec §7).
 
@@ -135,27 +163,10 @@ class DiffEICModule(LightningModule):
     # ------------------------------------------------------------------ losses
     def compute_losses(self, x: Tensor, t: Optional[Tensor] = None,
                        noise: Optional[Tensor] = None) -> Dict[str, Tensor]:
-        """All loss terms for a batch ``x`` (B,3,H,W) in [0,1] (spec §7.1); ``t``/``noise`` may be fixed."""
-        codec, hp = self.codec, self.hparams
-        b, _, h, w = x.shape
-        with torch.no_grad():
-            z0 = codec.backbone.encode(x, sample=True)           # posterior *sample* in training (spec §2)
-        out = codec.lfgcm(x, z0)
-        z_c = out["z_c"]
-        if t is None:
-            t = sample_timesteps(b, codec.config.schedule, device=x.device)
-        if noise is None:
-            noise = torch.randn_like(z0)
-        z_t = add_noise(z0, noise, t, self.noise_scheduler)
-        context = codec.backbone.text_embedding.expand(b, -1, -1)
-        eps_hat = codec.control(codec.backbone.unet, z_t, t.to(x.device), context, z_c)
-        l_ne = F.mse_loss(eps_hat.float(), noise.float())
-        # Noisy likelihoods (training mode), bits over the crop's pixels (spec §7.1 L_rate).
-        bits = sum(-torch.log2(lik.float()).sum() for lik in out["likelihoods"].values())
-        bpp = bits / (b * h * w)
-        l_sa = F.mse_loss(z_c.float(), z0.float())
-        loss = hp.l_simple_weight * l_ne + hp.lmbda * bpp + hp.l_guide_weight * l_sa
-        return {"loss": loss, "l_ne": l_ne, "bpp": bpp, "l_sa": l_sa, "aux": codec.lfgcm.aux_loss()}
+        """All loss terms for a batch ``x`` (B,3,H,W) in [0,1] (:func:`training_losses`)."""
+        hp = self.hparams
+        return training_losses(self.codec, self.noise_scheduler, x, hp.lmbda, hp.l_simple_weight,
+                               hp.l_guide_weight, t, noise)
 
     def step_seed(self) -> int:
         """Seed of this batch's randomness: a function of (seed, batch number, rank) only."""
@@ -314,4 +325,4 @@ class DiffEICModule(LightningModule):
         self.consecutive_skips = int(meta.get("consecutive_skips", 0))
 
 
-__all__ = ["DiffEICModule", "TrainingDiverged", "build_codec"]
+__all__ = ["DiffEICModule", "TrainingDiverged", "build_codec", "training_losses"]
