@@ -1,16 +1,23 @@
 """The diffeic stream container: a small, versioned, self-checking wrapper around the rANS payload.
 
-Layout of format version 1 (all multi-byte integers big-endian; ``varint`` = unsigned LEB128)::
+Layout (all multi-byte integers big-endian; ``varint`` = unsigned LEB128)::
 
     offset  size  field
     0       2     magic  b"\\xde\\x1c"
-    2       1     format version (1)
-    3       1     flags: bit 0 sampler present, bit 1 steps present, bit 2 seed present; others 0
+    2       1     format version (1 or 2)
+    3       1     flags: bit 0 sampler, bit 1 steps, bit 2 seed present; version 2 adds
+                  bit 3 model family present, bit 4 rate present; others 0
     4       4     model fingerprint (first 4 bytes of the model's SHA-256 fingerprint)
     8       …     varint H, varint W            (original image size, before padding)
+    …       …     [family id: 1 byte] [rate: float32]                 (version 2, only when flagged)
     …       …     [sampler id: 1 byte] [steps: varint] [seed: varint]   (only when flagged)
-    …       …     payload: one rANS string holding z then every slice pass of y
+    …       …     payload: the model family's coded strings (DiffEIC: one rANS string, z then y)
     end-4   4     CRC-32 of every byte before it
+
+A stream is written as version 1 whenever it needs none of the version-2 fields (a fixed-rate
+DiffEIC stream), so such streams stay byte-identical to those of earlier releases; a stream with a
+family other than DiffEIC or a rate parameter is version 2, which readers of version 1 refuse as
+"unsupported format version" instead of misreading it.
 
 Overhead for a 768×512 image with default decode settings: 16 bytes.  Decode settings are written
 only when the encoder chose something other than the model's defaults.  The official DiffEIC file
@@ -18,13 +25,15 @@ stores neither the image size nor a model check (20-byte header); this one store
 """
 from __future__ import annotations
 
+import math
+import struct
 import zlib
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
 MAGIC = b"\xde\x1c"
-FORMAT_VERSION = 1
-SUPPORTED_VERSIONS = (1,)
+FORMAT_VERSION = 2          # the newest version this module writes
+SUPPORTED_VERSIONS = (1, 2)
 FINGERPRINT_BYTES = 4
 CRC_BYTES = 4
 
@@ -32,12 +41,18 @@ CRC_BYTES = 4
 SAMPLER_IDS = {"ddpm": 0, "ddim": 1, "dpmpp": 2, "fewstep": 3}
 SAMPLER_NAMES = {v: k for k, v in SAMPLER_IDS.items()}
 
+#: Codec families by their id in a version-2 stream (absent: ``diffeic``). Never renumber.
+FAMILY_IDS = {"diffeic": 0, "hific": 1, "refine": 2}
+FAMILY_NAMES = {v: k for k, v in FAMILY_IDS.items()}
+DEFAULT_FAMILY = "diffeic"
+
 MAX_SIDE = 1 << 16          # largest H or W a stream may declare
 MAX_STEPS = 10_000
 _MAX_VARINT_BYTES = 10      # enough for a 64-bit seed
 
-_FLAG_SAMPLER, _FLAG_STEPS, _FLAG_SEED = 1, 2, 4
-_KNOWN_FLAGS = _FLAG_SAMPLER | _FLAG_STEPS | _FLAG_SEED
+_FLAG_SAMPLER, _FLAG_STEPS, _FLAG_SEED, _FLAG_FAMILY, _FLAG_RATE = 1, 2, 4, 8, 16
+_KNOWN_FLAGS = {1: _FLAG_SAMPLER | _FLAG_STEPS | _FLAG_SEED,
+                2: _FLAG_SAMPLER | _FLAG_STEPS | _FLAG_SEED | _FLAG_FAMILY | _FLAG_RATE}
 
 
 class BitstreamError(ValueError):
@@ -54,7 +69,13 @@ class StreamHeader:
     sampler: Optional[str] = None    # None: the decoding model's default
     steps: Optional[int] = None
     seed: Optional[int] = None
-    version: int = FORMAT_VERSION
+    family: str = DEFAULT_FAMILY     # which codec family made the stream (version 2)
+    rate: Optional[float] = None     # rate parameter q of a variable-rate model (version 2), as float32
+
+    @property
+    def version(self) -> int:
+        """The format version this header is written in: 2 only when it uses a version-2 field."""
+        return 2 if (self.family != DEFAULT_FAMILY or self.rate is not None) else 1
 
 
 def _put_varint(value: int, out: bytearray) -> None:
@@ -88,13 +109,24 @@ def pack(header: StreamHeader, payload: bytes) -> bytes:
     fp = bytes.fromhex(header.fingerprint)
     if len(fp) != FINGERPRINT_BYTES:
         raise ValueError(f"fingerprint must be {FINGERPRINT_BYTES} bytes, got {header.fingerprint!r}")
+    family = header.family != DEFAULT_FAMILY
     flags = ((_FLAG_SAMPLER if header.sampler is not None else 0) | (_FLAG_STEPS if header.steps is not None else 0)
-             | (_FLAG_SEED if header.seed is not None else 0))
+             | (_FLAG_SEED if header.seed is not None else 0) | (_FLAG_FAMILY if family else 0)
+             | (_FLAG_RATE if header.rate is not None else 0))
     out = bytearray(MAGIC)
-    out += bytes([FORMAT_VERSION, flags])
+    out += bytes([header.version, flags])
     out += fp
     _put_varint(header.height, out)
     _put_varint(header.width, out)
+    if family:
+        if header.family not in FAMILY_IDS:
+            raise ValueError(f"unknown codec family {header.family!r}; known: {', '.join(FAMILY_IDS)}")
+        out.append(FAMILY_IDS[header.family])
+    if header.rate is not None:
+        rate = float(header.rate)
+        if not math.isfinite(rate) or struct.unpack(">f", struct.pack(">f", rate))[0] != rate:
+            raise ValueError(f"rate must be a finite float32 value, got {header.rate!r}")
+        out += struct.pack(">f", rate)
     if header.sampler is not None:
         if header.sampler not in SAMPLER_IDS:
             raise ValueError(f"unknown sampler {header.sampler!r}; known: {', '.join(SAMPLER_IDS)}")
@@ -134,14 +166,33 @@ def unpack(data: bytes) -> Tuple[StreamHeader, bytes]:
     if zlib.crc32(body) != crc:
         raise BitstreamError("checksum mismatch: the stream is corrupt or truncated")
     flags = data[3]
-    if flags & ~_KNOWN_FLAGS:
-        raise BitstreamError(f"corrupt header: unknown flag bits 0x{flags & ~_KNOWN_FLAGS:02x}")
+    unknown = flags & ~_KNOWN_FLAGS[version]
+    if unknown:
+        raise BitstreamError(f"corrupt header: unknown flag bits 0x{unknown:02x} for format version {version}")
     fingerprint = data[4:8].hex()
     end = len(body)
     height, pos = _get_varint(body, 8, end, "image height")
     width, pos = _get_varint(body, pos, end, "image width")
     if not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE):
         raise BitstreamError(f"corrupt header: image size {height}x{width} outside 1..{MAX_SIDE}")
+    family, rate = DEFAULT_FAMILY, None
+    if flags & _FLAG_FAMILY:
+        if pos >= end:
+            raise BitstreamError("truncated header: codec family id is cut off")
+        fid = body[pos]
+        pos += 1
+        if fid not in FAMILY_NAMES or fid == FAMILY_IDS[DEFAULT_FAMILY]:   # the default is never written
+            raise BitstreamError(f"corrupt header: unknown codec family id {fid}")
+        family = FAMILY_NAMES[fid]
+    if flags & _FLAG_RATE:
+        if pos + 4 > end:
+            raise BitstreamError("truncated header: rate parameter is cut off")
+        rate = struct.unpack(">f", body[pos:pos + 4])[0]
+        pos += 4
+        if not math.isfinite(rate):
+            raise BitstreamError("corrupt header: the rate parameter is not a finite number")
+    if version == 2 and family == DEFAULT_FAMILY and rate is None:
+        raise BitstreamError("corrupt header: a version-2 stream without version-2 fields (streams have one encoding)")
     sampler = steps = seed = None
     if flags & _FLAG_SAMPLER:
         if pos >= end:
@@ -160,7 +211,7 @@ def unpack(data: bytes) -> Tuple[StreamHeader, bytes]:
         if seed >= (1 << 64):
             raise BitstreamError("corrupt header: seed larger than 64 bits")
     header = StreamHeader(fingerprint=fingerprint, height=height, width=width, sampler=sampler,
-                          steps=steps, seed=seed, version=version)
+                          steps=steps, seed=seed, family=family, rate=rate)
     return header, body[pos:]
 
 

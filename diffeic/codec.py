@@ -284,13 +284,17 @@ class DiffEICCodec(nn.Module):
         """The stream's header as a dict (no model needed)."""
         header, payload = unpack(bits)
         total = len(bits)
-        return {"version": header.version, "fingerprint": header.fingerprint, "height": header.height,
-                "width": header.width, "sampler": header.sampler, "steps": header.steps, "seed": header.seed,
+        return {"version": header.version, "family": header.family, "fingerprint": header.fingerprint,
+                "height": header.height, "width": header.width, "rate": header.rate,
+                "sampler": header.sampler, "steps": header.steps, "seed": header.seed,
                 "payload_bytes": len(payload), "container_bytes": total - len(payload), "total_bytes": total,
                 "bpp": 8 * total / (header.height * header.width)}
 
     def _open(self, bits: Bits) -> Tuple[StreamHeader, bytes]:
         header, payload = unpack(bits)
+        if header.family != "diffeic":
+            raise BitstreamError(f"stream was made by a {header.family!r} codec, not by DiffEIC; load that codec "
+                                 f"(diffeic.load_codec) to decode it")
         mine = self.fingerprint()[:8]
         if header.fingerprint != mine:
             raise BitstreamError(f"stream was made by model {header.fingerprint}, but this codec is model {mine} "
