@@ -17,6 +17,7 @@ _EXPORTS = {
     "BitstreamError": ("bitstream", "BitstreamError"),
     "DiffEICConfig": ("config", "DiffEICConfig"),
     "get_config": ("config", "get_config"),
+    "pretrained_models": ("pretrained", "pretrained_models"),
 }
 
 __all__ = [*_EXPORTS, "__version__"]

@@ -31,6 +31,7 @@ from .codec import DiffEICCodec  # noqa: E402
 from .config import PRESETS  # noqa: E402
 from .convert import add_convert_parser  # noqa: E402
 from .io import IMAGE_SUFFIXES, expand_paths, load_image, output_format, save_image, write_bytes_atomic  # noqa: E402
+from .pretrained import pretrained_folder, pretrained_models  # noqa: E402
 
 PROG = "diffeic"
 STREAM_SUFFIX = ".deic"
@@ -350,10 +351,11 @@ def load_codec(model: str, sd_path: Optional[str] = None, device: Optional[torch
         if sd_path is not None:
             _note(f"--sd-path is ignored for --model {model} (it applies to checkpoint folders)")
         codec = DiffEICCodec.from_config(model)
-    elif path.is_dir():
-        codec = DiffEICCodec.from_pretrained(path, sd_path=sd_path)
+    elif path.is_dir() or pretrained_folder(model) is not None:
+        codec = DiffEICCodec.from_pretrained(model, sd_path=sd_path)
     else:
-        raise CLIError(f"--model {model}: neither a preset ({', '.join(PRESETS)}), a checkpoint folder "
+        raise CLIError(f"--model {model}: neither a preset ({', '.join(PRESETS)}), a shipped model "
+                       f"({', '.join(pretrained_models()) or 'none installed'}), a checkpoint folder "
                        f"nor a config .yaml file")
     if not codec.is_trained:
         _note(f"model {model!r} has random, untrained weights: fine for tests and demos, but reconstructions "

@@ -96,7 +96,8 @@ class DiffEICCodec(nn.Module):
     @classmethod
     def from_pretrained(cls, path: Union[str, Path], sd_path: Optional[str] = None,
                         device: Union[str, torch.device, None] = None, check_backbone: bool = True) -> "DiffEICCodec":
-        """Load a checkpoint folder: ``config.yaml`` + ``lfgcm.safetensors`` + ``control.safetensors``.
+        """Load a checkpoint folder (``config.yaml`` + ``lfgcm.safetensors`` + ``control.safetensors``) or a
+        model shipped with the package by name (:func:`diffeic.pretrained_models`, e.g. ``"tiny-trained"``).
 
         For presets with pretrained frozen parts (``sd21``) the VAE/UNet come from ``sd_path``
         (argument, else the value recorded in ``config.yaml``, else ``DIFFEIC_SD_PATH``/default);
@@ -105,7 +106,15 @@ class DiffEICCodec(nn.Module):
         """
         from safetensors.torch import load_file
 
+        from .pretrained import pretrained_folder, pretrained_models
+
         folder = Path(path)
+        if not folder.exists() and pretrained_folder(str(path)) is not None:
+            folder = pretrained_folder(str(path))       # a model shipped inside the package
+        elif not folder.exists():
+            shipped = ", ".join(pretrained_models()) or "none installed"
+            raise FileNotFoundError(f"{folder}: no such checkpoint folder, and not a shipped model name "
+                                    f"(shipped: {shipped})")
         meta_path = folder / CONFIG_FILE
         if not meta_path.is_file():
             raise FileNotFoundError(f"{folder}: not a diffeic checkpoint folder (no {CONFIG_FILE}); "
@@ -116,7 +125,10 @@ class DiffEICCodec(nn.Module):
             if not (folder / name).is_file():
                 raise FileNotFoundError(f"{folder}: checkpoint folder lacks {name}")
         if cfg.backbone.pretrained:
-            backbone = FrozenBackbone.from_pretrained(cfg.backbone, sd_path or meta.get("sd_path"))
+            recorded_sd = meta.get("sd_path")
+            if recorded_sd and not Path(recorded_sd).is_absolute() and (folder / recorded_sd).exists():
+                recorded_sd = str(folder / recorded_sd)  # a backbone shipped beside the checkpoint
+            backbone = FrozenBackbone.from_pretrained(cfg.backbone, sd_path or recorded_sd)
         else:
             backbone = FrozenBackbone.from_config(cfg.backbone, seed=cfg.init_seed + 1)
         recorded = meta.get("backbone_fingerprint")
@@ -163,7 +175,9 @@ class DiffEICCodec(nn.Module):
         key = tuple((name, t.data_ptr(), t._version) for name, t in tensors)
         if key != self._fingerprint_key:
             h = hashlib.sha256()
-            h.update(yaml.safe_dump(self.config.to_dict(), sort_keys=True).encode())
+            config = self.config.to_dict()
+            config["backbone"].pop("sd_path")    # where the backbone lies is not what it is (its fingerprint is)
+            h.update(yaml.safe_dump(config, sort_keys=True).encode())
             h.update(self.backbone_fingerprint().encode())
             for name, t in tensors:
                 h.update(name.encode())

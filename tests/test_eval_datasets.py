@@ -9,8 +9,11 @@ from diffeic.evaluation import datasets as D
 
 
 def test_samples_are_colour_uint8_photos_offline():
+    from diffeic.samples import HELDOUT_PHOTOS, TRAIN_PHOTOS
+
     ds = D.load_dataset("samples", limit=3)
-    assert [im.name for im in ds.images] == list(D.SAMPLE_PHOTOS[:3])
+    assert [im.name for im in ds.images] == ["chelsea", "coffee"] == list(HELDOUT_PHOTOS)
+    assert not set(HELDOUT_PHOTOS) & set(TRAIN_PHOTOS)      # the demo evaluates on photos it never trained on
     a = ds.images[0].load()
     assert a.dtype == np.uint8 and a.ndim == 3 and a.shape[2] == 3 and ds.preprocessing == D.NATIVE
 

@@ -127,8 +127,8 @@ def test_fid_kid_with_available_features(tmp_path, fake, monkeypatch):
     summary = runner.Runner(_cfg(tmp_path, dataset="samples", baselines=["jpeg"], rate_factors=[1.0]),
                             log=lambda s: None).run()
     m = {(x["codec"], x["point"]): x for x in summary["means"]}
-    # astronaut 512² → 5 patches, coffee 400×600 → 2 + 1 = 3 patches (protocol grids).
-    assert m[("diffeic", "fake")]["n_patches"] == 8 and math.isfinite(m[("diffeic", "fake")]["fid"])
+    # chelsea 300×451 → 1 + 0 patches, coffee 400×600 → 2 + 1 = 3 patches (protocol grids).
+    assert m[("diffeic", "fake")]["n_patches"] == 4 and math.isfinite(m[("diffeic", "fake")]["fid"])
     assert "fid" not in summary["metrics_skipped"]
 
 
@@ -163,7 +163,7 @@ def test_end_to_end_on_the_real_tiny_preset(tmp_path, monkeypatch):
     assert cli.main(["--dataset", "samples", "--limit", "2", "--model", "tiny", "--baselines", "jpeg",
                      "--rate-factors", "1", "--device", "cpu", "--no-progress", "--out", str(out)]) == 0
     rows = read_rows(out / "results.csv")
-    assert [(r["image"], r["codec"]) for r in rows] == [("astronaut", "diffeic"), ("astronaut", "jpeg"),
+    assert [(r["image"], r["codec"]) for r in rows] == [("chelsea", "diffeic"), ("chelsea", "jpeg"),
                                                         ("coffee", "diffeic"), ("coffee", "jpeg")]
     _check_rates(out, rows)
     from diffeic import DiffEICCodec

@@ -123,3 +123,40 @@ def test_datamodule_resume_state_skips_trained_batches(folder):
     dm.load_state_dict({"batches_done": 1})
     resumed = [k for batch in dm.train_dataloader().batch_sampler for k in batch]
     assert resumed == full[2:]
+
+
+def test_elongated_image_is_cropped_to_a_bounded_aspect_before_resizing(monkeypatch):
+    # A 1x3000 strip used to be resized to ~64 x 192,000 pixels (9 GB at 512 crops) before cropping.
+    sizes = []
+    original = Image.Image.resize
+
+    def spy(self, size, *args, **kwargs):
+        sizes.append(size)
+        return original(self, size, *args, **kwargs)
+    monkeypatch.setattr(Image.Image, "resize", spy)
+    strip = Image.fromarray(np.tile(np.arange(3000, dtype=np.uint8)[None, :, None], (1, 1, 3)))
+    x = paper_crop(strip, CropSpec(64, 64, 80), random.Random(0))
+    assert x.shape == (3, 64, 64)
+    assert sizes and max(w * h for w, h in sizes) <= 80 * 4 * 80     # long side <= 4 x the short side S
+    tall = paper_crop(strip.transpose(Image.Transpose.ROTATE_90), CropSpec(64, 64, 80), random.Random(0))
+    assert tall.shape == (3, 64, 64)
+
+
+def test_ordinary_photos_draw_the_same_crops_as_before():
+    # The aspect bound draws no random number for photos within 4:1, so their crops are unchanged:
+    # pinned against the crop computed by hand from the same RNG stream.
+    img = _image(300, 451, 5)
+    rng = random.Random(3)
+    s = rng.randint(64, 80)
+    half = img
+    while min(half.size) >= 2 * s:                             # BOX halving first (spec §7.4)
+        half = half.resize((half.size[0] // 2, half.size[1] // 2), resample=Image.BOX)
+    w, h = half.size
+    ref = half.resize((max(64, round(w * s / h)), max(64, round(h * s / h))), resample=Image.BICUBIC)
+    arr = np.asarray(ref)
+    top, left = rng.randrange(arr.shape[0] - 63), rng.randrange(arr.shape[1] - 63)
+    arr = arr[top:top + 64, left:left + 64]
+    if rng.random() < 0.5:
+        arr = arr[:, ::-1]
+    want = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).float() / 255
+    assert torch.equal(paper_crop(img, CropSpec(64, 64, 80), random.Random(3)), want)

@@ -21,9 +21,10 @@ def test_two_process_ddp_cpu(tmp_path):
            "--trainer.val_check_interval", "3", "--data.val_limit", "2", "--trainer.enable_progress_bar", "false"]
     run = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
-    ckpt = torch.load(tmp_path / "runs/tiny/ckpt/last.ckpt", weights_only=False)
+    (last,) = tmp_path.glob("runs/tiny/lightning_logs/version_0/checkpoints/last.ckpt")
+    ckpt = torch.load(last, weights_only=False)
     assert ckpt["global_step"] == 3 and ckpt["DiffEICDataModule"]["batches_done"] == 3
-    codec = DiffEICCodec.from_pretrained(tmp_path / "checkpoints/tiny")
+    codec = DiffEICCodec.from_pretrained(tmp_path / "runs/tiny/export")
     assert codec.is_trained
 
 

@@ -49,7 +49,7 @@ def test_cli_run_writes_a_loadable_export(tmp_path):
            "--data.val_limit", "1", "--trainer.enable_progress_bar", "false"]
     run = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, run.stderr[-3000:]
-    export = tmp_path / "checkpoints" / "tiny"
+    export = tmp_path / "runs" / "tiny" / "export"          # under --trainer.default_root_dir (runs/tiny)
     codec = DiffEICCodec.from_pretrained(export)
     assert codec.is_trained
     x = photo("astronaut", (70, 90))
@@ -57,15 +57,16 @@ def test_cli_run_writes_a_loadable_export(tmp_path):
     assert codec.decompress(bits, steps=2).shape == x.shape
     # The export holds the trained weights, not the initial ones; the Lightning checkpoint holds no SD weights.
     assert codec.fingerprint() != DiffEICCodec.from_config("tiny").fingerprint()
-    ckpt = torch.load(tmp_path / "runs/tiny/ckpt/last.ckpt", weights_only=False)
+    log_dir = tmp_path / "runs/tiny/lightning_logs/version_0"
+    ckpt = torch.load(log_dir / "checkpoints/last.ckpt", weights_only=False)
     assert ckpt["global_step"] == 2 and not any("backbone" in k for k in ckpt["state_dict"])
-    metrics = (tmp_path / "runs/tiny/version_0/metrics.csv").read_text()
+    metrics = (log_dir / "metrics.csv").read_text()
     for name in ("train/l_ne", "train/bpp", "train/l_sa", "train/aux", "train/img_s", "val/bpp", "val/psnr"):
         assert name in metrics
 
 
 def test_resume_matches_uninterrupted_run(tmp_path):
-    k = 2                      # 8 photos / batch 2 = 4 batches per epoch: the resume is mid-epoch
+    k = 2                      # 7 photos / batch 2 = 3 batches per epoch: the resume is mid-epoch
     straight, _ = _fit(tmp_path / "a", 2 * k)
     _fit(tmp_path / "b", k, ckpt_every=k)
     ckpt = next((tmp_path / "b" / "ckpt").glob("*.ckpt"))
@@ -111,3 +112,26 @@ def test_consecutive_nans_stop_the_run_and_keep_the_last_good_checkpoint(tmp_pat
     assert all(torch.isfinite(v).all() for v in last["state_dict"].values() if v.is_floating_point())
     restored = DiffEICModule.load_from_checkpoint(ckpts[-1])    # loads although SD weights are not stored
     assert restored.batches_seen == 2 and math.isfinite(restored.codec.lfgcm.aux_loss().item())
+
+
+def test_outputs_follow_the_root_dir_and_a_second_run_never_replaces_the_first_export(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    base = [sys.executable, str(REPO / "train.py"), "fit", "--config", str(REPO / "configs/tiny.yaml"),
+            "--trainer.max_steps", "1", "--trainer.limit_val_batches", "0", "--trainer.enable_progress_bar", "false",
+            "--trainer.default_root_dir", str(tmp_path / "mine")]
+    first = subprocess.run(base, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert first.returncode == 0, first.stderr[-3000:]
+    export = tmp_path / "mine" / "export"
+    assert DiffEICCodec.from_pretrained(export).is_trained and not (tmp_path / "runs").exists()
+    before = (export / "config.yaml").read_text()
+    second = subprocess.run(base + ["--model.lmbda", "4"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=240)
+    assert second.returncode != 0 and "holds an export of another training run" in second.stderr
+    assert (export / "config.yaml").read_text() == before          # the first run's export is intact
+    # overwrite: true lets a run replace another run's export (checked by the callback itself)
+    from diffeic.training.callbacks import ExportCallback, ExportConflictError
+    mine = ExportCallback(str(export))
+    mine.run_id = "another-run"
+    with pytest.raises(ExportConflictError, match="another training run"):
+        mine._check_owner(export)
+    ExportCallback(str(export), overwrite=True)._check_owner(export)

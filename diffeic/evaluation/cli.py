@@ -5,7 +5,8 @@ import argparse
 import sys
 from typing import List, Optional
 
-from .datasets import DatasetUnavailable, SAMPLE_PHOTOS
+from ..samples import HELDOUT_PHOTOS as SAMPLE_PHOTOS
+from .datasets import DatasetUnavailable
 
 EPILOG = f"""\
 examples:

@@ -27,8 +27,6 @@ from PIL import Image
 
 NETWORK_TIMEOUT_S = 10.0
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-#: scikit-image photos used by ``--dataset samples`` (colour, shipped with the package: works offline).
-SAMPLE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry")
 CROP_768 = "shorter side -> 768 px (torchvision resize, bilinear, antialias=True), centre crop 768x768"
 NATIVE = "none (native size and orientation)"
 CHECKSUM_FILE = "SHA256SUMS"
@@ -210,12 +208,12 @@ def load_standard(name: str, data_dir: Optional[Union[str, Path]] = None, downlo
 
 
 def load_samples() -> Dataset:
-    """The scikit-image photos in :data:`SAMPLE_PHOTOS` (bundled with scikit-image, offline)."""
-    import skimage.data
+    """The bundled scikit-image photos that no demo model trained on (``diffeic.samples.HELDOUT_PHOTOS``)."""
+    from ..samples import HELDOUT_PHOTOS, load_photo
 
     def loader(n: str) -> Callable[[], np.ndarray]:
-        return lambda: np.ascontiguousarray(getattr(skimage.data, n)()[..., :3]).astype(np.uint8)
-    return Dataset("samples", [EvalImage(n, loader(n)) for n in SAMPLE_PHOTOS], NATIVE, "skimage.data")
+        return lambda: load_photo(n)
+    return Dataset("samples", [EvalImage(n, loader(n)) for n in HELDOUT_PHOTOS], NATIVE, "skimage.data (held out)")
 
 
 def load_folder(path: Union[str, Path]) -> Dataset:

@@ -77,19 +77,21 @@ class OurModel:
 
 def _load_models(cfg: EvalConfig, device: str) -> List[OurModel]:
     from diffeic import DiffEICCodec
+    from diffeic.pretrained import pretrained_folder
 
     out = []
     for spec in cfg.models:
         path = Path(spec)
-        if path.is_dir():
-            codec, source = DiffEICCodec.from_pretrained(path), str(path)
-            name = path.name
+        shipped = pretrained_folder(spec) if not path.is_dir() else None
+        if path.is_dir() or shipped is not None:
+            codec, source = DiffEICCodec.from_pretrained(spec), str(shipped or path)
+            name = spec if shipped is not None else path.name
         else:
             codec, source = DiffEICCodec.from_config(spec), f"from_config({spec!r})"
             name = spec
         codec = codec.to(device).eval()
         # from_config is random init: treat it as untrained even if the attribute is missing.
-        trained = bool(getattr(codec, "is_trained", path.is_dir()))
+        trained = bool(codec.is_trained)
         d = codec.config.sampler
         overrides = [f"{k}={v}" for k, v in (("steps", cfg.steps), ("sampler", cfg.sampler), ("seed", cfg.seed))
                      if v is not None]

@@ -28,10 +28,8 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm")
-#: scikit-image photos used when ``root == "samples"`` (offline quick runs, tests).
-SAMPLE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field", "retina",
-                 "camera")
-SAMPLES = "samples"
+SAMPLES = "samples"                     # the bundled training photos (diffeic.samples.TRAIN_PHOTOS)
+HELDOUT = "samples-heldout"             # the bundled photos no training run sees (HELDOUT_PHOTOS)
 LSDIR_HF_REPO = "ofsoundof/LSDIR"
 LSDIR_SITE = "https://ofsoundof.github.io/lsdir-data/"
 
@@ -54,12 +52,15 @@ def lsdir_help(root: Union[str, Path]) -> str:
 # --------------------------------------------------------------------------- sources
 
 def find_images(root: Union[str, Path]) -> List[Source]:
-    """Images under ``root`` (recursive, sorted for reproducibility), or the bundled photos for ``"samples"``.
+    """Images under ``root`` (recursive, sorted for reproducibility), or bundled photos for ``"samples"``
+    (training photos) and ``"samples-heldout"`` (the held-out ones).
 
     Raises :class:`DatasetNotFoundError` (with LSDIR instructions) when nothing is found.
     """
-    if str(root) == SAMPLES:
-        return [f"skimage:{name}" for name in SAMPLE_PHOTOS]
+    if str(root) in (SAMPLES, HELDOUT):
+        from ..samples import HELDOUT_PHOTOS, TRAIN_PHOTOS
+
+        return [f"skimage:{name}" for name in (TRAIN_PHOTOS if str(root) == SAMPLES else HELDOUT_PHOTOS)]
     folder = Path(root).expanduser()
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()) \
         if folder.is_dir() else []
@@ -71,12 +72,9 @@ def find_images(root: Union[str, Path]) -> List[Source]:
 def open_rgb(source: Source) -> Image.Image:
     """Decode a file (or a bundled photo) to an RGB PIL image; raises ``OSError``/``ValueError`` if unreadable."""
     if isinstance(source, str) and source.startswith("skimage:"):
-        import skimage.data
+        from ..samples import load_photo
 
-        arr = getattr(skimage.data, source.split(":", 1)[1])()
-        if arr.ndim == 2:
-            arr = np.stack([arr] * 3, -1)
-        return Image.fromarray(np.ascontiguousarray(arr[..., :3]).astype(np.uint8)).convert("RGB")
+        return Image.fromarray(load_photo(source.split(":", 1)[1]))
     with Image.open(source) as img:
         img.load()                      # decode now, inside the try of the caller
         return img.convert("RGB")
@@ -132,8 +130,25 @@ class CropSpec:
                              f"{self.short_max}")
 
 
+#: Longest side / shortest side a training image may have before resizing; longer images are cropped
+#: to this ratio first (a 1x3000 strip would otherwise be resized to 64x192000 pixels and more).
+MAX_ASPECT = 4
+
+
+def _bounded_aspect(img: Image.Image, rng: random.Random) -> Image.Image:
+    """A random window of ``img`` whose long side is at most ``MAX_ASPECT`` times its short side."""
+    w, h = img.size
+    short, long_ = min(w, h), max(w, h)
+    if long_ <= MAX_ASPECT * short:
+        return img                      # every ordinary photo: no extra random draw, crops unchanged
+    keep = MAX_ASPECT * short
+    start = rng.randrange(long_ - keep + 1)
+    return img.crop((start, 0, start + keep, h) if w > h else (0, start, w, start + keep))
+
+
 def paper_crop(img: Image.Image, spec: CropSpec, rng: random.Random) -> torch.Tensor:
     """One augmented ``(3, size, size)`` float tensor in [0, 1] (spec §7.4)."""
+    img = _bounded_aspect(img, rng)
     s = rng.randint(spec.short_min, spec.short_max)
     # BOX halving first (cheap, alias-free), then one bicubic resize to the exact short side.
     while min(img.size) >= 2 * s:
@@ -167,19 +182,23 @@ class RandomCropDataset(Dataset):
     """Paper crops of a list of images; indexed by *sample keys* (``epoch · N + index``).
 
     An unreadable file is reported once (a warning naming it) and replaced by the next readable
-    image, so one bad file never stops a 300K-step run.
+    image, so one bad file never stops a 300K-step run.  ``crops_per_image`` makes an epoch draw that
+    many independent crops of every image (a handful of photos still fills a batch).
     """
 
-    def __init__(self, sources: Sequence[Source], crop: CropSpec, seed: int = 0) -> None:
+    def __init__(self, sources: Sequence[Source], crop: CropSpec, seed: int = 0, crops_per_image: int = 1) -> None:
         if not sources:
             raise ValueError("RandomCropDataset needs at least one image")
+        if int(crops_per_image) < 1:
+            raise ValueError(f"crops_per_image must be >= 1, got {crops_per_image}")
         self.sources = list(sources)
         self.crop = crop
         self.seed = int(seed)
+        self.crops_per_image = int(crops_per_image)
         self._bad: set = set()
 
     def __len__(self) -> int:
-        return len(self.sources)
+        return len(self.sources) * self.crops_per_image
 
     def __getitem__(self, key: int) -> torch.Tensor:
         # String seeding hashes with SHA-512: independent streams per (seed, key), same on every platform.
@@ -256,12 +275,13 @@ class DiffEICDataModule(LightningDataModule):
         val_limit: at most this many validation images.
         seed: augmentation seed; ``None`` uses ``seed_everything``'s value (``PL_GLOBAL_SEED``).
         download: download LSDIR into ``root`` first if it is empty (online only; never implicit).
+        crops_per_image: independent crops of each image per epoch (1 for LSDIR; more for a few photos).
     """
 
     def __init__(self, root: str = "data/LSDIR", val_root: Optional[str] = SAMPLES, crop_size: int = 512,
                  short_side: Tuple[int, int] = (512, 640), batch_size: int = 4, num_workers: int = 8,
                  val_size: Optional[int] = 512, val_limit: int = 4, seed: Optional[int] = None,
-                 download: bool = False) -> None:
+                 download: bool = False, crops_per_image: int = 1) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.crop = CropSpec(crop_size, int(short_side[0]), int(short_side[1]))
@@ -284,7 +304,8 @@ class DiffEICDataModule(LightningDataModule):
 
     def setup(self, stage: str) -> None:
         if stage == "fit" and self.train_set is None:
-            self.train_set = RandomCropDataset(find_images(self.hparams.root), self.crop, self.seed)
+            self.train_set = RandomCropDataset(find_images(self.hparams.root), self.crop, self.seed,
+                                               self.hparams.crops_per_image)
         if stage in ("fit", "validate") and self.val_set is None and self.hparams.val_root is not None:
             self.val_set = ValidationDataset(find_images(self.hparams.val_root)[: self.hparams.val_limit],
                                              self.hparams.val_size)
@@ -326,4 +347,4 @@ class DiffEICDataModule(LightningDataModule):
 
 __all__ = ["CropSpec", "paper_crop", "center_view", "find_images", "open_rgb", "RandomCropDataset",
            "ValidationDataset", "ResumableDistributedSampler", "DiffEICDataModule", "DatasetNotFoundError",
-           "download_lsdir", "lsdir_help", "SAMPLES", "LSDIR_HF_REPO"]
+           "download_lsdir", "lsdir_help", "SAMPLES", "HELDOUT", "LSDIR_HF_REPO"]

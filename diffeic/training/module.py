@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 
 from ..codec import DiffEICCodec
+from ..config import get_config
 from ..diffusion.sampling import add_noise, sample_timesteps, training_scheduler
 
 Tensor = torch.Tensor
@@ -55,12 +56,17 @@ def build_codec(preset: str, init_from: Optional[str] = None, sd_path: Optional[
     * ``init_from`` (stage 2, spec §7.3): a checkpoint folder; weights only.
     * otherwise ``preset`` (name or YAML): random trainable parts; for presets with pretrained frozen
       parts (``sd21``) the VAE/UNet/embedding are SD2.1-base from ``sd_path`` and the control module is
-      crop-initialised from that UNet (spec §5.3).
+      crop-initialised from that UNet (spec §5.3).  A preset without published weights (``tiny``) given
+      an ``sd_path`` uses that backbone folder instead of random frozen parts (the shipped demo model's
+      prior, :mod:`.backbone`); the path is recorded in the model's config.
     """
     if init_from:
         codec = DiffEICCodec.from_pretrained(init_from, sd_path=sd_path)
     else:
-        codec = DiffEICCodec.from_config(preset, pretrained_backbone=True, sd_path=sd_path)
+        config = get_config(preset)
+        if sd_path and not config.backbone.pretrained:
+            config.backbone.pretrained, config.backbone.sd_path = True, str(sd_path)
+        codec = DiffEICCodec.from_config(config, pretrained_backbone=True, sd_path=sd_path)
     codec.is_trained = False           # set on export
     return codec
 

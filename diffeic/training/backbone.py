@@ -1,0 +1,180 @@
+"""Pretraining a frozen prior for a preset that has no published weights (the shipped tiny demo model).
+
+DiffEIC keeps Stable Diffusion frozen (Li et al. 2024, §III-C); at toy width no pretrained weights
+exist, so the demo model gets a prior of its own, made by two Lightning jobs that are separate from
+DiffEIC's training (which never changes these weights):
+
+``stage="vae"``   the preset's ``AutoencoderKL`` as a KL-regularised autoencoder (Rombach et al.,
+                  "High-Resolution Image Synthesis with Latent Diffusion Models", CVPR 2022, §3 and
+                  App. G): per-image sum of squared errors on [-1, 1] + ``kl_weight`` · KL, on the posterior
+                  *sample*.  Its export rescales the latent so that ``scale_factor`` (0.18215, SD's) gives unit
+                  variance, as the LDM paper's rescaling does — by folding the factor into ``quant_conv`` and
+                  ``post_quant_conv``, an exact reparameterisation, so the preset's config stays unchanged.
+``stage="unet"``  the preset's UNet as a latent diffusion model on that VAE's latents: ε-prediction, the
+                  scaled-linear 1000-step schedule, ``t ~ U{0..999}``, the preset's fixed empty-prompt context.
+
+Each export is a backbone folder (``vae/``, ``unet/``, ``empty_prompt.safetensors``; fp16 weights) that
+the next stage (``init_from``) and DiffEIC training (``--model.sd_path``) load.  The UNet stage rounds
+its weights to fp16 *before* writing, and DiffEIC trains on exactly those values.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+from lightning.pytorch import LightningModule
+
+from ..config import get_config
+from ..diffusion.backbone import FrozenBackbone
+from ..diffusion.sampling import add_noise, sample_timesteps, training_scheduler
+from .module import _seeded
+
+Tensor = torch.Tensor
+STAGES = ("vae", "unet")
+
+
+def vae_losses(backbone: FrozenBackbone, x01: Tensor, kl_weight: float) -> Dict[str, Tensor]:
+    """Autoencoder objective: ``Σ(x − x̂)² / B + kl_weight · KL / B`` on [-1, 1] (LDM, §3); also the batch PSNR."""
+    x = x01 * 2 - 1
+    posterior = backbone.vae.encode(x).latent_dist
+    x_hat = backbone.vae.decode(posterior.sample()).sample
+    b = x.shape[0]
+    sse = (x_hat - x).pow(2).sum() / b
+    kl = posterior.kl().sum() / b
+    mse01 = F.mse_loss(((x_hat + 1) / 2).clamp(0, 1), x01)
+    return {"loss": sse + kl_weight * kl, "sse": sse, "kl": kl, "psnr": -10 * torch.log10(mse01.clamp_min(1e-10))}
+
+
+def ldm_losses(backbone: FrozenBackbone, scheduler: Any, x01: Tensor, schedule: Any) -> Dict[str, Tensor]:
+    """Latent diffusion objective: ``MSE(ε, ε̂(z_t, t, c_empty))`` on the scaled posterior sample."""
+    with torch.no_grad():
+        z0 = backbone.encode(x01, sample=True)
+    t = sample_timesteps(z0.shape[0], schedule, device=z0.device)
+    noise = torch.randn_like(z0)
+    context = backbone.text_embedding.expand(z0.shape[0], -1, -1)
+    eps_hat = backbone.unet(add_noise(z0, noise, t, scheduler), t, context).sample
+    return {"loss": F.mse_loss(eps_hat, noise)}
+
+
+@torch.no_grad()
+def normalise_latent_scale(backbone: FrozenBackbone, images: Tensor) -> float:
+    """Rescale the VAE so ``scale_factor · mode(x)`` has unit standard deviation on ``images``; returns the factor.
+
+    ``z' = c·z`` is folded into the encoder's ``quant_conv`` (mean rows · c, log-variance bias + 2 ln c) and
+    undone by ``post_quant_conv`` (weights / c): the decoder's output for a given image is unchanged.
+    """
+    vae = backbone.vae
+    std = float((backbone.encode(images) / backbone.scale_factor).std())
+    c = 1.0 / (backbone.scale_factor * std)
+    ch = vae.config.latent_channels
+    vae.quant_conv.weight[:ch] *= c
+    vae.quant_conv.bias[:ch] *= c
+    vae.quant_conv.bias[ch:] += 2 * math.log(c)
+    vae.post_quant_conv.weight /= c
+    return c
+
+
+class BackbonePretrainModule(LightningModule):
+    """One stage of prior pretraining (see the module docstring).
+
+    Args:
+        preset: the preset (name or YAML) whose ``backbone.vae``/``backbone.unet`` architecture is trained.
+        stage: ``"vae"`` or ``"unet"``.
+        init_from: a backbone folder to start from (the VAE stage's export, for ``stage="unet"``).
+        lr: AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        kl_weight: weight of the KL term (VAE stage).
+        warmup_steps: linear learning-rate warm-up.
+        seed: base of the per-step RNG (``None``: ``seed_everything``'s value).
+    """
+
+    def __init__(self, preset: str = "tiny", stage: str = "vae", init_from: Optional[str] = None, lr: float = 1e-3,
+                 weight_decay: float = 0.0, kl_weight: float = 1e-6, warmup_steps: int = 100,
+                 seed: Optional[int] = None) -> None:
+        super().__init__()
+        if stage not in STAGES:
+            raise ValueError(f"stage must be one of {', '.join(STAGES)}, got {stage!r}")
+        if stage == "unet" and not init_from:
+            raise ValueError("the unet stage needs init_from: the backbone folder exported by the vae stage")
+        self.save_hyperparameters()
+        self.config = get_config(preset)
+        if init_from:
+            self.backbone = FrozenBackbone.from_pretrained(self.config.backbone, sd_path=str(init_from))
+        else:
+            self.backbone = FrozenBackbone.from_config(self.config.backbone, seed=self.config.init_seed + 1)
+        self.trained = self.backbone.vae if stage == "vae" else self.backbone.unet
+        self.trained.requires_grad_(True)
+        self.scheduler = training_scheduler(self.config.schedule)
+        self.batches_seen = 0
+
+    def train(self, mode: bool = True) -> "BackbonePretrainModule":
+        super().train(mode)
+        self.trained.train(mode)         # FrozenBackbone pins itself to eval mode; the part being trained follows
+        return self
+
+    def configure_optimizers(self) -> Dict[str, Any]:
+        opt = torch.optim.AdamW(self.trained.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        warm = max(1, int(self.hparams.warmup_steps))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
+        base = self.hparams.seed if self.hparams.seed is not None else int(os.environ.get("PL_GLOBAL_SEED", 0))
+        # Per-step RNG from (seed, batch number) only, so a resumed run repeats an uninterrupted one.
+        step_seed = int(np.random.SeedSequence([int(base), self.batches_seen]).generate_state(1)[0])
+        with _seeded(step_seed, self.device):
+            if self.hparams.stage == "vae":
+                losses = vae_losses(self.backbone, batch, self.hparams.kl_weight)
+            else:
+                losses = ldm_losses(self.backbone, self.scheduler, batch, self.config.schedule)
+        self.batches_seen += 1
+        if not torch.isfinite(losses["loss"]):
+            raise FloatingPointError(f"non-finite {self.hparams.stage} loss at step {self.global_step}; "
+                                     f"resume from the last checkpoint with a lower --model.lr")
+        self.log_dict({f"train/{k}": v.detach() for k, v in losses.items()}, on_step=True, batch_size=batch.shape[0])
+        self.log("loss", losses["loss"].detach(), prog_bar=True, logger=False, batch_size=batch.shape[0])
+        return losses["loss"]
+
+    def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        checkpoint["diffeic_backbone"] = {"batches_seen": self.batches_seen}
+
+    def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        self.batches_seen = int(checkpoint.get("diffeic_backbone", {}).get("batches_seen", 0))
+
+    # ------------------------------------------------------------------ export
+    def export(self, path: Union[str, Path], **metadata: Any) -> Path:
+        """Write a backbone folder (fp16 weights) atomically; the VAE stage normalises the latent scale first."""
+        backbone = copy.deepcopy(self.backbone).cpu().float()
+        if self.hparams.stage == "vae":
+            normalise_latent_scale(backbone, self._scale_images())
+        backbone.half()
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        backbone.save_pretrained(tmp)
+        record = {"stage": self.hparams.stage, "step": int(self.global_step), "preset": str(self.hparams.preset),
+                  "init_from": self.hparams.init_from, **metadata}
+        (tmp / "run.yaml").write_text(yaml.safe_dump(record, sort_keys=False))
+        old = path.with_name(path.name + ".old")
+        if path.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            path.rename(old)
+        tmp.rename(path)
+        shutil.rmtree(old, ignore_errors=True)
+        return path
+
+    def _scale_images(self) -> Tensor:
+        """Fixed crops of the training set (the first 32 sample keys) for measuring the latent scale."""
+        data = self.trainer.datamodule.train_set
+        return torch.stack([data[k] for k in range(32)])
+
+
+__all__ = ["BackbonePretrainModule", "vae_losses", "ldm_losses", "normalise_latent_scale", "STAGES"]

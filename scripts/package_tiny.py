@@ -1,0 +1,146 @@
+"""Package the demo model trained by ``scripts/train_tiny.sh`` into ``diffeic/data/pretrained/``.
+
+    python scripts/package_tiny.py --backbone runs/tiny_backbone_unet/export \\
+        --point l1=runs/tiny_trained_stage2_lambda1/export --point l4=... [--times runs/train_tiny_times.tsv]
+
+Writes ``tiny-backbone/`` (the frozen demo prior, fp16 as trained) and one ``tiny-trained-<point>/`` checkpoint
+folder per rate point whose ``config.yaml`` points at the backbone by a relative path and records how the
+model was made (commit, command, data, steps, seed).  Weights are stored in fp16 where that is exact or
+costs nothing measurable: the backbone was trained on fp16-rounded values; the LFGCM and control module are
+rounded here, their coding tables rebuilt from the rounded weights, and the rate/PSNR change on the held-out
+photos is printed so it can be checked.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from diffeic import DiffEICCodec  # noqa: E402
+from diffeic.pretrained import PRETRAINED_DIR  # noqa: E402
+from diffeic.samples import HELDOUT_PHOTOS, TRAIN_PHOTOS, load_photo  # noqa: E402
+
+BACKBONE = "tiny-backbone"
+
+
+def _git(*args: str) -> str:
+    try:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _stage_steps(export: Path) -> int:
+    meta = yaml.safe_load((export / "config.yaml").read_text())
+    return int(meta.get("step", 0))
+
+
+@torch.no_grad()
+def _quality(codec: DiffEICCodec) -> str:
+    rows = []
+    for name in HELDOUT_PHOTOS:
+        x = torch.from_numpy(load_photo(name)).permute(2, 0, 1).float() / 255
+        bits = codec.compress(x)
+        x_hat = codec.decompress(bits)
+        psnr = -10 * torch.log10(torch.mean((x_hat - x) ** 2)).item()
+        rows.append(f"{name}: {8 * len(bits) / (x.shape[1] * x.shape[2]):.4f} bpp, {psnr:.2f} dB")
+    return "; ".join(rows)
+
+
+def _half_floats(path: Path) -> None:
+    """Store a safetensors file's float tensors as fp16 (they hold fp16-representable values by now)."""
+    state = load_file(str(path))
+    out = {}
+    for k, v in state.items():
+        if v.is_floating_point():
+            h = v.half()
+            if not torch.equal(h.float(), v):
+                raise RuntimeError(f"{path.name}:{k} is not fp16-representable")
+            v = h
+        out[k] = v.contiguous()
+    save_file(out, str(path))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--backbone", required=True, type=Path, help="backbone folder exported by the unet stage")
+    ap.add_argument("--point", action="append", required=True, metavar="NAME=EXPORT",
+                    help="a rate point: its name (l1, l4, ...) and its DiffEIC export folder")
+    ap.add_argument("--stage1", type=Path, default=REPO / "runs/tiny_trained_stage1/export")
+    ap.add_argument("--times", type=Path, default=None, help="wall time per job (train_tiny.sh's TSV)")
+    ap.add_argument("--out", type=Path, default=PRETRAINED_DIR)
+    args = ap.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    tmp = args.out.with_name(args.out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    shutil.copytree(args.backbone, tmp / BACKBONE, ignore=shutil.ignore_patterns("run.yaml"))
+    backbone_run = yaml.safe_load((args.backbone / "run.yaml").read_text())
+    vae_run = yaml.safe_load((Path(backbone_run["init_from"]) / "run.yaml").read_text()) \
+        if backbone_run.get("init_from") and (Path(backbone_run["init_from"]) / "run.yaml").is_file() else {}
+    times = {}
+    if args.times and args.times.is_file():
+        for line in args.times.read_text().splitlines():
+            job, seconds = line.split("\t")
+            times[job] = int(seconds)
+
+    for spec in args.point:
+        name, export = spec.split("=", 1)
+        export = Path(export)
+        codec = DiffEICCodec.from_pretrained(export)
+        before = _quality(codec)
+        for p in list(codec.lfgcm.parameters()) + list(codec.control.parameters()):
+            p.data = p.data.half().float()
+        codec.lfgcm.update(force=True)          # tables that match the rounded weights
+        after = _quality(codec)
+        print(f"{name}: fp32 {before}\n{' ' * len(name)}  fp16 {after}")
+        meta = yaml.safe_load((export / "config.yaml").read_text())
+        codec.config.backbone.sd_path = f"../{BACKBONE}"
+        provenance = {
+            "what": "tiny demo model, trained on 7 photos on a CPU; not the paper's model",
+            "commit": _git("rev-parse", "HEAD"),
+            "command": "bash scripts/train_tiny.sh",
+            "configs": ["configs/tiny_backbone_vae.yaml", "configs/tiny_backbone_unet.yaml",
+                        "configs/tiny_trained_stage1.yaml", f"configs/tiny_trained_stage2_lambda{name[1:]}.yaml"],
+            "data": {"train": list(TRAIN_PHOTOS), "held_out": list(HELDOUT_PHOTOS),
+                     "source": "scikit-image's bundled photos (skimage.data)"},
+            "steps": {"backbone_vae": int(vae_run.get("step", 0)), "backbone_unet": int(backbone_run.get("step", 0)),
+                      "diffeic_stage1": _stage_steps(args.stage1), "diffeic_stage2": int(meta.get("step", 0))},
+            "seed": 231,
+            "wall_time_s": times or None,
+            "packaged": datetime.date.today().isoformat(),
+            "fp16_check": {"fp32": before, "fp16": after},
+        }
+        folder = tmp / f"tiny-trained-{name}"
+        codec.save_pretrained(folder, lmbda=meta.get("lmbda"), provenance=provenance,
+                              sd_path=f"../{BACKBONE}")
+        for file in ("lfgcm.safetensors", "control.safetensors"):
+            _half_floats(folder / file)
+        reloaded = DiffEICCodec.from_pretrained(folder)
+        if reloaded.fingerprint() != codec.fingerprint():
+            raise RuntimeError(f"{folder}: reloaded model differs from the one packaged")
+
+    old = args.out.with_name(args.out.name + ".old")
+    if args.out.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        args.out.rename(old)
+    tmp.rename(args.out)
+    shutil.rmtree(old, ignore_errors=True)
+    size = sum(f.stat().st_size for f in args.out.rglob("*") if f.is_file())
+    print(f"wrote {args.out} ({size / 1e6:.2f} MB)")
+
+
+if __name__ == "__main__":
+    main()
