@@ -11,8 +11,10 @@ from typing import Dict, List, Optional
 
 #: Where the shipped checkpoint folders live.
 PRETRAINED_DIR = Path(__file__).resolve().parent / "data" / "pretrained"
+#: The demo model's rate points (λ = 1, 4, 16), best quality first.
+DEMO_POINTS = ("tiny-trained-l1", "tiny-trained-l4", "tiny-trained-l16")
 #: Shorthand names for one of the shipped folders.
-ALIASES: Dict[str, str] = {"tiny-trained": "tiny-trained-l1"}
+ALIASES: Dict[str, str] = {"tiny-trained": DEMO_POINTS[0]}
 
 
 def _folders() -> Dict[str, Path]:
@@ -32,4 +34,4 @@ def pretrained_folder(name: str) -> Optional[Path]:
     return _folders().get(ALIASES.get(name, name))
 
 
-__all__ = ["pretrained_models", "pretrained_folder", "PRETRAINED_DIR", "ALIASES"]
+__all__ = ["pretrained_models", "pretrained_folder", "PRETRAINED_DIR", "ALIASES", "DEMO_POINTS"]

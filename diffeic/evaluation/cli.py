@@ -5,12 +5,16 @@ import argparse
 import sys
 from typing import List, Optional
 
+from ..pretrained import DEMO_POINTS
 from ..samples import HELDOUT_PHOTOS as SAMPLE_PHOTOS
 from .datasets import DatasetUnavailable
 
+#: The main job: every rate point of the demo model shipped in the package.
+DEFAULT_MODELS = ",".join(DEMO_POINTS)
+
 EPILOG = f"""\
 examples:
-  python eval.py                                   # {len(SAMPLE_PHOTOS)} scikit-image photos, tiny preset, offline
+  python eval.py                                   # {len(SAMPLE_PHOTOS)} held-out photos, shipped demo model, offline
   python eval.py --dataset kodak --model checkpoints/diffeic_l2 --device cuda
   python eval.py --dataset kodak --model checkpoints/l1,checkpoints/l2,checkpoints/l4 --anchor bpg
   python eval.py --dataset folder:~/photos --limit 10 --baselines jpeg,avif --save-recon
@@ -20,7 +24,7 @@ datasets:
   kodak      24 PNGs, native 768x512 / 512x768 (downloaded from r0k.us)
   tecnick    140 images -> 768x768 (manual download: the authors' Drive copy)
   clic2020   428 test images -> 768x768 (downloaded from data.vision.ee.ethz.ch)
-  samples    scikit-image photos ({', '.join(SAMPLE_PHOTOS)}), offline
+  samples    scikit-image photos no demo model trained on ({', '.join(SAMPLE_PHOTOS)}), offline
   folder:P   every image under folder P (recursive, sorted), native size
   Downloads are cached under --data-dir, $DIFFEIC_DATA or ~/.cache/diffeic/data, file counts
   checked and sha256 recorded in SHA256SUMS.
@@ -53,9 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "bpp from file sizes, PSNR / MS-SSIM / LPIPS / DISTS / NIQE / FID / KID, RD plots, BD-rate.")
     p.add_argument("--dataset", default="samples", help="kodak | tecnick | clic2020 | samples | folder:PATH "
                                                         "(default: samples)")
-    p.add_argument("--model", default="tiny", help="preset name (tiny, sd21: random init = untrained) or a "
-                                                   "checkpoint folder; comma-separate several for several rate "
-                                                   "points (default: tiny)")
+    p.add_argument("--model", default=DEFAULT_MODELS,
+                   help="a shipped model (tiny-trained, tiny-trained-l4, ...: see diffeic.pretrained_models()), a "
+                        "preset name (tiny, sd21: random init = untrained) or a checkpoint folder; comma-separate "
+                        "several for several rate points (default: the shipped demo model's rate points, %(default)s)")
     p.add_argument("--steps", type=int, default=None, help="diffusion steps (default: the stream's/model's)")
     p.add_argument("--sampler", default=None, help="ddpm | ddim | dpmpp | fewstep (default: the model's)")
     p.add_argument("--seed", type=int, default=None, help="decoding seed (default: the model's)")

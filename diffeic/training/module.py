@@ -105,7 +105,10 @@ def training_losses(codec: DiffEICCodec, noise_scheduler: Any, x: Tensor, lmbda:
     bpp = bits / (b * h * w)
     l_sa = F.mse_loss(z_c.float(), z0.float())
     loss = l_simple_weight * l_ne + lmbda * bpp + l_guide_weight * l_sa
-    return {"loss": loss, "l_ne": l_ne, "bpp": bpp, "l_sa": l_sa, "aux": codec.lfgcm.aux_loss()}
+    # Latent magnitudes are logged because a hyper-latent that grows without bound (its rate is capped by the
+    # likelihood floor) is the first sign of a diverging run, long before the coder sees absurd symbols.
+    return {"loss": loss, "l_ne": l_ne, "bpp": bpp, "l_sa": l_sa, "aux": codec.lfgcm.aux_loss(),
+            "z_absmax": out["z_hat"].detach().abs().max(), "y_absmax": out["y_hat"].detach().abs().max()}
 
 
 class DiffEICModule(LightningModule):
