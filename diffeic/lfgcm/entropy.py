@@ -23,7 +23,6 @@ import torch
 from compressai.ans import BufferedRansEncoder, RansDecoder
 from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 from compressai.models import CompressionModel
-from compressai.ops import quantize_ste
 from torch import nn
 
 from ..config import LFGCMConfig
@@ -59,6 +58,22 @@ def checkerboard_masks(h: int, w: int, device: torch.device) -> Tuple[torch.Tens
     ij = torch.arange(h, device=device)[:, None] + torch.arange(w, device=device)[None, :]
     anchor = (ij % 2) == 1
     return anchor, ~anchor
+
+
+def _round_ste(v: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    """``round(v − μ) + μ`` as the coder computes it (in float64), with the gradient of ``v`` (STE)."""
+    coded = (torch.round(v.detach().double() - mean.detach().double()).to(v.dtype) + mean).detach()
+    return coded + (v - v.detach())      # forward value exactly ``coded``; d/dv = 1, d/dμ = 0
+
+
+def _coder_value(value: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """The exact twin's value (grid integers) in the forward pass, the float network's gradient."""
+    return from_grid(grid, value.dtype) + (value - value.detach())
+
+
+def _grid(v: torch.Tensor) -> torch.Tensor:
+    """Values already on the 2^-8 grid → the exact path's integers (no clamp: the coder has none here)."""
+    return v.detach().double() * ACT_SCALE
 
 
 class _CodingTables:
@@ -177,30 +192,51 @@ class SliceCheckerboardEntropyModel(CompressionModel):
     def z_medians(self) -> torch.Tensor:
         return self.entropy_bottleneck.quantiles[:, 0, 1].detach().view(1, -1, 1, 1)
 
+    def _exact_path(self, device: torch.device) -> ExactEntropyPath:
+        """The exact integer twin of the current weights (recompiled whenever they change)."""
+        key = self._weights_key()
+        cached = getattr(self, "_exact_cache", None)
+        if cached is None or cached[0] != key or cached[1].device != device:
+            self._exact_cache = (key, ExactEntropyPath(self, device))
+        return self._exact_cache[1]
+
     # ------------------------------------------------------------------ training / rate estimate
     def latent_forward(self, y: torch.Tensor, z: torch.Tensor) -> Dict[str, object]:
-        """Quantised latents and their likelihoods.
+        """Quantised latents and their likelihoods, with the coder's values.
 
         In training mode the likelihoods use additive uniform noise (the rate term) while the values
         passed on use mean-shifted straight-through rounding (spec §4.4); in eval mode both use hard
         rounding, so ``-log2`` of the likelihoods is the rate the coder will spend (up to CDF precision).
+
+        Training codes the way the coder codes: σ and μ are those of the exact integer twin
+        (:mod:`diffeic.lfgcm.exact`) in the forward pass and those of the float networks in the backward
+        pass (straight-through), and z's medians are the coder's grid-rounded ones.  So ``y_hat``,
+        ``z_hat`` and the rate estimate use exactly the symbols and values that ``encode_latents``
+        codes, rather than the float networks' own rounding of them.
         """
+        exact = self._exact_path(y.device)
         _, z_lik = self.entropy_bottleneck(z, training=self.training)
-        m = self.z_medians()
-        z_hat = quantize_ste(z - m) + m
+        z_hat = _round_ste(z, from_grid(exact.z_medians, z.dtype))
         psi = self.hyper_dec(z_hat)
+        psi_e = exact.psi(_grid(z_hat))
         anchor, nonanchor = checkerboard_masks(y.shape[-2], y.shape[-1], y.device)
         a_mask, n_mask = anchor.to(y.dtype), nonanchor.to(y.dtype)
         decoded: List[torch.Tensor] = []
+        decoded_e: List[torch.Tensor] = []
         liks: List[torch.Tensor] = []
         for k, y_k in enumerate(y.split(self.slices, dim=1)):
             scales_a, means_a, ctx = self._anchor_params(k, psi, decoded)
+            scales_e, means_e, ctx_e = exact.anchor_params(k, psi_e, decoded_e)
+            scales_a, means_a = _coder_value(scales_a, scales_e), _coder_value(means_a, means_e)
             _, lik_a = self.gaussian_conditional(y_k, scales_a, means_a, training=self.training)
-            y_a = (quantize_ste(y_k - means_a) + means_a) * a_mask
+            y_a = _round_ste(y_k, means_a) * a_mask
             scales_n, means_n = self._nonanchor_params(k, psi, y_a, ctx)
+            scales_e, means_e = exact.nonanchor_params(k, psi_e, _grid(y_a), ctx_e)
+            scales_n, means_n = _coder_value(scales_n, scales_e), _coder_value(means_n, means_e)
             _, lik_n = self.gaussian_conditional(y_k, scales_n, means_n, training=self.training)
-            y_n = (quantize_ste(y_k - means_n) + means_n) * n_mask
+            y_n = _round_ste(y_k, means_n) * n_mask
             decoded.append(y_a + y_n)
+            decoded_e.append(_grid(decoded[-1]))
             liks.append(lik_a * a_mask + lik_n * n_mask)
         return {"y_hat": torch.cat(decoded, dim=1), "z_hat": z_hat,
                 "likelihoods": {"y": torch.cat(liks, dim=1), "z": z_lik}}

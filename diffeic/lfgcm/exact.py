@@ -12,7 +12,8 @@ convolution an integer dot product evaluated as ``unfold`` + ``matmul`` in float
 and partial sums are integers below 2^53, so float64 represents every intermediate exactly and
 the result is the same in any summation order, on any device, with any thread count.  GELU is a
 lookup table on the activation grid.  Training keeps the float networks; this is their
-quantised twin, compiled from the same weights whenever the coding tables are rebuilt.
+quantised twin, compiled from the same weights whenever they change; the training forward uses
+its σ and μ (straight-through) so that training, rate estimate and coding see the same symbols.
 """
 from __future__ import annotations
 
@@ -55,7 +56,7 @@ class _Conv:
     """An integer convolution (or transposed convolution, rewritten as one) on grid activations."""
 
     def __init__(self, layer: nn.Module) -> None:
-        w = layer.weight.detach().double().cpu()
+        w = layer.weight.detach().double()   # on the weights' device: training recompiles every step
         if isinstance(layer, nn.ConvTranspose2d):
             # conv_transpose(k, s, p, op) == zero-insertion by s, pad (k-1-p, k-1-p+op), conv with the
             # flipped kernel and swapped in/out channels.
@@ -76,7 +77,7 @@ class _Conv:
         if bound >= _EXACT_LIMIT:
             raise ValueError(f"weights of {layer} are too large for exact integer coding (bound 2^{math.log2(bound):.1f})")
         self.weight = w_int.reshape(w_int.shape[0], -1)
-        bias = layer.bias.detach().double().cpu() if layer.bias is not None else torch.zeros(w.shape[0])
+        bias = layer.bias.detach().double() if layer.bias is not None else w.new_zeros(w.shape[0])
         self.bias = torch.round(bias * (1 << (ACT_BITS + WEIGHT_BITS)))[:, None]
 
     def to(self, device: torch.device) -> "_Conv":
@@ -160,7 +161,7 @@ class ExactEntropyPath:
         self.local_context = [ExactNet(m).to(device) for m in model.local_context]
         self.anchor = [ExactNet(m).to(device) for m in model.entropy_parameters_anchor]
         self.nonanchor = [ExactNet(m).to(device) for m in model.entropy_parameters_nonanchor]
-        self.z_medians = to_grid(model.entropy_bottleneck.quantiles[:, 0, 1].detach().cpu()).view(1, -1, 1, 1).to(device)
+        self.z_medians = to_grid(model.entropy_bottleneck.quantiles[:, 0, 1].detach()).view(1, -1, 1, 1).to(device)
 
     def z_hat(self, z_sym: torch.Tensor) -> torch.Tensor:
         """ẑ on the grid: integer symbols plus the (grid-rounded) medians."""

@@ -80,35 +80,46 @@ def _seeded(seed: int, device: Optional[torch.device] = None) -> Iterator[None]:
         yield
 
 
+def _autocast_off(device: torch.device) -> contextlib.AbstractContextManager:
+    """Float32 inside, whatever autocast the trainer's precision (``bf16-mixed``) switched on outside."""
+    return torch.autocast(device_type=device.type, enabled=False)
+
+
 def training_losses(codec: DiffEICCodec, noise_scheduler: Any, x: Tensor, lmbda: float,
                     l_simple_weight: float = 1.0, l_guide_weight: float = 2.0, t: Optional[Tensor] = None,
                     noise: Optional[Tensor] = None) -> Dict[str, Tensor]:
     """All loss terms for a batch ``x`` (B,3,H,W) in [0,1] (spec §7.1); ``t``/``noise`` may be fixed.
 
     The one definition of the objective: the trainer and ``benchmarks/bench_train.py`` both call it.
+    Precision: only the frozen UNet with the control module follows the trainer's autocast (bf16 under
+    ``bf16-mixed``); the VAE target, the LFGCM (entropy model, ŷ, z_c), the rate and every loss term run
+    in float32 as in the paper, so the rate estimate is the coder's and the targets are not rounded to bf16.
     """
     b, _, h, w = x.shape
-    with torch.no_grad():
-        z0 = codec.backbone.encode(x, sample=True)           # posterior *sample* in training (spec §2)
-    out = codec.lfgcm(x, z0)
-    z_c = out["z_c"]
-    if t is None:
-        t = sample_timesteps(b, codec.config.schedule, device=x.device)
-    if noise is None:
-        noise = torch.randn_like(z0)
-    z_t = add_noise(z0, noise, t, noise_scheduler)
+    x = x.float()
+    with _autocast_off(x.device):
+        with torch.no_grad():
+            z0 = codec.backbone.encode(x, sample=True)           # posterior *sample* in training (spec §2)
+        out = codec.lfgcm(x, z0)
+        z_c = out["z_c"]
+        if t is None:
+            t = sample_timesteps(b, codec.config.schedule, device=x.device)
+        if noise is None:
+            noise = torch.randn_like(z0)
+        z_t = add_noise(z0, noise, t, noise_scheduler)
     context = codec.backbone.text_embedding.expand(b, -1, -1)
     eps_hat = codec.control(codec.backbone.unet, z_t, t.to(x.device), context, z_c)
-    l_ne = F.mse_loss(eps_hat.float(), noise.float())
-    # Noisy likelihoods (training mode), bits over the crop's pixels (spec §7.1 L_rate).
-    bits = sum(-torch.log2(lik.float()).sum() for lik in out["likelihoods"].values())
-    bpp = bits / (b * h * w)
-    l_sa = F.mse_loss(z_c.float(), z0.float())
-    loss = l_simple_weight * l_ne + lmbda * bpp + l_guide_weight * l_sa
-    # Latent magnitudes are logged because a hyper-latent that grows without bound (its rate is capped by the
-    # likelihood floor) is the first sign of a diverging run, long before the coder sees absurd symbols.
-    return {"loss": loss, "l_ne": l_ne, "bpp": bpp, "l_sa": l_sa, "aux": codec.lfgcm.aux_loss(),
-            "z_absmax": out["z_hat"].detach().abs().max(), "y_absmax": out["y_hat"].detach().abs().max()}
+    with _autocast_off(x.device):
+        l_ne = F.mse_loss(eps_hat.float(), noise.float())
+        # Noisy likelihoods (training mode), bits over the crop's pixels (spec §7.1 L_rate).
+        bits = sum(-torch.log2(lik.float()).sum() for lik in out["likelihoods"].values())
+        bpp = bits / (b * h * w)
+        l_sa = F.mse_loss(z_c.float(), z0.float())
+        loss = l_simple_weight * l_ne + lmbda * bpp + l_guide_weight * l_sa
+        # Latent magnitudes are logged because a hyper-latent that grows without bound (its rate is capped by the
+        # likelihood floor) is the first sign of a diverging run, long before the coder sees absurd symbols.
+        return {"loss": loss, "l_ne": l_ne, "bpp": bpp, "l_sa": l_sa, "aux": codec.lfgcm.aux_loss(),
+                "z_absmax": out["z_hat"].detach().abs().max(), "y_absmax": out["y_hat"].detach().abs().max()}
 
 
 class DiffEICModule(LightningModule):
@@ -250,9 +261,11 @@ class DiffEICModule(LightningModule):
                                 category=UserWarning)
 
     def on_train_start(self) -> None:
-        if self.trainer.precision in ("16-mixed", "16", "16-true"):
+        if self.trainer.precision in ("16-mixed", "16", "16-true", "bf16-true"):
             # fp16 loss scaling would hide overflows from the divergence guard; bf16 needs no scaler.
-            raise ValueError("use precision bf16-mixed (GPU) or 32; fp16 is not supported by this trainer")
+            # "-true" precisions cast the LFGCM's weights too, which must stay float32 (exact coding).
+            raise ValueError(f"precision {self.trainer.precision!r} is not supported by this trainer: use 32-true, "
+                             f"or bf16-mixed on a GPU (bf16 for the frozen UNet and the control module only)")
         self._last_step_time = None
 
     # ------------------------------------------------------------------ validation with real bitstreams
