@@ -192,16 +192,6 @@ class SliceCheckerboardEntropyModel(CompressionModel):
     def z_medians(self) -> torch.Tensor:
         return self.entropy_bottleneck.quantiles[:, 0, 1].detach().view(1, -1, 1, 1)
 
-    #: Training values of ŷ passed downstream: ``False`` = the coder's rounding, straight-through (the paper);
-    #: ``True`` = ``y`` plus uniform noise (Ballé et al., ICLR 2018), whose gradient reaches a freshly
-    #: initialised transform while its y is still far below the quantisation step.  Set by the trainer.
-    noisy_training_values: bool = False
-
-    def _passed_on(self, y: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
-        if self.training and self.noisy_training_values:
-            return y + torch.empty_like(y).uniform_(-0.5, 0.5)
-        return _round_ste(y, mean)
-
     def _exact_path(self, device: torch.device) -> ExactEntropyPath:
         """The exact integer twin of the current weights (recompiled whenever they change)."""
         key = self._weights_key()
@@ -239,12 +229,12 @@ class SliceCheckerboardEntropyModel(CompressionModel):
             scales_e, means_e, ctx_e = exact.anchor_params(k, psi_e, decoded_e)
             scales_a, means_a = _coder_value(scales_a, scales_e), _coder_value(means_a, means_e)
             _, lik_a = self.gaussian_conditional(y_k, scales_a, means_a, training=self.training)
-            y_a = self._passed_on(y_k, means_a) * a_mask
+            y_a = _round_ste(y_k, means_a) * a_mask
             scales_n, means_n = self._nonanchor_params(k, psi, y_a, ctx)
             scales_e, means_e = exact.nonanchor_params(k, psi_e, _grid(y_a), ctx_e)
             scales_n, means_n = _coder_value(scales_n, scales_e), _coder_value(means_n, means_e)
             _, lik_n = self.gaussian_conditional(y_k, scales_n, means_n, training=self.training)
-            y_n = self._passed_on(y_k, means_n) * n_mask
+            y_n = _round_ste(y_k, means_n) * n_mask
             decoded.append(y_a + y_n)
             decoded_e.append(_grid(decoded[-1]))
             liks.append(lik_a * a_mask + lik_n * n_mask)

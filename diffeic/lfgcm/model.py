@@ -32,18 +32,6 @@ class LFGCM(SliceCheckerboardEntropyModel):
         self.f_c = information_extraction(cfg)
         self.decoder = SynthesisTransform(cfg)
 
-    def bounded_z(self, z: torch.Tensor) -> torch.Tensor:
-        """``z`` clipped to the range the entropy bottleneck's CDF tables cover (its learned quantiles).
-
-        The factorised prior's likelihood has a floor, so in training a hyper-latent far outside that
-        range costs a bounded rate while still carrying information: ``z`` then grows without limit
-        (the divergence of official issue #14) and the coder would need absurd bypass symbols.  Clipping
-        (no gradient outside) removes that loophole; codecs whose ``z`` stays in range are unaffected.
-        """
-        q = self.entropy_bottleneck.quantiles.detach()
-        lower, upper = q[:, 0, 0].view(1, -1, 1, 1), q[:, 0, 2].view(1, -1, 1, 1)
-        return torch.maximum(torch.minimum(z, upper), lower)
-
     def synthesize(self, y_hat: torch.Tensor, z_hat: torch.Tensor) -> torch.Tensor:
         """``z_c = N_d(ŷ, f_c(ẑ))``."""
         return self.decoder(y_hat, self.f_c(z_hat))
@@ -51,7 +39,7 @@ class LFGCM(SliceCheckerboardEntropyModel):
     def forward(self, x: torch.Tensor, z_g: torch.Tensor) -> Dict[str, object]:
         """Training / rate-estimation pass: ``z_c``, ``y_hat``, ``z_hat`` and ``likelihoods`` {y, z}."""
         y = self.encoder(x, z_g)
-        z = self.bounded_z(self.hyper_enc(y, z_g))
+        z = self.hyper_enc(y, z_g)
         out = self.latent_forward(y, z)
         out["z_c"] = self.synthesize(out["y_hat"], out["z_hat"])
         return out
@@ -60,7 +48,7 @@ class LFGCM(SliceCheckerboardEntropyModel):
     def compress(self, x: torch.Tensor, z_g: torch.Tensor) -> Tuple[bytes, torch.Tensor, torch.Tensor]:
         """Code one padded image ``(1,3,H,W)`` → ``(string, y_hat, z_hat)``."""
         y = self.encoder(x, z_g)
-        z = self.bounded_z(self.hyper_enc(y, z_g))
+        z = self.hyper_enc(y, z_g)
         return self.encode_latents(y, z)
 
     @torch.no_grad()

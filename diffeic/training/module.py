@@ -142,24 +142,22 @@ class DiffEICModule(LightningModule):
         val_steps: sampler steps of the real-bitstream validation decode.
         val_sampler: sampler of the validation decode (``None``: the model's default).
         seed: base of the per-step RNG; ``None`` uses ``seed_everything``'s value (``PL_GLOBAL_SEED``).
-        quantization: the ŷ the decoder trains on: ``"ste"`` (the coder's rounding, straight-through; the
-            paper) or ``"noise"`` (additive uniform noise: lets a model trained from scratch in a few
-            thousand steps get started; finish with ``"ste"`` so training ends the way the coder codes).
     """
 
     def __init__(self, preset: str = "tiny", init_from: Optional[str] = None, sd_path: Optional[str] = None,
                  lmbda: float = 1.0, lr: float = 1e-4, aux_lr: float = 1e-3, weight_decay: float = 0.01,
                  l_simple_weight: float = 1.0, l_guide_weight: float = 2.0, gradient_checkpointing: bool = False,
                  max_consecutive_skips: int = 5, val_steps: int = 4, val_sampler: Optional[str] = None,
-                 seed: Optional[int] = None, quantization: str = "ste") -> None:
+                 seed: Optional[int] = None) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False     # needed to skip non-finite steps (spec §10)
         self.codec = build_codec(preset, init_from, sd_path)
+        # Codecs are built in eval mode, and Lightning (>= 2.2) keeps each submodule's mode: without this the
+        # LFGCM would train on hard-rounded likelihoods, whose rate has no gradient through y or z, and its
+        # latents would grow without bound (the frozen backbone keeps itself in eval mode).
+        self.codec.train()
         self.codec.control.gradient_checkpointing = bool(gradient_checkpointing)
-        if quantization not in ("ste", "noise"):
-            raise ValueError(f"quantization must be 'ste' or 'noise', got {quantization!r}")
-        self.codec.lfgcm.noisy_training_values = quantization == "noise"
         self.noise_scheduler = training_scheduler(self.codec.config.schedule)
         # Guard/RNG counters; saved in the checkpoint (on_save_checkpoint) so a resume continues them.
         self.batches_seen = 0
