@@ -3,7 +3,7 @@
     nice -n 19 python benchmarks/compare_onestep.py --model checkpoints/tiny --train-cpu-s 600 --out runs/onestep_cmp
 
 1. Trains the one-step stage (:class:`diffeic.training.onestep.OneStepModule`) from ``--model`` for a CPU-time
-   budget (``--train-cpu-s``, or ``--train-steps``) on paper crops of the bundled photos *except* the held-out ones;
+   budget (``--train-cpu-s``, or ``--train-steps``) on paper crops of the bundled training photos;
    ``--model`` may also be a folder that already holds trained one-step weights (``--train-steps 0``).
 2. Compresses the held-out photos (scikit-image ``chelsea`` and ``coffee``) once, and decodes every stream with
    each decoder in the same run: PSNR and MS-SSIM (8-bit RGB, :mod:`diffeic.evaluation.metrics`) and decode time
@@ -30,28 +30,29 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-HELD_OUT = ("chelsea", "coffee")
+from diffeic.samples import HELDOUT_PHOTOS as HELD_OUT, load_photo  # noqa: E402  (chelsea, coffee)
+
 #: (label, sampler, steps) decoded for every stream.
 DECODERS = (("ddpm-50", "ddpm", 50), ("fewstep-4", "fewstep", 4), ("onestep", "onestep", 1))
 
 
 def held_out_photo(name: str) -> torch.Tensor:
-    import skimage.data
-
-    img = getattr(skimage.data, name)()
-    return torch.from_numpy(np.ascontiguousarray(img[..., :3])).permute(2, 0, 1).float() / 255.0
+    return torch.from_numpy(load_photo(name)).permute(2, 0, 1).float() / 255.0
 
 
 def train_one_step(model: str, cpu_seconds: float, max_steps: int, crop: int, batch: int, lr: float,
                    perceptual: str, seed: int = 0, log=print):
-    """Train the one-step stage on the bundled photos minus :data:`HELD_OUT`; returns ``(module, steps, cpu_s)``."""
-    from diffeic.training.data import SAMPLE_PHOTOS, CropSpec, RandomCropDataset
+    """Train the one-step stage on the bundled training photos (never :data:`HELD_OUT`).
+
+    Returns ``(module, steps, cpu_seconds, losses)``.
+    """
+    from diffeic.training.data import SAMPLES, CropSpec, RandomCropDataset, find_images
     from diffeic.training.module import _seeded
     from diffeic.training.onestep import OneStepModule
 
     module = OneStepModule(model, lr=lr, perceptual=perceptual, seed=seed, vae_checkpointing=False,
                            perceptual_weight=0.2)
-    data = RandomCropDataset([f"skimage:{n}" for n in SAMPLE_PHOTOS if n not in HELD_OUT],
+    data = RandomCropDataset(find_images(SAMPLES),
                              CropSpec(crop, crop, crop + crop // 4), seed=seed)
     opt = module.configure_optimizers()
     module.train()

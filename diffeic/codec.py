@@ -403,7 +403,7 @@ class DiffEICCodec(nn.Module):
         if self.is_trained:
             raise ValueError(f"this checkpoint ({self.config.name}, model {self.fingerprint()[:8]}) has no trained "
                              f"one-step decoder, so it cannot decode with sampler='onestep'; train one with "
-                             f"`python train_onestep.py fit --config configs/{self.config.name}_onestep.yaml "
+                             f"`python train.py fit --config configs/{self.config.name}_onestep.yaml "
                              f"--model.init_from <this checkpoint>`, or decode with a multi-step sampler (e.g. 'ddpm')")
         default = self.__dict__.get("_default_one_step")      # not a submodule: it wraps self.control
         if default is None or default.control is not self.control:

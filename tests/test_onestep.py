@@ -110,7 +110,7 @@ def test_trained_checkpoint_without_one_step_weights_refuses(tmp_path, codec, im
         loaded.decompress(bits)
     with pytest.raises(BitstreamError, match="no trained one-step decoder"):
         loaded.decompress_batch([bits])
-    with pytest.raises(ValueError, match="train_onestep.py") as err:
+    with pytest.raises(ValueError, match="train.py fit --config configs/tiny_onestep.yaml") as err:
         loaded.compress(image, sampler="onestep")
     assert not isinstance(err.value, BitstreamError)         # the caller's choice, not the stream's fault
     with pytest.raises(ValueError, match="no trained one-step decoder"):
@@ -246,7 +246,7 @@ def test_perceptual_fallback_is_ms_ssim_offline():
 
 
 def test_cli_config_trains_and_exports(tmp_path, monkeypatch):
-    from diffeic.training.onestep import main
+    from diffeic.training.cli import main
 
     base = _trained_base(tmp_path, DiffEICCodec.from_config("tiny"))
     monkeypatch.chdir(tmp_path)
@@ -255,8 +255,8 @@ def test_cli_config_trains_and_exports(tmp_path, monkeypatch):
           "--trainer.max_steps", "2", "--trainer.val_check_interval", "2", "--data.val_limit", "1",
           "--data.batch_size", "2", "--trainer.log_every_n_steps", "1",
           "--trainer.enable_progress_bar", "false"])
-    loaded = DiffEICCodec.from_pretrained(tmp_path / "checkpoints" / "tiny_onestep")
+    loaded = DiffEICCodec.from_pretrained(tmp_path / "runs" / "tiny_onestep" / "export")
     assert loaded.onestep.trained and loaded.fingerprint() == base.fingerprint()
-    metrics = next((tmp_path / "runs" / "tiny_onestep").glob("version_*/metrics.csv")).read_text()
+    metrics = (tmp_path / "runs/tiny_onestep/lightning_logs/version_0/metrics.csv").read_text()
     for name in ("train/l_latent", "train/l_mse", "train/l_perceptual", "val/psnr"):
         assert name in metrics

@@ -1,6 +1,6 @@
 """Training the one-step decoder (issue #19): a stage of its own, after DiffEIC stage 2.
 
-    python train_onestep.py fit --config configs/tiny_onestep.yaml --model.init_from checkpoints/tiny
+    python train.py fit --config configs/tiny_onestep.yaml --model.init_from runs/tiny/export
 
 Starts from a trained DiffEIC checkpoint folder (``init_from``).  What is trained: a copy of its control
 module, used once at t* (:class:`~diffeic.diffusion.onestep.OneStepDecoder`).  What stays frozen:
@@ -222,14 +222,4 @@ class OneStepModule(DiffEICModule):
         return key.startswith("codec.") and not key.startswith("codec.onestep.")
 
 
-def main(args: Optional[List[str]] = None):
-    """``python train_onestep.py fit --config configs/tiny_onestep.yaml``: LightningCLI over this stage."""
-    from lightning.pytorch.cli import LightningCLI
-
-    from .data import DiffEICDataModule
-
-    return LightningCLI(OneStepModule, DiffEICDataModule, seed_everything_default=231,
-                        save_config_kwargs={"overwrite": True}, args=args)
-
-
-__all__ = ["OneStepModule", "PatchDiscriminator", "decode_with_grad", "main", "one_step_losses"]
+__all__ = ["OneStepModule", "PatchDiscriminator", "decode_with_grad", "one_step_losses"]
