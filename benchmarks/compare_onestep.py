@@ -63,9 +63,10 @@ def train_one_step(model: str, cpu_seconds: float, max_steps: int, crop: int, ba
             out = module.compute_losses(x)
         opt.zero_grad(set_to_none=True)
         out["loss"].backward()
-        if torch.isfinite(out["loss"]):
+        loss = out["loss"].detach()
+        if torch.isfinite(loss):
             opt.step()
-        losses.append(float(out["loss"]))
+        losses.append(float(loss))
         step += 1
         if step % 10 == 0:
             log(f"  step {step}: loss {statistics.mean(losses[-10:]):.4f} "
@@ -112,7 +113,8 @@ def summarise(rows: List[Dict[str, object]]) -> List[Dict[str, object]]:
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="tiny", help="trained DiffEIC checkpoint folder (or 'tiny': untrained)")
+    p.add_argument("--model", default="tiny",
+                   help="trained DiffEIC checkpoint folder or shipped name (e.g. tiny-trained); 'tiny': untrained")
     p.add_argument("--train-cpu-s", type=float, default=600.0, help="CPU-second budget of the one-step training")
     p.add_argument("--train-steps", type=int, default=10_000, help="at most this many steps (0: no training)")
     p.add_argument("--crop", type=int, default=128)
@@ -126,10 +128,10 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, object]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.threads:
         torch.set_num_threads(args.threads)
-    from diffeic import DiffEICCodec
 
-    is_folder = Path(args.model).is_dir()
-    base = DiffEICCodec.from_pretrained(args.model) if is_folder else DiffEICCodec.from_config(args.model)
+    from diffeic.training.onestep import load_base
+
+    base = load_base(args.model)
     trained_base = base.is_trained
     steps, cpu_s, losses = 0, 0.0, []
     if args.train_steps > 0:

@@ -120,6 +120,16 @@ def one_step_losses(codec: DiffEICCodec, decoder: OneStepDecoder, x: Tensor, *, 
     return losses
 
 
+def load_base(init_from: str, sd_path: Optional[str] = None) -> DiffEICCodec:
+    """The DiffEIC model to extend: a checkpoint folder or shipped name, else a preset (untrained: tests only)."""
+    from ..config import PRESETS
+    from ..pretrained import pretrained_folder
+
+    if Path(init_from).is_dir() or pretrained_folder(str(init_from)) is not None or str(init_from) not in PRESETS:
+        return DiffEICCodec.from_pretrained(init_from, sd_path=sd_path)      # names a missing folder clearly
+    return DiffEICCodec.from_config(init_from)
+
+
 class OneStepModule(DiffEICModule):
     """Trains a one-step decoder on top of a trained DiffEIC checkpoint (see the module docstring).
 
@@ -153,9 +163,7 @@ class OneStepModule(DiffEICModule):
         super(DiffEICModule, self).__init__()   # skip DiffEICModule.__init__ (it builds the stage-1/2 model)
         self.save_hyperparameters()
         self.automatic_optimization = False
-        folder = Path(init_from)
-        self.codec = DiffEICCodec.from_pretrained(folder, sd_path=sd_path) if folder.is_dir() \
-            else DiffEICCodec.from_config(init_from)
+        self.codec = load_base(init_from, sd_path)
         self.base_trained = self.codec.is_trained
         self.codec.is_trained = False       # lets the not-yet-trained one-step decoder run validation decodes
         self.codec.requires_grad_(False)
