@@ -38,7 +38,7 @@ FINGERPRINT_BYTES = 4
 CRC_BYTES = 4
 
 #: Sampler names by their id in the stream. Never renumber: ids are part of the format.
-SAMPLER_IDS = {"ddpm": 0, "ddim": 1, "dpmpp": 2, "fewstep": 3}
+SAMPLER_IDS = {"ddpm": 0, "ddim": 1, "dpmpp": 2, "fewstep": 3, "onestep": 4}
 SAMPLER_NAMES = {v: k for k, v in SAMPLER_IDS.items()}
 
 #: Codec families by their id in a version-2 stream (absent: ``diffeic``). Never renumber.

@@ -22,12 +22,16 @@ from .config import DiffEICConfig, get_config
 from .diffusion.backbone import FrozenBackbone
 from .diffusion.control import ControlModule
 from .diffusion.fast import FastDecoder, FastOptions, vae_tiling
+from .diffusion.onestep import OneStepConfig, OneStepDecoder
 from .lfgcm import LFGCM, PAD_MULTIPLE
 
 Bits = Union[bytes, bytearray]
 CONFIG_FILE = "config.yaml"
 LFGCM_FILE = "lfgcm.safetensors"
 CONTROL_FILE = "control.safetensors"
+ONESTEP_FILE = "onestep.safetensors"
+#: The one-step decoding mode's sampler name (diffusion/onestep.py); needs one-step weights in trained checkpoints.
+ONESTEP = "onestep"
 
 
 def padded_size(height: int, width: int, multiple: int = PAD_MULTIPLE) -> Tuple[int, int]:
@@ -54,13 +58,14 @@ class DiffEICCodec(nn.Module):
     max_pixels: int = 64 * 1024 * 1024
 
     def __init__(self, config: DiffEICConfig, lfgcm: LFGCM, backbone: FrozenBackbone, control: ControlModule,
-                 trained: bool = False) -> None:
+                 trained: bool = False, onestep: Optional[OneStepDecoder] = None) -> None:
         super().__init__()
         self.config = config
         self.lfgcm = lfgcm
         self.backbone = backbone
         self.control = control
         self.is_trained = bool(trained)
+        self.onestep = onestep          # trained one-step decoder, if any (see one_step_decoder)
         self._fingerprint_key: Optional[tuple] = None
         self._fingerprint: Optional[str] = None
         self._backbone_fingerprint: Optional[str] = None
@@ -140,7 +145,8 @@ class DiffEICCodec(nn.Module):
         lfgcm.load_state_dict(load_file(str(folder / LFGCM_FILE)))    # compressai's: resizes CDF buffers
         control = ControlModule.from_unet(backbone.unet, cfg.control, init_from_unet=False)
         control.load_state_dict(load_file(str(folder / CONTROL_FILE)))
-        codec = cls(cfg, lfgcm, backbone, control, trained=bool(meta.get("trained", True)))
+        onestep = _load_one_step(folder, meta, backbone, cfg)
+        codec = cls(cfg, lfgcm, backbone, control, trained=bool(meta.get("trained", True)), onestep=onestep)
         codec.eval()
         if lfgcm.entropy_bottleneck._offset.numel() == 0:
             lfgcm.update(force=True)
@@ -153,7 +159,9 @@ class DiffEICCodec(nn.Module):
                 "backbone_fingerprint": self.backbone_fingerprint(),
                 "sd_path": self.config.backbone.resolved_sd_path() if self.config.backbone.pretrained else None,
                 **metadata}
-        return write_checkpoint(path, self.config, self.lfgcm, self.control, meta)
+        if self.onestep is not None:
+            meta["onestep"] = self.onestep.metadata()
+        return write_checkpoint(path, self.config, self.lfgcm, self.control, meta, onestep=self.onestep)
 
     # ------------------------------------------------------------------ identity
     @property
@@ -271,6 +279,10 @@ class DiffEICCodec(nn.Module):
             raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLER_IDS)}")
         if steps is not None and (not isinstance(steps, int) or steps < 1):
             raise ValueError(f"steps must be a positive integer, got {steps!r}")
+        if sampler == ONESTEP:
+            if steps not in (None, 1):
+                raise ValueError(f"the onestep sampler makes exactly one network evaluation; got steps={steps}")
+            self.one_step_decoder()         # refuses a trained checkpoint without one-step weights
         if seed is not None and (not isinstance(seed, int) or not 0 <= seed < 2 ** 64):
             raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")
         return {"sampler": None if sampler in (None, d.name) else sampler,
@@ -350,6 +362,8 @@ class DiffEICCodec(nn.Module):
         name = sampler or header.sampler or d.name
         n_steps = steps or header.steps or d.steps
         use_seed = seed if seed is not None else (header.seed if header.seed is not None else d.seed)
+        if sampler is None and name == ONESTEP:
+            self._check_stream_one_step()
         image = self.generate(latents["z_c"], sampler=name, steps=n_steps, seed=use_seed, progress=progress)
         if not torch.isfinite(image).all():
             raise BitstreamError("decoding produced non-finite pixels: the payload is corrupt or the weights are broken")
@@ -368,9 +382,52 @@ class DiffEICCodec(nn.Module):
             generator = [torch.Generator("cpu").manual_seed(int(s)) for s in seed]
         else:
             generator = torch.Generator("cpu").manual_seed(int(seed))
+        if sampler == ONESTEP:
+            one_step = self.one_step_decoder()
+            return self.one_step_fast_decoder().decode_one_step(z_c, one_step, generator)
         return self.fast_decoder().decode(z_c, sampler=sampler, steps=steps, generator=generator,
                                           schedule=self.config.schedule,
                                           fewstep_start=self.config.sampler.fewstep_start, progress=progress)
+
+    # ------------------------------------------------------------------ one-step decoding (issue #19)
+    def one_step_decoder(self) -> OneStepDecoder:
+        """The decoder of ``sampler="onestep"``: trained one-step weights, or (untrained codecs only) a default.
+
+        An untrained codec (``from_config``) runs the mode with its own control module and the default
+        :class:`~diffeic.diffusion.onestep.OneStepConfig`, so the plumbing works without training.  A trained
+        codec without one-step weights (no ``onestep`` entry with ``trained: true`` in its ``config.yaml``)
+        raises ``ValueError``: its control module was trained for multi-step sampling only.
+        """
+        if self.onestep is not None and (self.onestep.trained or not self.is_trained):
+            return self.onestep
+        if self.is_trained:
+            raise ValueError(f"this checkpoint ({self.config.name}, model {self.fingerprint()[:8]}) has no trained "
+                             f"one-step decoder, so it cannot decode with sampler='onestep'; train one with "
+                             f"`python train.py fit --config configs/{self.config.name}_onestep.yaml "
+                             f"--model.init_from <this checkpoint>`, or decode with a multi-step sampler (e.g. 'ddpm')")
+        default = self.__dict__.get("_default_one_step")      # not a submodule: it wraps self.control
+        if default is None or default.control is not self.control:
+            default = OneStepDecoder(self.control, OneStepConfig(), self.config.schedule, trained=False)
+            self.__dict__["_default_one_step"] = default
+        return default
+
+    def _check_stream_one_step(self) -> None:
+        try:
+            self.one_step_decoder()
+        except ValueError as err:
+            raise BitstreamError(f"the stream asks for one-step decoding, but {err}") from None
+
+    def one_step_fast_decoder(self) -> FastDecoder:
+        """The :class:`FastDecoder` of the one-step mode: the one-step control module, :meth:`optimize`'s options."""
+        one_step = self.one_step_decoder()
+        options = self.fast_decoder().options
+        decoder = self.__dict__.get("_one_step_fast")
+        if decoder is None or decoder.control is not one_step.control or decoder.backbone is not self.backbone \
+                or decoder.options is not options:
+            # configure(): memory format and attention of the one-step control module follow the options too
+            decoder = FastDecoder(self.backbone, one_step.control, options).configure()
+            self.__dict__["_one_step_fast"] = decoder
+        return decoder
 
     # ------------------------------------------------------------------ speed (issue #8)
     def fast_decoder(self) -> FastDecoder:
@@ -412,6 +469,8 @@ class DiffEICCodec(nn.Module):
             lat = self.decompress_latents(b)
             h: StreamHeader = lat["header"]
             key = (tuple(lat["z_c"].shape), sampler or h.sampler or d.name, steps or h.steps or d.steps)
+            if sampler is None and key[1] == ONESTEP:
+                self._check_stream_one_step()
             use_seed = seed if seed is not None else (h.seed if h.seed is not None else d.seed)
             groups.setdefault(key, []).append((i, h, lat["z_c"], use_seed))
         out: List[Optional[torch.Tensor]] = [None] * len(bits)
@@ -428,7 +487,7 @@ class DiffEICCodec(nn.Module):
 
 
 def write_checkpoint(path: Union[str, Path], config: DiffEICConfig, lfgcm: nn.Module, control: nn.Module,
-                     metadata: Dict[str, Any]) -> Path:
+                     metadata: Dict[str, Any], onestep: Optional[nn.Module] = None) -> Path:
     """The one writer of checkpoint folders (``save_pretrained``, the trainer's export, the converter).
 
     Weights first, ``config.yaml`` last: a folder interrupted mid-write is not mistaken for a checkpoint.
@@ -439,9 +498,33 @@ def write_checkpoint(path: Union[str, Path], config: DiffEICConfig, lfgcm: nn.Mo
     folder.mkdir(parents=True, exist_ok=True)
     save_file(_cpu_contiguous(lfgcm.state_dict()), str(folder / LFGCM_FILE))
     save_file(_cpu_contiguous(control.state_dict()), str(folder / CONTROL_FILE))
+    if onestep is not None:
+        save_file(_cpu_contiguous(onestep.state_dict()), str(folder / ONESTEP_FILE))
+    elif (folder / ONESTEP_FILE).exists():
+        (folder / ONESTEP_FILE).unlink()     # a stale one would not match this config.yaml
     meta = {"diffeic_version": __version__, "format_version": FORMAT_VERSION, **metadata, "model": config.to_dict()}
     (folder / CONFIG_FILE).write_text(yaml.safe_dump(meta, sort_keys=False))
     return folder
+
+
+def _load_one_step(folder: Path, meta: Dict[str, Any], backbone: FrozenBackbone,
+                   cfg: DiffEICConfig) -> Optional[OneStepDecoder]:
+    """The checkpoint's one-step decoder (``config.yaml`` key ``onestep`` + ``onestep.safetensors``), if any."""
+    from safetensors.torch import load_file
+
+    info = meta.get("onestep")
+    if info is None:
+        return None
+    if not isinstance(info, dict):
+        raise ValueError(f"{folder}/{CONFIG_FILE}: 'onestep' must be a mapping, got {type(info).__name__}")
+    if not (folder / ONESTEP_FILE).is_file():
+        raise FileNotFoundError(f"{folder}: config.yaml declares a one-step decoder but {ONESTEP_FILE} is missing")
+    info = dict(info)
+    trained = bool(info.pop("trained", False))
+    control = ControlModule.from_unet(backbone.unet, cfg.control, init_from_unet=False)
+    decoder = OneStepDecoder(control, OneStepConfig.from_dict(info), cfg.schedule, trained=trained)
+    decoder.load_state_dict(load_file(str(folder / ONESTEP_FILE)))
+    return decoder
 
 
 def _cpu_contiguous(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:

@@ -122,6 +122,21 @@ def training_losses(codec: DiffEICCodec, noise_scheduler: Any, x: Tensor, lmbda:
                 "z_absmax": out["z_hat"].detach().abs().max(), "y_absmax": out["y_hat"].detach().abs().max()}
 
 
+def save_atomically(snapshot: DiffEICCodec, path: Union[str, Path], metadata: Dict[str, Any]) -> Path:
+    """``snapshot.save_pretrained`` into ``path.tmp``, then swap it in for ``path`` (never a half-written folder)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    snapshot.save_pretrained(tmp, **metadata)
+    old = path.with_name(path.name + ".old")
+    if path.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        path.rename(old)
+    tmp.rename(path)
+    shutil.rmtree(old, ignore_errors=True)
+    return path
+
+
 class DiffEICModule(LightningModule):
     """Trains the LFGCM + control module of a :class:`~diffeic.DiffEICCodec` (spec §7).
 
@@ -307,17 +322,7 @@ class DiffEICModule(LightningModule):
         hp = self.hparams
         meta = {"step": int(self.global_step), "lmbda": float(hp.lmbda), "lr": float(hp.lr),
                 "init_from": hp.init_from, "preset": str(hp.preset), **metadata}
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        snapshot.save_pretrained(tmp, **meta)
-        old = path.with_name(path.name + ".old")
-        if path.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            path.rename(old)
-        tmp.rename(path)
-        shutil.rmtree(old, ignore_errors=True)
-        return path
+        return save_atomically(snapshot, path, meta)
 
     # ------------------------------------------------------------------ checkpoints without the frozen SD weights
     @staticmethod
