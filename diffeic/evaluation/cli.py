@@ -5,16 +5,17 @@ import argparse
 import sys
 from typing import List, Optional
 
-from ..pretrained import DEMO_POINTS
+from ..pretrained import DEMO_POINTS, pretrained_models
 from ..samples import HELDOUT_PHOTOS as SAMPLE_PHOTOS
 from .datasets import DatasetUnavailable
 
-#: The main job: every rate point of the demo model shipped in the package.
-DEFAULT_MODELS = ",".join(DEMO_POINTS)
+#: The main job: every rate point of the demo model shipped in the package, or the untrained preset while
+#: no trained demo model is installed (scripts/train_tiny.sh makes one).
+DEFAULT_MODELS = ",".join(DEMO_POINTS) if set(DEMO_POINTS) <= set(pretrained_models()) else "tiny"
 
 EPILOG = f"""\
 examples:
-  python eval.py                                   # {len(SAMPLE_PHOTOS)} held-out photos, shipped demo model, offline
+  python eval.py                                   # {len(SAMPLE_PHOTOS)} held-out photos, demo model (else tiny), offline
   python eval.py --dataset kodak --model checkpoints/diffeic_l2 --device cuda
   python eval.py --dataset kodak --model checkpoints/l1,checkpoints/l2,checkpoints/l4 --anchor bpg
   python eval.py --dataset folder:~/photos --limit 10 --baselines jpeg,avif --save-recon
