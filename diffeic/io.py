@@ -36,10 +36,10 @@ import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
-import numpy as np
 from PIL import Image, ImageOps
 
-if TYPE_CHECKING:      # torch is imported where tensors are made, so expanding paths stays fast
+if TYPE_CHECKING:      # numpy and torch are imported where arrays are made, so expanding paths stays fast
+    import numpy as np
     import torch
 
 PathLike = Union[str, os.PathLike]
@@ -170,8 +170,8 @@ def _check_png_data_complete(path: Path) -> None:
             break
         pos += 12 + length
     if expected is not None and got < expected:
-        raise _ImageError(f"{path}: corrupt or truncated image data: the PNG's pixel data holds {got} of the {expected} "
-                          f"bytes its {width}x{height} header needs")
+        raise _ImageError(f"{path}: corrupt or truncated image data: the PNG's pixel data holds {got} of the "
+                          f"{expected} bytes its {width}x{height} header needs")
 
 
 def _png_raw_size(width: int, height: int, bits_per_pixel: int, interlace: int) -> int:
@@ -208,6 +208,8 @@ def _warn_if_alpha(im: Image.Image, path: Path, stacklevel: int) -> None:
 
 def _to_rgb_float(im: Image.Image, path: Path) -> np.ndarray:
     """An 8-bit or high-depth grayscale image in any mode → float32 ``(H,W,3)`` in [0,1]."""
+    import numpy as np
+
     if im.mode in _GRAY16_MODES:
         gray = np.asarray(im).astype(np.float32) / 65535.0
         return np.repeat(gray[..., None], 3, axis=2)
@@ -225,6 +227,8 @@ def _to_rgb_float(im: Image.Image, path: Path) -> np.ndarray:
 
 def _wide_gray(values: np.ndarray, mode: str, path: Path) -> np.ndarray:
     """32-bit integer (``I``) or float (``F``) grayscale: 16-bit range for ints, [0,1] for floats."""
+    import numpy as np
+
     lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
     limit = 65535.0 if mode == "I" else 1.0
     if lo < 0 or hi > limit or not np.isfinite(values).all():
@@ -235,6 +239,8 @@ def _wide_gray(values: np.ndarray, mode: str, path: Path) -> np.ndarray:
 
 def _read_16bit_colour(path: Path, mode: str) -> np.ndarray:
     """Exact 16-bit RGB(A) via two Pillow decodes: as stored (high bytes) and byte-swapped (low bytes)."""
+    import numpy as np
+
     with Image.open(path) as im:
         _warn_if_alpha(im, path, stacklevel=4)
     high = _decode_with_rawmode(path, swap=False)
@@ -249,6 +255,8 @@ def _read_16bit_colour(path: Path, mode: str) -> np.ndarray:
 
 def _decode_with_rawmode(path: Path, swap: bool) -> np.ndarray:
     """Decode ``path`` (8-bit output, EXIF-oriented), optionally with the 16-bit byte order swapped."""
+    import numpy as np
+
     with Image.open(path) as im:
         im.seek(0)
         if swap:
@@ -367,11 +375,20 @@ def expand_paths(items: Iterable[PathLike], suffixes: Sequence[str]) -> List[Pat
 
     Raises ``ValueError("<item>: <why>")`` for a missing path, or a directory/pattern with no such files.
     """
+    return [f for f, _ in expand_tree(items, suffixes)]
+
+
+def expand_tree(items: Iterable[PathLike], suffixes: Sequence[str]) -> List[Tuple[Path, Path]]:
+    """:func:`expand_paths` with each file's path relative to where it was found, for mirroring a tree.
+
+    The relative path is taken below the folder given, or below a pattern's leading folder without
+    wildcards (``kodak/**/*.png`` → relative to ``kodak``); a file named directly is just its name.
+    """
     wanted = {s.lower() for s in suffixes}
-    files: List[Path] = []
+    found: List[Tuple[Path, Path]] = []
     for item in items:
-        files.extend(_expand_one(str(item), wanted))
-    return _dedupe(files)
+        found.extend(_expand_one(str(item), wanted))
+    return _dedupe(found)
 
 
 def expand_images(items: Iterable[PathLike]) -> List[Path]:
@@ -379,22 +396,22 @@ def expand_images(items: Iterable[PathLike]) -> List[Path]:
     return expand_paths(items, IMAGE_SUFFIXES)
 
 
-def _expand_one(item: str, wanted: set) -> List[Path]:
+def _expand_one(item: str, wanted: set) -> List[Tuple[Path, Path]]:
     path = Path(item)
     if path.is_file():
-        return [path]
+        return [(path, Path(path.name))]
     if path.is_dir():
         found = _files_below(path, wanted)
         if not found:
             raise ValueError(f"{item}: directory holds no {'/'.join(sorted(wanted))} files")
-        return found
+        return [(f, f.relative_to(path)) for f in found]
     if glob.has_magic(item):
-        matches = _glob(item)
+        root, matches = _glob(item)
         found = [f for m in matches for f in ([m] if m.is_file() else _files_below(m, wanted))
                  if f.suffix.lower() in wanted]
         if not found:
             raise ValueError(f"{item}: pattern matches no {'/'.join(sorted(wanted))} files")
-        return found
+        return [(f, f.relative_to(root)) for f in found]
     raise ValueError(f"{item}: no such file or directory")
 
 
@@ -423,15 +440,15 @@ def _walk(root: Path, max_depth: Optional[int] = None) -> Iterator[Path]:
                 queue.append((path, depth + 1))
 
 
-def _glob(pattern: str) -> List[Path]:
-    """``glob.glob(pattern, recursive=True)`` without looping on symlink cycles; sorted paths."""
+def _glob(pattern: str) -> Tuple[Path, List[Path]]:
+    """``glob.glob(pattern, recursive=True)`` without looping on symlink cycles → (fixed root, sorted paths)."""
     parts = pattern.split("/") if os.sep == "/" else pattern.replace(os.sep, "/").split("/")
     n_fixed = next(i for i, p in enumerate(parts) if glob.has_magic(p))
     root = Path("/".join(parts[:n_fixed]) or ("/" if pattern.startswith(("/", os.sep)) else "."))
     rest = [p for p in parts[n_fixed:] if p]
     skip = len(root.parts)
-    return sorted(path for path in _walk(root, None if "**" in rest else len(rest))
-                  if _match(path.parts[skip:], rest))
+    return root, sorted(path for path in _walk(root, None if "**" in rest else len(rest))
+                        if _match(path.parts[skip:], rest))
 
 
 def _match(names: Sequence[str], patterns: Sequence[str]) -> bool:
@@ -446,11 +463,11 @@ def _match(names: Sequence[str], patterns: Sequence[str]) -> bool:
     return fnmatch.fnmatchcase(names[0], patterns[0]) and _match(names[1:], patterns[1:])
 
 
-def _dedupe(files: List[Path]) -> List[Path]:
+def _dedupe(found: List[Tuple[Path, Path]]) -> List[Tuple[Path, Path]]:
     seen, unique = set(), []
-    for f in files:
+    for f, rel in found:
         key = f.resolve()
         if key not in seen:
             seen.add(key)
-            unique.append(f)
+            unique.append((f, rel))
     return unique
