@@ -142,7 +142,7 @@ class DiffEICCodec(nn.Module):
         if not folder.exists() and pretrained_folder(str(path)) is not None:
             folder = pretrained_folder(str(path))       # a model shipped inside the package
         elif not folder.exists() and is_hub_id(str(path)):
-            folder = resolve_checkpoint(path, files=(CONFIG_FILE, LFGCM_FILE, CONTROL_FILE))
+            folder = resolve_checkpoint(path, files=(CONFIG_FILE, LFGCM_FILE, CONTROL_FILE), optional=(ONESTEP_FILE,))
         elif not folder.exists():
             shipped = ", ".join(pretrained_models()) or "none installed"
             raise FileNotFoundError(f"{folder}: no such checkpoint folder, not a shipped model name "
@@ -420,7 +420,8 @@ class DiffEICCodec(nn.Module):
 
         ``seed``: one seed for the batch, or one per batch item (then each item is decoded exactly as
         it would be alone with its seed), or a CPU ``torch.Generator`` used as is.  Runs with the options
-        of :meth:`optimize` (default: plain float32; latent + VAE tiling above ``FastOptions.auto_tile_pixels``, 1024×1024 padded pixels).
+        of :meth:`optimize` (default: plain float32; latent + VAE tiling above
+        ``FastOptions.auto_tile_pixels``, 1024×1024 padded pixels).
         """
         if isinstance(seed, torch.Generator):
             generator = seed

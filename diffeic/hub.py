@@ -31,8 +31,9 @@ def hub_offline() -> bool:
     return bool(constants.HF_HUB_OFFLINE)
 
 
-def resolve_checkpoint(path: Union[str, os.PathLike], files: Sequence[str]) -> Path:
-    """A local checkpoint folder as is; a hub id → the local snapshot folder holding ``files``.
+def resolve_checkpoint(path: Union[str, os.PathLike], files: Sequence[str], optional: Sequence[str] = ()) -> Path:
+    """A local checkpoint folder as is; a hub id → the local snapshot folder holding ``files``
+    (and ``optional`` ones when the repository has them).
 
     Raises ``FileNotFoundError`` naming the repository and what to do when it cannot be fetched.
     """
@@ -47,7 +48,7 @@ def resolve_checkpoint(path: Union[str, os.PathLike], files: Sequence[str]) -> P
     repo_id, _, revision = text.partition("@")
     offline = hub_offline()
     try:
-        folder = snapshot_download(repo_id, revision=revision or None, allow_patterns=list(files),
+        folder = snapshot_download(repo_id, revision=revision or None, allow_patterns=[*files, *optional],
                                    local_files_only=offline, library_name="diffeic", library_version=__version__)
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError) as err:
         why = ("HF_HUB_OFFLINE is set and the hub cache does not hold it" if offline

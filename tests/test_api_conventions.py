@@ -81,8 +81,8 @@ def test_from_pretrained_and_push_to_hub_through_the_hub_client(tiny_codec, tmp_
     assert calls["create"] == ("user/repo", True, True, "model") and calls["token"] == "t"
     assert calls["upload"][1] == ["config.yaml", "control.safetensors", "lfgcm.safetensors"]
     loaded = DiffEICCodec.from_pretrained("user/repo@v1")
-    assert calls["download"] == ("user/repo", "v1", ["config.yaml", "control.safetensors", "lfgcm.safetensors"],
-                                 True)                     # HF_HUB_OFFLINE=1 in tests: cache only
+    assert calls["download"] == ("user/repo", "v1", ["config.yaml", "control.safetensors", "lfgcm.safetensors",
+                                                     "onestep.safetensors"], True)   # HF_HUB_OFFLINE=1: cache only
     assert loaded.fingerprint() == tiny_codec.fingerprint()
 
 
@@ -152,7 +152,8 @@ def test_unreachable_hub_fails_at_once_with_the_right_command(monkeypatch):
 def test_eval_unknown_names_are_usage_errors_listing_the_valid_ones(argv, fragment, capsys, tmp_path):
     from diffeic.evaluation import cli as eval_cli
 
-    assert eval_cli.main([*argv, "--out", str(tmp_path / "o")]) == 2
+    model = [] if "--model" in argv else ["--model", "tiny"]        # the default (shipped demo) may not be installed
+    assert eval_cli.main([*model, *argv, "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[0].startswith("usage: eval.py") and fragment in err[-1]
     assert not (tmp_path / "o").exists()
@@ -164,7 +165,7 @@ def test_eval_failed_run_is_one_line_and_leaves_no_output_folder(capsys, tmp_pat
     empty = tmp_path / "empty"
     empty.mkdir()
     out = tmp_path / "o"
-    assert eval_cli.main(["--dataset", f"folder:{empty}", "--out", str(out), "--no-progress"]) == 1
+    assert eval_cli.main(["--dataset", f"folder:{empty}", "--model", "tiny", "--out", str(out), "--no-progress"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("eval.py: error: ") and "no images" in err[0]
     assert not out.exists()

@@ -149,8 +149,8 @@ def test_cli_help_teaches(capsys):
 
 
 def test_cli_missing_dataset_is_a_clean_error(tmp_path, capsys, fake):
-    code = cli.main(["--dataset", "tecnick", "--data-dir", str(tmp_path), "--out", str(tmp_path / "o"),
-                     "--no-progress"])
+    code = cli.main(["--dataset", "tecnick", "--model", "tiny", "--data-dir", str(tmp_path),
+                     "--out", str(tmp_path / "o"), "--no-progress"])
     assert code == 1 and "tecnick" in capsys.readouterr().err      # missing data: exit 1, like the diffeic command
 
 
