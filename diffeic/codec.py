@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -17,7 +18,7 @@ import yaml
 from torch import nn
 
 from . import __version__
-from .bitstream import FORMAT_VERSION, MAX_SIDE, SAMPLER_IDS, BitstreamError, StreamHeader, pack, unpack
+from .bitstream import FORMAT_VERSION, MAX_SIDE, SAMPLER_IDS, BitstreamError, StreamHeader, describe, pack, unpack
 from .config import DiffEICConfig, get_config
 from .diffusion.backbone import FrozenBackbone
 from .diffusion.control import ControlModule
@@ -32,6 +33,20 @@ CONTROL_FILE = "control.safetensors"
 ONESTEP_FILE = "onestep.safetensors"
 #: The one-step decoding mode's sampler name (diffusion/onestep.py); needs one-step weights in trained checkpoints.
 ONESTEP = "onestep"
+
+
+_warned_untrained = False
+
+
+def warn_if_untrained(codec: "DiffEICCodec", name: Optional[str] = None, always: bool = False) -> None:
+    """Warn (once per process, or ``always``) that ``codec`` has random, untrained weights."""
+    global _warned_untrained
+    if codec.is_trained or (_warned_untrained and not always):
+        return
+    _warned_untrained = True
+    warnings.warn(f"model {name or codec.config.name!r} has random, untrained weights: fine for tests and demos, "
+                  f"but reconstructions will not resemble the input (load trained weights with "
+                  f"DiffEICCodec.from_pretrained for real use)", UserWarning, stacklevel=3)
 
 
 def padded_size(height: int, width: int, multiple: int = PAD_MULTIPLE) -> Tuple[int, int]:
@@ -70,6 +85,11 @@ class DiffEICCodec(nn.Module):
         self._fingerprint: Optional[str] = None
         self._backbone_fingerprint: Optional[str] = None
 
+    def __repr__(self) -> str:
+        # One line instead of nn.Module's thousands: what a user needs to know about this codec.
+        return (f"DiffEICCodec(preset={self.config.name!r}, is_trained={self.is_trained}, "
+                f"fingerprint={self.fingerprint()[:8]!r}, device={str(self.device)!r})")
+
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_config(cls, config: Union[str, Path, DiffEICConfig] = "tiny", pretrained_backbone: bool = False,
@@ -104,6 +124,10 @@ class DiffEICCodec(nn.Module):
         """Load a checkpoint folder (``config.yaml`` + ``lfgcm.safetensors`` + ``control.safetensors``) or a
         model shipped with the package by name (:func:`diffeic.pretrained_models`, e.g. ``"tiny-trained"``).
 
+        ``path`` is a local folder or a Hugging Face hub repository id (``"user/repo"``, optionally
+        ``"user/repo@revision"``) holding those files; a hub checkpoint is downloaded once into the hub
+        cache and read from there afterwards (``HF_HUB_OFFLINE=1``: cache only).
+
         For presets with pretrained frozen parts (``sd21``) the VAE/UNet come from ``sd_path``
         (argument, else the value recorded in ``config.yaml``, else ``DIFFEIC_SD_PATH``/default);
         presets without them (``tiny``) rebuild the frozen parts from the config.  The backbone's
@@ -111,15 +135,18 @@ class DiffEICCodec(nn.Module):
         """
         from safetensors.torch import load_file
 
+        from .hub import is_hub_id, resolve_checkpoint
         from .pretrained import pretrained_folder, pretrained_models
 
         folder = Path(path)
         if not folder.exists() and pretrained_folder(str(path)) is not None:
             folder = pretrained_folder(str(path))       # a model shipped inside the package
+        elif not folder.exists() and is_hub_id(str(path)):
+            folder = resolve_checkpoint(path, files=(CONFIG_FILE, LFGCM_FILE, CONTROL_FILE), optional=(ONESTEP_FILE,))
         elif not folder.exists():
             shipped = ", ".join(pretrained_models()) or "none installed"
-            raise FileNotFoundError(f"{folder}: no such checkpoint folder, and not a shipped model name "
-                                    f"(shipped: {shipped})")
+            raise FileNotFoundError(f"{folder}: no such checkpoint folder, not a shipped model name "
+                                    f"(shipped: {shipped}) and not a hub id (user/repo)")
         meta_path = folder / CONFIG_FILE
         if not meta_path.is_file():
             raise FileNotFoundError(f"{folder}: not a diffeic checkpoint folder (no {CONFIG_FILE}); "
@@ -162,6 +189,18 @@ class DiffEICCodec(nn.Module):
         if self.onestep is not None:
             meta["onestep"] = self.onestep.metadata()
         return write_checkpoint(path, self.config, self.lfgcm, self.control, meta, onestep=self.onestep)
+
+    def push_to_hub(self, repo_id: str, *, private: Optional[bool] = None, token: Optional[str] = None,
+                    commit_message: str = "Upload diffeic checkpoint", **metadata: Any) -> str:
+        """Upload this codec as a checkpoint folder to the Hugging Face hub; returns the commit URL.
+
+        The repository (a model repo) is created if missing.  Load it back with
+        ``DiffEICCodec.from_pretrained(repo_id)``.
+        """
+        from .hub import push_folder
+
+        return push_folder(lambda folder: self.save_pretrained(folder, **metadata), repo_id, private=private,
+                           token=token, commit_message=commit_message)
 
     # ------------------------------------------------------------------ identity
     @property
@@ -267,6 +306,7 @@ class DiffEICCodec(nn.Module):
         """
         batch, single = self._check_images(x)
         header_kw = self._decode_settings(sampler, steps, seed)
+        warn_if_untrained(self)
         h, w = batch.shape[-2:]
         fp = self.fingerprint()[:8]
         streams = [pack(StreamHeader(fingerprint=fp, height=h, width=w, **header_kw), payload)
@@ -307,14 +347,8 @@ class DiffEICCodec(nn.Module):
     # ------------------------------------------------------------------ decoding
     @staticmethod
     def inspect(bits: Bits) -> Dict[str, Any]:
-        """The stream's header as a dict (no model needed)."""
-        header, payload = unpack(bits)
-        total = len(bits)
-        return {"version": header.version, "family": header.family, "fingerprint": header.fingerprint,
-                "height": header.height, "width": header.width, "rate": header.rate,
-                "sampler": header.sampler, "steps": header.steps, "seed": header.seed,
-                "payload_bytes": len(payload), "container_bytes": total - len(payload), "total_bytes": total,
-                "bpp": 8 * total / (header.height * header.width)}
+        """The stream's header as a dict (no model needed; see :func:`diffeic.bitstream.describe`)."""
+        return describe(bits)
 
     def _open(self, bits: Bits) -> Tuple[StreamHeader, bytes]:
         header, payload = unpack(bits)
@@ -345,17 +379,26 @@ class DiffEICCodec(nn.Module):
 
     def decompress(self, bits: Union[Bits, Sequence[Bits]], steps: Optional[int] = None,
                    seed: Optional[int] = None, sampler: Optional[str] = None,
-                   progress: bool = False) -> Union[torch.Tensor, List[torch.Tensor]]:
+                   progress: bool = False, generator: Optional[torch.Generator] = None
+                   ) -> Union[torch.Tensor, List[torch.Tensor]]:
         """Decode a stream → ``(3,H,W)`` in [0,1] at the original size, or a list of streams → list.
 
         ``steps``, ``seed`` and ``sampler`` override what the stream's header asks for (which in turn
         defaults to the model's config).  The same stream and seed give the same image on one device.
+        ``generator``: a CPU ``torch.Generator`` to draw the noise from instead of a seed (as in diffusers
+        pipelines; its state advances, so a list of streams draws different noise for each).
         """
+        if generator is not None and seed is not None:
+            raise ValueError("pass either seed or generator, not both")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
         if isinstance(bits, (list, tuple)):
-            return [self.decompress(b, steps=steps, seed=seed, sampler=sampler, progress=progress) for b in bits]
+            return [self.decompress(b, steps=steps, seed=seed, sampler=sampler, progress=progress,
+                                    generator=generator) for b in bits]
         if not isinstance(bits, (bytes, bytearray, memoryview)):
             raise TypeError(f"expected bytes (or a list of bytes), got {type(bits).__name__}")
         self._decode_settings(sampler, steps, seed)   # validates the overrides
+        warn_if_untrained(self)
         latents = self.decompress_latents(bits)
         header: StreamHeader = latents["header"]
         d = self.config.sampler
@@ -364,21 +407,25 @@ class DiffEICCodec(nn.Module):
         use_seed = seed if seed is not None else (header.seed if header.seed is not None else d.seed)
         if sampler is None and name == ONESTEP:
             self._check_stream_one_step()
-        image = self.generate(latents["z_c"], sampler=name, steps=n_steps, seed=use_seed, progress=progress)
+        image = self.generate(latents["z_c"], sampler=name, steps=n_steps,
+                              seed=use_seed if generator is None else generator, progress=progress)
         if not torch.isfinite(image).all():
             raise BitstreamError("decoding produced non-finite pixels: the payload is corrupt or the weights are broken")
         return image[0, :, :header.height, :header.width]
 
     @torch.no_grad()
-    def generate(self, z_c: torch.Tensor, sampler: str, steps: int, seed: Union[int, Sequence[int]],
-                 progress: bool = False) -> torch.Tensor:
+    def generate(self, z_c: torch.Tensor, sampler: str, steps: int,
+                 seed: Union[int, Sequence[int], torch.Generator], progress: bool = False) -> torch.Tensor:
         """Controlled diffusion sampling from content variables ``z_c`` → padded images in [0,1].
 
         ``seed``: one seed for the batch, or one per batch item (then each item is decoded exactly as
-        it would be alone with its seed).  Runs with the options of :meth:`optimize` (default: plain
-        float32; latent + VAE tiling above ``FastOptions.auto_tile_pixels``, 1024×1024 padded pixels).
+        it would be alone with its seed), or a CPU ``torch.Generator`` used as is.  Runs with the options
+        of :meth:`optimize` (default: plain float32; latent + VAE tiling above
+        ``FastOptions.auto_tile_pixels``, 1024×1024 padded pixels).
         """
-        if isinstance(seed, (list, tuple)):
+        if isinstance(seed, torch.Generator):
+            generator = seed
+        elif isinstance(seed, (list, tuple)):
             generator = [torch.Generator("cpu").manual_seed(int(s)) for s in seed]
         else:
             generator = torch.Generator("cpu").manual_seed(int(seed))
@@ -461,6 +508,7 @@ class DiffEICCodec(nn.Module):
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         self._decode_settings(sampler, steps, seed)
+        warn_if_untrained(self)
         d = self.config.sampler
         groups: Dict[tuple, List[Tuple[int, StreamHeader, torch.Tensor, int]]] = {}
         for i, b in enumerate(bits):
@@ -492,14 +540,17 @@ def write_checkpoint(path: Union[str, Path], config: DiffEICConfig, lfgcm: nn.Mo
 
     Weights first, ``config.yaml`` last: a folder interrupted mid-write is not mistaken for a checkpoint.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
+
+    from .io import write_bytes_atomic
 
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
-    save_file(_cpu_contiguous(lfgcm.state_dict()), str(folder / LFGCM_FILE))
-    save_file(_cpu_contiguous(control.state_dict()), str(folder / CONTROL_FILE))
+    # Not safetensors' save_file, which creates files mode 0600: checkpoints get the user's umask.
+    write_bytes_atomic(folder / LFGCM_FILE, save(_cpu_contiguous(lfgcm.state_dict())))
+    write_bytes_atomic(folder / CONTROL_FILE, save(_cpu_contiguous(control.state_dict())))
     if onestep is not None:
-        save_file(_cpu_contiguous(onestep.state_dict()), str(folder / ONESTEP_FILE))
+        write_bytes_atomic(folder / ONESTEP_FILE, save(_cpu_contiguous(onestep.state_dict())))
     elif (folder / ONESTEP_FILE).exists():
         (folder / ONESTEP_FILE).unlink()     # a stale one would not match this config.yaml
     meta = {"diffeic_version": __version__, "format_version": FORMAT_VERSION, **metadata, "model": config.to_dict()}

@@ -218,6 +218,10 @@ class CompressAIZoo(Baseline):
         return (x[0, :, :h, :w].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
 
 
+#: The baselines ``available_baselines`` knows by name (plus ``compressai:<zoo model>``).
+BASELINE_NAMES = ("jpeg", "webp", "avif", "bpg", "vtm")
+
+
 def available_baselines(names: Sequence[str], device: str = "cpu") -> Tuple[List[Baseline], Dict[str, str]]:
     """Build the requested baselines; those that cannot run are returned as ``{name: one-line reason}``."""
     built: List[Baseline] = []
