@@ -31,10 +31,6 @@ from PIL import Image
 from .rate import bpp as bpp_of
 
 
-#: What ``eval.py`` runs unless told otherwise (unavailable ones are skipped with one line each).
-DEFAULT_BASELINES = ("jpeg", "webp", "avif", "hevc", "jxl", "jpeg2000", "bpg", "vtm")
-
-
 class BaselineUnavailable(RuntimeError):
     """The codec cannot run here (missing binary, plugin or weights); the message says why."""
 
@@ -326,8 +322,9 @@ class CompressAIZoo(Baseline):
         return (x[0, :, :h, :w].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
 
 
-#: The baselines ``available_baselines`` knows by name (plus ``compressai:<zoo model>``).
-BASELINE_NAMES = ("jpeg", "webp", "avif", "bpg", "vtm")
+#: The baselines ``available_baselines`` knows by name (plus ``compressai:<zoo model>``); ``eval.py`` runs
+#: them all by default, skipping those that cannot run here with one line each.
+BASELINE_NAMES = ("jpeg", "webp", "avif", "hevc", "jxl", "jpeg2000", "bpg", "vtm")
 
 
 def available_baselines(names: Sequence[str], device: str = "cpu") -> Tuple[List[Baseline], Dict[str, str]]:
