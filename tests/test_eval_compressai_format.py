@@ -24,13 +24,13 @@ def test_results_block_sorts_by_rate_and_keeps_only_complete_extras():
 
 @pytest.fixture
 def demo(tmp_path, monkeypatch):
-    """A small run (fake codec, two crops, JPEG and WebP at three rates) → its compressai/ folder."""
+    """A small run (fake codec, one crop, JPEG and WebP at three rates) → its compressai/ folder."""
     import skimage.data
     from PIL import Image
 
     d = tmp_path / "imgs"
     d.mkdir()
-    for name in ("astronaut", "coffee"):
+    for name in ("astronaut",):
         Image.fromarray(getattr(skimage.data, name)()[:192, :256]).save(d / f"{name}.png")
     codec = FakeCodec()
     monkeypatch.setattr(runner, "_load_models", lambda cfg, device: [_fake_model(codec)])

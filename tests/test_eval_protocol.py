@@ -1,6 +1,5 @@
 """Protocol fidelity and unmixable folders: per-image seeds, tiling records, run identity (issues 14.6, 17.4)."""
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -31,8 +30,8 @@ def _use(monkeypatch, *codecs):
 
 
 def _cfg(out, dataset, **kw):
-    base = dict(dataset=dataset, baselines=["jpeg"], rate_factors=[1.0], out=None if out is None else str(out),
-                device="cpu", progress=False, fid=False)
+    base = dict(dataset=dataset, baselines=[], rate_factors=[1.0], out=None if out is None else str(out),
+                device="cpu", progress=False, fid=False, limit=1)
     base.update(kw)
     return runner.EvalConfig(**base)
 
@@ -55,8 +54,8 @@ def test_another_models_results_are_refused_never_relabelled(tmp_path, monkeypat
     assert trained.calls == 0 and (out / "results.csv").read_text() == before
     assert json.loads((out / "summary.json").read_text())["models"][0]["fingerprint"] == "aaaaaaaa00000000"
     # Through the CLI: one line, exit 1 (a problem with the files, not with the usage).
-    assert cli.main(["--dataset", folder, "--out", str(out), "--no-progress", "--baselines", "jpeg",
-                     "--rate-factors", "1", "--no-fid"]) == 1
+    assert cli.main(["--dataset", folder, "--out", str(out), "--no-progress", "--baselines", "",
+                     "--limit", "1", "--no-fid"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("eval.py: error:") and "bbbbbbbb" in err[0] and "--out" in err[0]
 
@@ -67,40 +66,48 @@ def test_default_folders_are_named_by_fingerprint(tmp_path, monkeypatch, folder)
     outs = []
     for codec in (a, b):
         _use(monkeypatch, codec)
-        r = runner.Runner(_cfg(None, folder, models=["tiny"], baselines=[]), log=lambda s: None)
+        r = runner.Runner(_cfg(None, folder, models=["tiny"]), log=lambda s: None)
         r.run()
         outs.append(r.out)
     assert outs[0].name.endswith("_tiny-aaaaaaaa") and outs[1].name.endswith("_tiny-bbbbbbbb")
-    assert a.calls == b.calls == 2                  # the second model computed its own rows
+    assert a.calls == b.calls == 1                  # the second model computed its own rows
     assert protocol.folder_tag(["a" * 16, "b" * 16]) != protocol.folder_tag(["a" * 16, "c" * 16])
 
 
-def test_changed_decode_settings_are_refused(tmp_path, monkeypatch, folder):
-    codec = FakeCodec()
-    _use(monkeypatch, codec)
-    out = tmp_path / "out"
-    runner.Runner(_cfg(out, folder), log=lambda s: None).run()
-    codec.optimize(codec.fast_decoder().options, dtype="bf16")
-    with pytest.raises(protocol.OutputFolderConflict, match="precision 'float32' there, 'bf16' now"):
-        runner.Runner(_cfg(out, folder), log=lambda s: None).run()
+def _identity(**kw):
+    base = dict(fingerprint="a" * 16, config="tiny", trained=False, source="test", sampler="ddpm", steps=50,
+                seed=231, precision="float32", device="cpu", tiling="above 1048576 padded pixels")
+    base.update(kw)
+    return protocol.point_identity(**base)
 
 
-def test_folder_of_an_older_eval_is_refused(tmp_path, monkeypatch, folder):
-    _use(monkeypatch, FakeCodec())
+def test_claim_folder_refuses_other_settings_and_adds_new_points(tmp_path):
     out = tmp_path / "out"
-    runner.Runner(_cfg(out, folder), log=lambda s: None).run()
-    (out / protocol.RUN_FILE).unlink()
+    protocol.claim_folder(out, {"samples/tiny": _identity()}, has_rows=False)
+    protocol.claim_folder(out, {"samples/tiny": _identity(source="moved/elsewhere")}, has_rows=True)  # same model
+    for field, value in (("precision", "bf16"), ("device", "cuda:0"), ("steps", 20), ("tiling", "never")):
+        with pytest.raises(protocol.OutputFolderConflict, match=f"{field} .* there, .* now"):
+            protocol.claim_folder(out, {"samples/tiny": _identity(**{field: value})}, has_rows=True)
+    protocol.claim_folder(out, {"kodak/tiny": _identity(tiling="never")}, has_rows=True)     # another dataset
+    run = json.loads((out / protocol.RUN_FILE).read_text())
+    assert set(run["points"]) == {"samples/tiny", "kodak/tiny"} and run["points"]["samples/tiny"]["source"] == "test"
+
+
+def test_folder_of_an_older_eval_is_refused(tmp_path):
     with pytest.raises(protocol.OutputFolderConflict, match="earlier eval version"):
-        runner.Runner(_cfg(out, folder), log=lambda s: None).run()
+        protocol.claim_folder(tmp_path, {"samples/tiny": _identity()}, has_rows=True)      # rows, no run.json
+    (tmp_path / protocol.RUN_FILE).write_text('{"protocol_version": 1, "points": {}}')
+    with pytest.raises(protocol.OutputFolderConflict, match="protocol version 1"):
+        protocol.claim_folder(tmp_path, {"samples/tiny": _identity()}, has_rows=True)
 
 
 def test_summary_holds_only_this_runs_codecs(tmp_path, monkeypatch, folder):
     codec = FakeCodec()
     _use(monkeypatch, codec)
     out = tmp_path / "out"
-    runner.Runner(_cfg(out, folder, baselines=["jpeg", "webp"]), log=lambda s: None).run()
+    runner.Runner(_cfg(out, folder, baselines=["jpeg", "webp"], limit=2), log=lambda s: None).run()
     assert (out / "compressai" / "webp.json").is_file()
-    s = runner.Runner(_cfg(out, folder, baselines=["jpeg"], limit=1), log=lambda s: None).run()
+    s = runner.Runner(_cfg(out, folder, baselines=["jpeg"]), log=lambda s: None).run()
     assert {m["codec"] for m in s["means"]} == {"diffeic", "jpeg"} and s["n_images"] == 1
     assert all(m["n"] == 1 for m in s["means"]) and codec.calls == 2     # resumed, nothing recomputed
     assert any("1 image(s) of earlier runs" in n for n in s["notes"])
@@ -127,7 +134,7 @@ def test_paper_dataset_runs_untiled_unless_memory_forces_it(tmp_path, monkeypatc
     codec.decompress = decompress
     _use(monkeypatch, codec)
     monkeypatch.setattr(runner, "load_dataset", lambda *a, **k: _dataset("kodak", [(128, 128), (128, 128)]))
-    s = runner.Runner(_cfg(tmp_path / "out", "kodak", baselines=[]), log=lambda s: None).run()
+    s = runner.Runner(_cfg(tmp_path / "out", "kodak", limit=None), log=lambda s: None).run()
     rows = read_rows(tmp_path / "out" / "results.csv")
     # Above the (lowered) auto-tiling threshold, yet whole: paper datasets are not auto-tiled.
     assert [r["tiling"] for r in rows] == ["latent+vae-decoder (out of memory untiled)", "none"]
@@ -137,19 +144,36 @@ def test_paper_dataset_runs_untiled_unless_memory_forces_it(tmp_path, monkeypatc
 
 
 def test_tiled_image_is_reported_as_tiled(tmp_path, monkeypatch):
-    """The real tiny codec, with tiling thresholds lowered so that a 128×128 image is tiled."""
-    from diffeic import DiffEICCodec
-
-    codec = DiffEICCodec.from_config("tiny").optimize(auto_tile_pixels=64 * 64, vae_tile_pixels=64)
-    monkeypatch.setattr(runner, "resolve_model", lambda spec: (codec, "tiny", "test"))
-    monkeypatch.setattr(runner, "load_dataset", lambda *a, **k: _dataset("folder_x", [(128, 128)]))
-    s = runner.Runner(_cfg(tmp_path / "out", "folder:x", baselines=[], steps=2), log=lambda s: None).run()
-    row = read_rows(tmp_path / "out" / "results.csv")[0]
-    assert row["tiling"] == "vae-encoder+latent+vae-decoder" and row["seed"] == 231
+    """Tiling thresholds lowered so that a 128×128 image is tiled: the row and the summary say so."""
+    codec = FakeCodec()
+    codec.optimize(codec.fast_decoder().options, auto_tile_pixels=64 * 64, vae_tile_pixels=64)
+    _use(monkeypatch, codec)
+    monkeypatch.setattr(runner, "load_dataset", lambda *a, **k: _dataset("folder_x", [(128, 128), (32, 48)]))
+    s = runner.Runner(_cfg(tmp_path / "out", "folder:x", limit=None), log=lambda s: None).run()
+    rows = read_rows(tmp_path / "out" / "results.csv")
+    assert [(r["tiling"], r["seed"]) for r in rows] == [("vae-encoder+latent+vae-decoder", 231), ("none", 232)]
     assert s["tiling"] == {"policy": "above 4096 padded pixels", "n_tiled": 1,
-                           "tiled": {"im0 (tiny,steps=2)": "vae-encoder+latent+vae-decoder"}}
+                           "tiled": {"im0 (fake)": "vae-encoder+latent+vae-decoder"}}
     m = s["models"][0]
-    assert (m["sampler"], m["steps"], m["seed"], m["precision"]) == ("ddpm", 2, 231, "float32")
+    assert (m["sampler"], m["steps"], m["seed"], m["precision"]) == ("ddpm", 4, 231, "float32")
     assert m["fingerprint"] == codec.fingerprint() and "torch" in s["versions"] and s["device"] == "cpu"
     run = json.loads((tmp_path / "out" / protocol.RUN_FILE).read_text())
-    assert run["points"]["folder_x/tiny,steps=2"]["fingerprint"] == codec.fingerprint()
+    assert run["points"]["folder_x/fake"]["fingerprint"] == codec.fingerprint()
+
+
+def test_tiling_record_follows_the_real_decoders_decisions(tiny_codec):
+    """The record comes from the codec's own tiling functions (no decode needed to know)."""
+    try:
+        assert protocol.tiling_record(tiny_codec, 128, 128) == "none"
+        tiny_codec.optimize(auto_tile_pixels=64 * 64, vae_tile_pixels=64)
+        assert protocol.tiling_record(tiny_codec, 128, 128) == "vae-encoder+latent+vae-decoder"
+        assert protocol.tiling_record(tiny_codec, 32, 48) == "none"              # padded 64×64: under the threshold
+        assert tiny_codec.fast_decoder().tiles_for(torch.empty(1, 4, 16, 16)) is not None
+        protocol.run_untiled(tiny_codec)
+        assert protocol.tiling_record(tiny_codec, 128, 128) == "none"
+        assert protocol.tiling_policy(tiny_codec) == "never, unless out of memory"
+        with protocol.forced_tiling(tiny_codec):
+            assert protocol.tiling_record(tiny_codec, 128, 128) == "latent+vae-decoder"
+        assert protocol.tiling_record(tiny_codec, 128, 128) == "none"
+    finally:
+        tiny_codec.optimize()                       # the session's codec back to the plain path

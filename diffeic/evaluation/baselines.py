@@ -178,8 +178,8 @@ class HEVC(Baseline):
         try:
             import pillow_heif
         except ImportError as err:
-            raise BaselineUnavailable(f"hevc skipped: pillow-heif is not installed "
-                                      f"(pip install -e \".[baselines]\")") from err
+            raise BaselineUnavailable('hevc skipped: pillow-heif is not installed '
+                                      '(pip install -e ".[baselines]")') from err
         if "x265" not in pillow_heif.libheif_info().get("encoders", {}):
             raise BaselineUnavailable("hevc skipped: this pillow-heif build has no x265 encoder")
 
@@ -209,7 +209,7 @@ class _ImagecodecsBaseline(Baseline):
             import imagecodecs
         except ImportError as err:
             raise BaselineUnavailable(f"{self.name} skipped: imagecodecs is not installed "
-                                      f"(pip install -e \".[baselines]\")") from err
+                                      '(pip install -e ".[baselines]")') from err
         if not getattr(getattr(imagecodecs, self.attr, None), "available", False):
             raise BaselineUnavailable(f"{self.name} skipped: this imagecodecs build lacks {self.attr}")
 

@@ -128,7 +128,7 @@ def claim_folder(out: Path, points: Mapping[str, Mapping[str, Any]], has_rows: b
                     f"{out} holds results of {point!r} made by model {old[point].get('fingerprint')} "
                     f"({old[point].get('source')}); this run's differ ({said}); use another --out folder "
                     f"(the default folder is named by the model's fingerprint)")
-    merged = {"protocol_version": PROTOCOL_VERSION, "points": {**old, **points}}
+    merged = {"protocol_version": PROTOCOL_VERSION, "points": {**points, **old}}   # first record of a point stays
     if merged != recorded:
         out.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{RUN_FILE}.tmp")

@@ -123,7 +123,8 @@ class Runner:
         self.out = Path(cfg.out) if cfg.out else Path()   # the default is named once the models are loaded
         self.device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.notes: List[str] = []
-        self.seconds: Dict[str, float] = {}   # wall time per codec spent in this call (search, decode, metrics)
+        # Time per codec spent in this call (search, coding, metrics): wall and process CPU seconds.
+        self.seconds: Dict[str, Dict[str, float]] = {}
         self.fid_skipped: Optional[str] = None
         self._inception: Optional[fidmod.InceptionFeatures] = None
         self.work_done = 0          # rows computed in this call (0 on a fully resumed rerun)
@@ -291,9 +292,11 @@ class Runner:
                     return ref
 
                 def compute(codec: str, make) -> Dict:
-                    t0 = time.perf_counter()
+                    t0, c0 = time.perf_counter(), time.process_time()
                     row = writer.write(make())
-                    self.seconds[codec] = self.seconds.get(codec, 0.0) + time.perf_counter() - t0
+                    spent = self.seconds.setdefault(codec, {"wall_s": 0.0, "cpu_s": 0.0})
+                    spent["wall_s"] += time.perf_counter() - t0
+                    spent["cpu_s"] += time.process_time() - c0
                     self.work_done += 1
                     return row
                 for m in models:
@@ -385,7 +388,7 @@ class Runner:
                        "n_tiled": len(tiled), "tiled": tiled},
             "means": means, "metrics_skipped": skipped, "baselines_skipped": base_skipped, "notes": notes,
             "baselines": {b.name: b.label for b in baselines},
-            "seconds_this_run": {k: round(v, 2) for k, v in self.seconds.items()},
+            "seconds_this_run": {k: {n: round(t, 2) for n, t in v.items()} for k, v in self.seconds.items()},
             "bd": {"anchor": anchor, "method": "pchip on ln(bpp)", "results": bd},
             "published_reference": {"dataset": ref_ds, "same_dataset": ref_ds == ds.name},
             "versions": protocol.versions(), "config": asdict(cfg),
@@ -404,7 +407,8 @@ class Runner:
         self.log(format_table(means, extra=("fid", "kid")))
         self.log(format_bd(bd))
         if self.seconds:
-            self.log("time this run: " + ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items()))
+            self.log("time this run (wall / CPU): " + ", ".join(f"{k} {v['wall_s']:.1f} / {v['cpu_s']:.1f} s"
+                                                               for k, v in self.seconds.items()))
         return summary
 
     def _compressai_json(self, ds, models, baselines, series, labels) -> List[Path]:
