@@ -144,7 +144,7 @@ def test_unreachable_hub_fails_at_once_with_the_right_command(monkeypatch):
     (["--dataset", "kodakk"], "--dataset 'kodakk': unknown; choose one of kodak, tecnick, clic2020, samples, "
                               "folder:PATH"),
     (["--model", "tinyy"], "--model 'tinyy': neither a preset (tiny, sd21"),
-    (["--baselines", "jpeg,jpg"], "unknown baseline 'jpg'; choose from jpeg, webp, avif, bpg, vtm"),
+    (["--baselines", "jpeg,jpg"], "unknown baseline 'jpg'; choose from jpeg, webp, avif, hevc, jxl, jpeg2000, bpg, vtm"),
     (["--anchor", "bpg", "--baselines", "jpeg"], "--anchor 'bpg': not one of the series"),
     (["--sampler", "euler"], "invalid choice: 'euler'"),
     (["--limit", "0"], "must be >= 1"),

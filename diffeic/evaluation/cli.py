@@ -44,12 +44,16 @@ datasets:
   Downloads are cached under --data-dir, $DIFFEIC_DATA or ~/.cache/diffeic/data, file counts
   checked and sha256 recorded in SHA256SUMS.
 
-outputs (in --out, default eval_out/<dataset>_<model>):
+outputs (in --out, default eval_out/<dataset>_<model>-<model fingerprint>):
   results.csv           one row per image x codec x rate point: dataset,image,codec,point,setting,H,W,
-                        bytes,bpp,bpp_padded,target_bpp,psnr,ms_ssim,lpips,dists,niqe,enc_s,dec_s
-                        (empty cell = metric skipped). A rerun skips rows already there (resume).
-  summary.json          means per codec/point, FID/KID, BD-rates, metrics skipped and why, model,
-                        untrained flag, versions, device, seed
+                        bytes,bpp,bpp_padded,bpp_official,target_bpp,psnr,ms_ssim,lpips,dists,niqe,
+                        enc_s,dec_s,seed,tiling (empty cell = metric skipped). A rerun skips rows already
+                        there (resume) - only in a folder made by the same model and settings (run.json);
+                        a folder made by another model is refused, never mixed.
+  summary.json          means per codec/point, FID/KID, BD-rates, metrics skipped and why, model and
+                        fingerprint, untrained flag, sampler/steps/seed/precision/tiling, versions, device,
+                        time per codec
+  compressai/<codec>.json  the same means in CompressAI's format (python -m compressai.utils.plot -f ...)
   bitstreams/           our .deic files (bpp = 8 * file size / original pixels) and baseline files
   plots/rd_<metric>.png|.svg  bpp vs each metric: ours, baselines, published points
   recon/                reconstructions as PNG (with --save-recon)
@@ -99,10 +103,12 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
                    help="diffusion steps (default: the stream's/model's)")
     p.add_argument("--sampler", default=None, choices=list(SAMPLER_IDS), metavar="NAME",
                    help=f"{' | '.join(SAMPLER_IDS)} (default: the model's)")
-    p.add_argument("--seed", type=_int_in(0, 2 ** 64 - 1), default=None, help="decoding seed (default: the model's)")
-    p.add_argument("--baselines", default="jpeg,webp,avif,bpg,vtm",
-                   help="comma list from jpeg, webp, avif, bpg, vtm, compressai:<zoo model> ('' for none); "
-                        "unavailable ones are skipped with a line (default: %(default)s)")
+    p.add_argument("--seed", type=_int_in(0, 2 ** 64 - 1), default=None,
+                   help="decoding seed of the first image; image i uses seed + i (default: the model's)")
+    p.add_argument("--baselines", default=",".join(BASELINE_NAMES),
+                   help="comma list from jpeg, webp, avif, hevc, jxl, jpeg2000 (the last three: pip install -e "
+                        "'.[baselines]'), bpg, vtm, compressai:<zoo model> ('' for none); unavailable ones are "
+                        "skipped with a line (default: %(default)s)")
     p.add_argument("--rate-factors", type=_floats, default=[0.5, 1.0, 2.0],
                    help="baselines are quality-searched to factor x our bpp on each image, for each factor "
                         "(default: 0.5,1,2 - a short curve around each of our points)")
@@ -118,7 +124,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     p.add_argument("--no-download", action="store_true", help="never download datasets")
     p.add_argument("--no-fid", action="store_true", help="skip FID/KID (saves the Inception passes)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--out", default=None, help="output folder (default: eval_out/<dataset>_<model>)")
+    p.add_argument("--out", default=None, help="output folder (default: eval_out/<dataset>_<model>-<fingerprint>)")
     p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     return p
 
@@ -180,8 +186,8 @@ def main(argv: Optional[List[str]] = None, prog: str = PROG) -> int:
                      baselines=_split(args.baselines), rate_factors=args.rate_factors,
                      anchor=args.anchor, limit=args.limit, save_recon=args.save_recon, device=args.device,
                      fid=not args.no_fid, download=not args.no_download, progress=not args.no_progress)
-    out = cfg.out_dir()
-    created = not out.exists()
+    out = Path(cfg.out) if cfg.out else None      # the default folder is named once the model is loaded
+    created = out is not None and not out.exists()
     try:
         run_evaluation(cfg)
     except KeyboardInterrupt:

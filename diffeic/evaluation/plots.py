@@ -77,7 +77,7 @@ def rd_plot(metric: str, curves: Sequence[Curve], published: Dict[str, Published
     if not drawn:
         plt.close(fig)
         return []
-    ax.set_xlabel("bpp (file bytes × 8 / original pixels)")
+    ax.set_xlabel("bpp = 8 × file bytes / original pixels (ours, baselines); published points: as each paper reports")
     ax.set_ylabel(LABELS.get(metric, metric) + (" (lower is better)" if metric in LOWER_IS_BETTER else ""))
     ax.set_title(title, fontsize=9)
     ax.grid(True, alpha=0.3)

@@ -9,7 +9,7 @@ import numpy as np
 from .bdrate import bd_metric, bd_rate
 from .metrics import IMAGE_METRICS
 
-MEAN_COLUMNS = ("bpp", "bpp_padded", *IMAGE_METRICS, "enc_s", "dec_s")
+MEAN_COLUMNS = ("bpp", "bpp_padded", "bpp_official", *IMAGE_METRICS, "enc_s", "dec_s")
 
 
 def _mean(values: Iterable[Optional[float]]) -> Optional[float]:
@@ -86,7 +86,7 @@ def format_table(means: Sequence[Mapping], extra: Sequence[str] = ()) -> str:
     Both are explained under the table.
     """
     cols = ["codec", "point", "n", "bpp", "bpp_padded"]
-    cols += [c for c in (*IMAGE_METRICS, *extra) if any(m.get(c) is not None for m in means)]
+    cols += [c for c in ("bpp_official", *IMAGE_METRICS, *extra) if any(m.get(c) is not None for m in means)]
     cols += ["enc_s", "dec_s"]
     floors = any(m.get("n_floor") for m in means)
     if floors:

@@ -1,0 +1,20 @@
+"""The one function that turns a ``--model`` value into a codec (the default lives in :mod:`.cli`)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Tuple
+
+
+def resolve_model(spec: str) -> Tuple[Any, str, str]:
+    """``--model`` value → ``(codec, name, source)``: a checkpoint folder, a shipped model's name
+    (``diffeic.pretrained``), else a preset name (random init: untrained)."""
+    from diffeic import DiffEICCodec
+    from diffeic.pretrained import pretrained_folder
+
+    path = Path(spec)
+    if path.is_dir():
+        return DiffEICCodec.from_pretrained(path), path.name, str(path)
+    shipped = pretrained_folder(spec)
+    if shipped is not None:
+        return DiffEICCodec.from_pretrained(spec), spec, str(shipped)
+    return DiffEICCodec.from_config(spec), spec, f"from_config({spec!r})"
