@@ -121,7 +121,8 @@ class FamilyModule(LightningModule):
         """Write a ``from_pretrained`` folder of the current weights, atomically replacing ``path``."""
         codec = self.codec
         snapshot = type(codec)(codec.config, copy.deepcopy(codec.model).cpu(), trained=True)
-        hp = {k: v for k, v in self.hparams.items() if isinstance(v, (int, float, str, bool, type(None)))}
+        hp = {k: v for k, v in self.hparams.items()
+              if not k.startswith("_") and isinstance(v, (int, float, str, bool, type(None)))}
         return snapshot.save_pretrained(path, step=int(self.global_step), training=hp, **metadata)
 
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
