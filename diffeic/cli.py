@@ -487,6 +487,15 @@ def load_codec(model: str, sd_path: Optional[str] = None, device: Optional["torc
     """A preset or config ``.yaml`` (random weights), or a checkpoint (folder, shipped name, hub id) → codec."""
     from .codec import DiffEICCodec, warn_if_untrained
 
+    if _model_kind(model) == "family":      # HiFiC / refine presets and folders: diffeic.load_codec
+        from .codecs import family_of, load_codec as load_any_codec
+
+        if sd_path is not None:
+            _note(f"--sd-path is ignored for --model {model} (a {family_of(model)} model has no SD backbone)")
+        codec = load_any_codec(model)
+        if not codec.is_trained:
+            _note(f"model {model!r} has random, untrained weights: reconstructions will not resemble the input")
+        return codec.to(_resolve_device(device))
     if _model_kind(model) == "config":
         if sd_path is not None:
             _note(f"--sd-path is ignored for --model {model} (it applies to checkpoint folders)")
@@ -498,13 +507,20 @@ def load_codec(model: str, sd_path: Optional[str] = None, device: Optional["torc
 
 
 def _model_kind(model: str) -> str:
-    """``"config"`` or ``"checkpoint"`` — checked before any input is read or any model loaded."""
+    """``"config"``, ``"checkpoint"`` or ``"family"`` (another codec family's preset or folder) — checked
+    before any input is read or any model loaded."""
+    from .codecs import family_of
+
     path = Path(model)
+    if family_of(model) != "diffeic":
+        return "family"
     if model in PRESETS or (path.suffix in (".yaml", ".yml") and path.is_file()):
         return "config"
     if path.is_dir() or pretrained_folder(model) is not None or is_hub_id(model):
         return "checkpoint"
-    raise CLIError(f"--model {model}: neither a preset ({', '.join(PRESETS)}), a shipped model "
+    from .codecs import preset_names
+
+    raise CLIError(f"--model {model}: neither a preset ({', '.join(preset_names())}), a shipped model "
                    f"({', '.join(pretrained_models()) or 'none installed'}), a checkpoint folder, a hub id "
                    f"(user/repo) nor a config .yaml file")
 
@@ -635,6 +651,12 @@ def _step_bar(args: argparse.Namespace) -> bool:
 
 def _decode_settings(codec: DiffEICCodec, header: Dict[str, Any], args: argparse.Namespace) -> Tuple[str, int, int]:
     """The settings a decode used: option, else the stream's header, else the model's default."""
+    if not hasattr(codec, "fast_decoder"):      # another family: no sampler; steps/seed if its decoder samples
+        from .bitstream import StreamHeader
+
+        stored = StreamHeader(fingerprint="0" * 8, height=1, width=1, steps=header.get("steps"), seed=header.get("seed"))
+        s = codec.resolve_settings(stored, args.steps, args.seed)
+        return (f"{codec.family} sampler", s["steps"], s["seed"]) if s else (f"{codec.family} generator", 1, "none")
     default = codec.config.sampler
     sampler = args.sampler or header.get("sampler") or default.name
     steps = args.steps or header.get("steps") or default.steps

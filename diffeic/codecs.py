@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Union
 
-import torch
+
 
 #: Codec class per family, imported on first use (the DiffEIC codec pulls in diffusers).
 FAMILY_CODECS = {"diffeic": ("diffeic.codec", "DiffEICCodec"),
@@ -55,7 +55,7 @@ def family_of(name_or_folder: Union[str, Path]) -> str:
     return "diffeic"
 
 
-def load_codec(name_or_folder: Union[str, Path], device: Union[str, torch.device, None] = None,
+def load_codec(name_or_folder: Union[str, Path], device: Union[str, Any, None] = None,
                **kwargs: Any):
     """The codec for a preset name (random weights) or a checkpoint folder (trained weights), on ``device``.
 

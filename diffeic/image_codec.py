@@ -23,7 +23,7 @@ import yaml
 from torch import nn
 
 from . import __version__
-from .bitstream import FORMAT_VERSION, MAX_SIDE, BitstreamError, StreamHeader, pack, unpack
+from .bitstream import FORMAT_VERSION, MAX_SIDE, BitstreamError, StreamHeader, describe, pack, unpack
 
 Bits = Union[bytes, bytearray]
 CONFIG_FILE = "config.yaml"
@@ -251,25 +251,40 @@ class HyperpriorImageCodec(nn.Module):
         if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2 ** 64):
             raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")
 
-    def resolve_settings(self, header: StreamHeader, steps: Optional[int] = None,
+    def describe_settings(self, header: Optional[StreamHeader] = None, steps: Optional[int] = None,
+                          seed: Optional[int] = None) -> str:
+        """The settings a decode with these overrides uses (of a stream with ``header``, if given), as
+        ``steps=S;seed=N`` — or ``deterministic`` for a family whose decoder takes none."""
+        settings = self.resolve_settings(header, steps, seed)
+        return ";".join(f"{k}={v}" for k, v in settings.items()) or "deterministic"
+
+    def resolve_settings(self, header: Optional[StreamHeader], steps: Optional[int] = None,
                          seed: Optional[int] = None) -> Dict[str, int]:
-        """Override > header > model default, for the settings this family takes."""
+        """Override > header (if any) > model default, for the settings this family takes."""
         defaults = self.decode_defaults()
         if not defaults:
             if steps is not None or seed is not None:
                 raise ValueError(f"a {self.family} codec decodes deterministically and takes no steps or seed")
             return {}
         self._check_settings(steps, seed, allow_zero_steps=True)
-        return {"steps": steps if steps is not None else (header.steps if header.steps is not None else defaults["steps"]),
-                "seed": seed if seed is not None else (header.seed if header.seed is not None else defaults["seed"])}
+        stored = {"steps": getattr(header, "steps", None), "seed": getattr(header, "seed", None)}
+        given = {"steps": steps, "seed": seed}
+        return {k: next(v for v in (given[k], stored[k], defaults[k]) if v is not None) for k in defaults}
 
     # ------------------------------------------------------------------ coding
-    def compress(self, x: torch.Tensor, *, steps: Optional[int] = None,
+    def _no_sampler(self, sampler: Optional[str]) -> None:
+        # Accepted (as None) so callers can treat every family alike; these families have one decoder each.
+        if sampler is not None:
+            raise ValueError(f"a {self.family} codec has no sampler choice (got sampler={sampler!r})")
+
+    def compress(self, x: torch.Tensor, *, sampler: Optional[str] = None, steps: Optional[int] = None,
                  seed: Optional[int] = None) -> Union[bytes, List[bytes]]:
         """Compress ``(3,H,W)`` in [0,1] → bytes, or ``(B,3,H,W)`` → list of bytes.
 
-        ``steps``/``seed`` (families with a sampling decoder only) are stored as the decoder's defaults.
+        ``steps``/``seed`` (families with a sampling decoder only) are stored as the decoder's defaults;
+        ``sampler`` must be ``None`` (it exists so that every family is called alike).
         """
+        self._no_sampler(sampler)
         batch, single = check_images(x, self.device, self.max_pixels, type(self).__name__)
         settings = self._header_settings(steps, seed)
         h, w = batch.shape[-2:]
@@ -297,14 +312,8 @@ class HyperpriorImageCodec(nn.Module):
 
     @staticmethod
     def inspect(bits: Bits) -> Dict[str, Any]:
-        """The stream's header as a dict (no model needed); same keys as ``DiffEICCodec.inspect``."""
-        header, payload = unpack(bits)
-        total = len(bits)
-        return {"version": header.version, "family": header.family, "fingerprint": header.fingerprint,
-                "height": header.height, "width": header.width, "rate": header.rate,
-                "sampler": header.sampler, "steps": header.steps, "seed": header.seed,
-                "payload_bytes": len(payload), "container_bytes": total - len(payload), "total_bytes": total,
-                "bpp": 8 * total / (header.height * header.width)}
+        """The stream's header as a dict (no model needed): :func:`diffeic.bitstream.describe`."""
+        return describe(bits)
 
     def _open(self, bits: Bits) -> Tuple[StreamHeader, bytes]:
         header, payload = unpack(bits)
@@ -338,11 +347,14 @@ class HyperpriorImageCodec(nn.Module):
         return header, y_hat
 
     def decompress(self, bits: Union[Bits, Sequence[Bits]], steps: Optional[int] = None,
-                   seed: Optional[int] = None) -> Union[torch.Tensor, List[torch.Tensor]]:
+                   seed: Optional[int] = None, sampler: Optional[str] = None,
+                   progress: bool = False) -> Union[torch.Tensor, List[torch.Tensor]]:
         """Decode a stream → ``(3,H,W)`` in [0,1] at the original size; a list of streams → list of images.
 
-        ``steps``/``seed`` (sampling decoders) override the stream's header, which overrides the model's defaults.
+        ``steps``/``seed`` (sampling decoders) override the stream's header, which overrides the model's
+        defaults; ``sampler`` must be ``None`` and ``progress`` is ignored (both exist for uniform calls).
         """
+        self._no_sampler(sampler)
         if isinstance(bits, (list, tuple)):
             return [self.decompress(b, steps=steps, seed=seed) for b in bits]
         if not isinstance(bits, (bytes, bytearray, memoryview)):

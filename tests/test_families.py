@@ -261,3 +261,33 @@ def test_refiner_loss_never_reaches_the_autoencoder(refine):
     assert all(p.grad is None for p in model.encoder.parameters())
     assert all(p.grad is None for p in model.decoder.parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.refiner.parameters())
+
+
+# ---------------------------------------------------------------- the command line and eval
+
+def test_cli_compresses_and_decompresses_with_another_family(tmp_path, capsys):
+    from PIL import Image
+
+    from diffeic.cli import main
+
+    src = tmp_path / "photo.png"
+    Image.fromarray((photo("coffee", (40, 60)).permute(1, 2, 0) * 255).round().byte().numpy()).save(src)
+    assert main(["compress", str(src), "-o", str(tmp_path / "p.deic"), "--model", "refine_tiny", "--steps", "1"]) == 0
+    assert main(["info", str(tmp_path / "p.deic"), "--json"]) == 0
+    assert '"family": "refine"' in capsys.readouterr().out
+    assert main(["decompress", str(tmp_path / "p.deic"), "-o", str(tmp_path / "p.png"), "--model", "refine_tiny"]) == 0
+    assert "refine sampler, 1 step, seed 0" in capsys.readouterr().out
+    assert Image.open(tmp_path / "p.png").size == (60, 40)
+    # The wrong family: one line naming the family that made the stream, exit 1.
+    assert main(["decompress", str(tmp_path / "p.deic"), "-o", str(tmp_path / "q.png"), "--model", "hific_tiny"]) == 1
+    assert "'refine' codec" in capsys.readouterr().err
+
+
+def test_eval_loads_other_families_with_their_settings():
+    from diffeic.evaluation import runner
+
+    cfg = runner.EvalConfig(dataset="samples", models=["hific_tiny", "refine_tiny"], steps=2, device="cpu")
+    hific, refine = runner._load_models(cfg, "cpu")
+    assert (type(hific.codec).__name__, hific.setting, hific.point) == ("HiFiCCodec", "deterministic", "hific_tiny,steps=2")
+    assert (refine.setting, refine.trained) == ("steps=2;seed=0", False)
+    assert "untrained" in refine.label

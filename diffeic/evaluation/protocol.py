@@ -49,6 +49,8 @@ def tiling_record(codec: Any, height: int, width: int) -> str:
 
     from diffeic.codec import padded_size
 
+    if not hasattr(codec, "fast_decoder"):      # HiFiC / refine codecs: no diffusion tiling
+        return "none"
     decoder = codec.fast_decoder()
     opts = decoder.options
     hp, wp = padded_size(height, width)
@@ -61,6 +63,8 @@ def tiling_record(codec: Any, height: int, width: int) -> str:
 
 def precision(codec: Any) -> str:
     """The dtype the diffusion decoder runs in (the entropy coder is always exact)."""
+    if not hasattr(codec, "fast_decoder"):
+        return "float32"
     return codec.fast_decoder().options.dtype or "float32"
 
 
@@ -149,7 +153,8 @@ def folder_tag(fingerprints: List[str]) -> str:
 
 def run_untiled(codec: Any) -> None:
     """Switch the codec's automatic tiling off (the paper's datasets are decoded whole)."""
-    codec.optimize(codec.fast_decoder().options, auto_tile_pixels=None)
+    if hasattr(codec, "fast_decoder"):
+        codec.optimize(codec.fast_decoder().options, auto_tile_pixels=None)
 
 
 @contextlib.contextmanager
@@ -157,6 +162,9 @@ def forced_tiling(codec: Any) -> Iterator[None]:
     """Tile the latent (and the VAE decoder above one tile) for a decode that did not fit untiled."""
     from diffeic.diffusion.tiling import TileOptions
 
+    if not hasattr(codec, "fast_decoder"):      # other families decode whole images
+        yield
+        return
     saved = codec.fast_decoder().options
     codec.optimize(saved, tiles=TileOptions())
     try:
@@ -167,6 +175,8 @@ def forced_tiling(codec: Any) -> Iterator[None]:
 
 def tiling_policy(codec: Any) -> str:
     """The codec's tiling rule in words (part of the run identity)."""
+    if not hasattr(codec, "fast_decoder"):
+        return "never"
     opts = codec.fast_decoder().options
     if opts.tiles is not None or opts.vae_tiling:
         return "always"

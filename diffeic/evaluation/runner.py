@@ -93,6 +93,10 @@ def _load_models(cfg: EvalConfig, device: str) -> List[OurModel]:
         codec, name, source = resolve_model(spec)
         codec = codec.to(device).eval()
         trained = bool(codec.is_trained)
+        label = f"{OURS} {codec.config.name}" + ("" if trained else f" ({UNTRAINED_NOTE})")
+        if not hasattr(codec, "fast_decoder"):        # HiFiC / refine: no sampler; steps and seed if they sample
+            out.append(_other_family_model(cfg, codec, name, source, label))
+            continue
         d = codec.config.sampler
         overrides = [f"{k}={v}" for k, v in (("steps", cfg.steps), ("sampler", cfg.sampler), ("seed", cfg.seed))
                      if v is not None]
@@ -103,6 +107,19 @@ def _load_models(cfg: EvalConfig, device: str) -> List[OurModel]:
         label = f"{OURS} {codec.config.name}" + ("" if trained else f" ({UNTRAINED_NOTE})")
         out.append(OurModel(codec, point, setting, label, trained, source, sampler, steps, seed))
     return out
+
+
+def _other_family_model(cfg: EvalConfig, codec: Any, name: str, source: str, label: str) -> OurModel:
+    defaults = codec.decode_defaults()
+    if cfg.sampler is not None or (not defaults and (cfg.steps is not None or cfg.seed is not None)):
+        raise ValueError(f"--sampler/--steps/--seed do not apply to {name}: a {codec.family} decoder takes "
+                         f"{'steps and a seed only' if defaults else 'no settings'}")
+    steps = cfg.steps if cfg.steps is not None else defaults.get("steps")
+    seed = cfg.seed if cfg.seed is not None else defaults.get("seed")
+    overrides = [f"{k}={v}" for k, v in (("steps", cfg.steps), ("seed", cfg.seed)) if v is not None]
+    setting = f"steps={steps};seed={seed}+index" if defaults else "deterministic"
+    return OurModel(codec, ",".join([name, *overrides]), setting, label, bool(codec.is_trained), source,
+                    None, steps, seed)
 
 
 def _to_uint8(x: torch.Tensor) -> np.ndarray:
@@ -195,7 +212,7 @@ class Runner:
         path = self._stream_path(models, m, image)
         n_bytes = write_and_measure(path, bits)
         data = path.read_bytes()                 # decode what is on disk, not the in-memory copy
-        seed = protocol.image_seed(m.seed, index)
+        seed = protocol.image_seed(m.seed, index) if m.seed is not None else None
 
         def decode():
             t0 = time.perf_counter()
@@ -214,7 +231,7 @@ class Runner:
         rec = _to_uint8(x_hat)
         self._save_recon(OURS, m.point, image, rec)
         self._features((OURS, m.point), image, rec)
-        official = bpp_official(*official_string_sizes(m.codec, data), h, w)
+        official = bpp_official(*official_string_sizes(m.codec, data), h, w) if hasattr(m.codec, "lfgcm") else None
         return self._row(ds, image, OURS, m.point, m.setting, ref, n_bytes, None, suite(ref, rec, image), enc_s,
                          dec_s, official=official, seed=seed, tiling=tiling)
 
