@@ -1,5 +1,4 @@
 """The HiFiC and refinement codec families: streams, family ids, loading, losses, samplers, sizes."""
-import math
 
 import pytest
 import torch
@@ -286,8 +285,11 @@ def test_cli_compresses_and_decompresses_with_another_family(tmp_path, capsys):
 def test_eval_loads_other_families_with_their_settings():
     from diffeic.evaluation import runner
 
-    cfg = runner.EvalConfig(dataset="samples", models=["hific_tiny", "refine_tiny"], steps=2, device="cpu")
-    hific, refine = runner._load_models(cfg, "cpu")
-    assert (type(hific.codec).__name__, hific.setting, hific.point) == ("HiFiCCodec", "deterministic", "hific_tiny,steps=2")
-    assert (refine.setting, refine.trained) == ("steps=2;seed=0", False)
+    hific, refine = runner._load_models(runner.EvalConfig(models=["hific_tiny", "refine_tiny"]), "cpu")
+    assert (type(hific.codec).__name__, hific.setting, hific.point) == ("HiFiCCodec", "deterministic", "hific_tiny")
+    assert (refine.setting, refine.point, refine.trained) == ("steps=4;seed=0", "refine_tiny", False)
     assert "untrained" in refine.label
+    (refine,) = runner._load_models(runner.EvalConfig(models=["refine_tiny"], steps=2), "cpu")
+    assert (refine.setting, refine.point) == ("steps=2;seed=0", "refine_tiny,steps=2")
+    with pytest.raises(ValueError, match="do not apply to hific_tiny"):
+        runner._load_models(runner.EvalConfig(models=["hific_tiny"], seed=3), "cpu")

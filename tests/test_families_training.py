@@ -1,6 +1,5 @@
 """A few hundred training steps of the tiny HiFiC and refinement codecs on the bundled photos (slow)."""
 import pytest
-import torch
 
 from conftest import photo
 

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 
-from ..image_codec import HyperpriorImageCodec, pad_image
+from ..image_codec import HyperpriorImageCodec
 from .module import TrainingDiverged, _seeded
 
 Tensor = torch.Tensor
@@ -136,9 +136,4 @@ class FamilyModule(LightningModule):
         self.consecutive_skips = int(meta.get("consecutive_skips", 0))
 
 
-def padded_batch(x: Tensor) -> Tensor:
-    """Training crops are multiples of 64 already; other sizes are padded as the codec pads."""
-    return pad_image(x)
-
-
-__all__ = ["FamilyModule", "padded_batch"]
+__all__ = ["FamilyModule"]
