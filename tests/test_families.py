@@ -287,9 +287,9 @@ def test_eval_loads_other_families_with_their_settings():
 
     hific, refine = runner._load_models(runner.EvalConfig(models=["hific_tiny", "refine_tiny"]), "cpu")
     assert (type(hific.codec).__name__, hific.setting, hific.point) == ("HiFiCCodec", "deterministic", "hific_tiny")
-    assert (refine.setting, refine.point, refine.trained) == ("steps=4;seed=0", "refine_tiny", False)
+    assert (refine.setting, refine.point, refine.trained) == ("steps=4;seed=0+index", "refine_tiny", False)
     assert "untrained" in refine.label
     (refine,) = runner._load_models(runner.EvalConfig(models=["refine_tiny"], steps=2), "cpu")
-    assert (refine.setting, refine.point) == ("steps=2;seed=0", "refine_tiny,steps=2")
+    assert (refine.setting, refine.point, refine.steps) == ("steps=2;seed=0+index", "refine_tiny,steps=2", 2)
     with pytest.raises(ValueError, match="do not apply to hific_tiny"):
         runner._load_models(runner.EvalConfig(models=["hific_tiny"], seed=3), "cpu")
