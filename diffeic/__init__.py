@@ -18,6 +18,7 @@ _EXPORTS = {
     "DiffEICConfig": ("config", "DiffEICConfig"),
     "get_config": ("config", "get_config"),
     "pretrained_models": ("pretrained", "pretrained_models"),
+    "TargetTooSmall": ("target_size", "TargetTooSmall"),
 }
 
 __all__ = [*_EXPORTS, "__version__"]
