@@ -1,7 +1,8 @@
 """One variable-rate model against separately trained fixed-λ models (issue 18), on the tiny preset.
 
-Same data, same steps, same optimiser for every model: the scikit-image photos except chelsea and
-coffee (held out for evaluation), 64×64 crops as ``configs/tiny.yaml``.  The variable-rate model
+Same data, same steps, same optimiser for every model: the bundled training photos
+(``diffeic.samples.TRAIN_PHOTOS``; chelsea and coffee are held out for evaluation), 64×64 crops as
+``configs/tiny.yaml``.  The variable-rate model
 (``tiny_vr``) draws q per batch; the fixed models are trained at λ = 16, 4, 1 (q = 0, 2, 4).
 
 Reports, per model and rate: bpp of the real files, PSNR and MS-SSIM of the decoded images, and the
@@ -38,35 +39,25 @@ from diffeic.codec import _pad
 from diffeic.config import get_config
 from diffeic.evaluation.bdrate import bd_rate
 from diffeic.evaluation.metrics import ms_ssim, psnr
-from diffeic.training.data import SAMPLE_PHOTOS, open_rgb
+from diffeic.samples import HELDOUT_PHOTOS, TRAIN_PHOTOS, load_photo
 
-HELD_OUT = ("chelsea", "coffee")
 VR_RATES = (0.0, 1.0, 2.0, 3.0, 4.0)
 FIXED = {16.0: 0.0, 4.0: 2.0, 1.0: 4.0}          # λ → the q that stands for it (q = log2(16/λ))
 METRICS = ("psnr", "ms_ssim", "latent_psnr")
 
 
-def _write_training_photos(folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in SAMPLE_PHOTOS:
-        if name not in HELD_OUT:
-            open_rgb(f"skimage:{name}").save(folder / f"{name}.png")
-    return folder
-
-
 def _image(name: str) -> torch.Tensor:
-    arr = np.asarray(open_rgb(f"skimage:{name}"))
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float() / 255.0
+    return torch.from_numpy(load_photo(name)).permute(2, 0, 1).float() / 255.0
 
 
-def train(preset: str, lmbda: float, args: argparse.Namespace, data_root: Path) -> Dict[str, object]:
+def train(preset: str, lmbda: float, args: argparse.Namespace) -> Dict[str, object]:
     """Train one model with the project's trainer → ``{codec, wall_s, cpu_s, steps}``."""
     from lightning.pytorch import Trainer
 
     from diffeic.training import DiffEICDataModule, DiffEICModule
 
     module = DiffEICModule(preset, init_from=args.init_from, lmbda=lmbda, lr=args.lr, seed=0)
-    data = DiffEICDataModule(root=str(data_root), val_root=None, crop_size=64, short_side=(64, 80),
+    data = DiffEICDataModule(root="samples", val_root=None, crop_size=64, short_side=(64, 80),
                              batch_size=2, num_workers=0, seed=0)
     trainer = Trainer(accelerator="cpu", devices=1, max_steps=args.steps, logger=False, enable_checkpointing=False,
                       enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
@@ -132,19 +123,18 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=5e-4, help="learning rate of every model (default: %(default)s)")
     p.add_argument("--init-from", default=None, help="fixed-rate export to start every model from (stage 2)")
     p.add_argument("--targets", type=int, default=20, help="target sizes for the search test")
-    p.add_argument("--out", default="benchmarks/vr_out", help="working folder (training photos, results.json)")
+    p.add_argument("--out", default="benchmarks/vr_out", help="folder for results.json")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--record", action="store_true", help="append the tables to benchmarks/RESULTS.md")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     out = Path(args.out)
-    data_root = _write_training_photos(out / "train")
-    images = {name: _image(name) for name in HELD_OUT}
+    images = {name: _image(name) for name in HELDOUT_PHOTOS}
     cpu0 = time.process_time()
 
-    runs = {"vr": train("tiny_vr", 1.0, args, data_root)}
+    runs = {"vr": train("tiny_vr", 1.0, args)}
     for lmbda in FIXED:
-        runs[f"fixed_l{lmbda:g}"] = train("tiny", lmbda, args, data_root)
+        runs[f"fixed_l{lmbda:g}"] = train("tiny", lmbda, args)
 
     points: List[Dict[str, object]] = []
     for q in VR_RATES:
@@ -166,8 +156,8 @@ def main() -> None:
     sd21 = get_config("sd21_vr").lfgcm
     summary = {
         "backbone": "from --init-from " + args.init_from if args.init_from else "random tiny preset (untrained)",
-        "steps": args.steps, "lr": args.lr, "train_images": [n for n in SAMPLE_PHOTOS if n not in HELD_OUT],
-        "eval_images": list(HELD_OUT), "points": points, "bd_rate_variable_vs_fixed": bd,
+        "steps": args.steps, "lr": args.lr, "train_images": list(TRAIN_PHOTOS),
+        "eval_images": list(HELDOUT_PHOTOS), "points": points, "bd_rate_variable_vs_fixed": bd,
         "extra_params": {"tiny": extra, "lfgcm_tiny": sum(p.numel() for p in vr_codec.lfgcm.parameters()),
                          "sd21": 2 * sd21.rate.levels * sd21.M},
         "training": {k: {"wall_s": v["wall_s"], "cpu_s": v["cpu_s"], "cpu_s_per_step": v["cpu_s"] / v["steps"]}
@@ -179,7 +169,7 @@ def main() -> None:
 
     device = torch.device("cpu")
     notes = (f"{summary['backbone']}; {args.steps} steps, lr {args.lr}, batch 2 of 64² crops from "
-             f"{len(summary['train_images'])} photos; eval on {', '.join(HELD_OUT)} (full size); "
+             f"{len(TRAIN_PHOTOS)} photos; eval on {', '.join(HELDOUT_PHOTOS)} (full size); "
              f"total CPU {summary['total_cpu_s']:.0f} s")
     common.report("variable-rate vs fixed-λ (tiny, cpu): RD points", points,
                   ["model", "q", "lmbda", "bpp", "psnr", "ms_ssim", "latent_psnr"], device, args.record, notes)
