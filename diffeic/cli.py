@@ -83,7 +83,7 @@ largest rate whose file fits, found by bisection on real streams); default: its 
 
 examples:
   {PROG} compress photo.png --model checkpoints/diffeic_l2
-  {PROG} compress photo.png --model checkpoints/diffeic_vr --target-bytes 4096
+  {PROG} compress photo.png --model runs/sd21_stage2_vr/export --target-bytes 4096
   {PROG} compress 'kodak/*.png' --out-dir streams/ --model tiny --steps 2
 """
 
