@@ -322,9 +322,9 @@ class DiffEICCodec(nn.Module):
         """
         batch, single = self._check_images(x)
         header_kw = self._decode_settings(sampler, steps, seed)
-        warn_if_untrained(self)
         h, w = batch.shape[-2:]
         q, budget = self._rate_request(rate, target_bpp, target_bytes, h * w)
+        warn_if_untrained(self)
         fp = self.fingerprint()[:8]
 
         def stream(payload: bytes, q: Optional[float]) -> bytes:
