@@ -21,6 +21,7 @@ _EXPORTS = {
     "load_codec": ("codecs", "load_codec"),
     "HiFiCCodec": ("hific.codec", "HiFiCCodec"),
     "RefineCodec": ("refine.codec", "RefineCodec"),
+    "TargetTooSmall": ("target_size", "TargetTooSmall"),
 }
 
 __all__ = [*_EXPORTS, "__version__"]

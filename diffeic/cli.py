@@ -78,9 +78,12 @@ output: <stem>{STREAM_SUFFIX} beside each input, or in --out-dir (mirroring the 
 folder); -o names it (one input only, suffix {STREAM_SUFFIX}).  --steps/--sampler/--seed are written into
 the stream as its decode settings.  Existing outputs are kept unless --force, also when another run
 creates them meanwhile.  --keep-going reports a bad file and goes on; the exit status is then 1.
+A variable-rate model (e.g. --model tiny_vr) takes --rate Q, or --target-bpp / --target-bytes (the
+largest rate whose file fits, found by bisection on real streams); default: its highest rate.
 
 examples:
   {PROG} compress photo.png --model checkpoints/diffeic_l2
+  {PROG} compress photo.png --model runs/sd21_stage2_vr/export --target-bytes 4096
   {PROG} compress 'kodak/*.png' --out-dir streams/ --model tiny --steps 2
 """
 
@@ -124,6 +127,16 @@ def _int_arg(text: str) -> int:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+
+
+def _finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
+    return value
 
 
 def _device_arg(text: str) -> "torch.device":
@@ -187,6 +200,13 @@ def add_compress_parser(subparsers) -> argparse.ArgumentParser:
     _add_output_options(parser, "stream")
     _add_model_options(parser)
     _add_decode_options(parser, stored=True)
+    rate = parser.add_mutually_exclusive_group()
+    rate.add_argument("--rate", type=_finite_float, default=None, metavar="Q",
+                      help="rate parameter of a variable-rate model, in its range (larger: more bits)")
+    rate.add_argument("--target-bpp", type=_finite_float, default=None, metavar="B",
+                      help="variable-rate model: the largest rate whose file is at most B bits per pixel")
+    rate.add_argument("--target-bytes", type=_int_arg, default=None, metavar="N",
+                      help="variable-rate model: the largest rate whose file is at most N bytes")
     parser.set_defaults(func=run_compress)
     return parser
 
@@ -602,11 +622,13 @@ def run_compress(args: argparse.Namespace) -> int:
         with _one_job(args, failures):
             with _about(src):
                 x = load_image(src, max_pixels=codec.max_pixels)
-                bits = codec.compress(x, sampler=args.sampler, steps=args.steps, seed=args.seed)
+                bits = codec.compress(x, sampler=args.sampler, steps=args.steps, seed=args.seed, rate=args.rate,
+                                      target_bpp=args.target_bpp, target_bytes=args.target_bytes)
             _write(dst, lambda path: write_bytes_atomic(path, bits, overwrite=args.force))
             height, width = x.shape[-2:]
+            rate = DiffEICCodec.inspect(bits)["rate"]
             _report(args, f"{src} -> {dst}: {len(bits)} bytes, {8 * len(bits) / (height * width):.4f} bpp "
-                          f"({width}x{height})")
+                          f"({width}x{height}" + ("" if rate is None else f", rate {rate:g}") + ")")
     return _finish(failures, total)
 
 
@@ -668,7 +690,7 @@ def _decode_settings(codec: DiffEICCodec, header: Dict[str, Any], args: argparse
 #: header key → label, in display order.
 INFO_FIELDS: Tuple[Tuple[str, str], ...] = (
     ("version", "format version"), ("fingerprint", "model fingerprint"), ("height", "height"),
-    ("width", "width"), ("sampler", "sampler"), ("steps", "steps"), ("seed", "seed"),
+    ("width", "width"), ("rate", "rate q"), ("sampler", "sampler"), ("steps", "steps"), ("seed", "seed"),
     ("payload_bytes", "payload bytes"), ("container_bytes", "container bytes"), ("total_bytes", "total bytes"),
     ("bpp", "bpp"),
 )
@@ -680,8 +702,9 @@ def stream_info(path: Path) -> Dict[str, Any]:
 
 
 def format_info(record: Dict[str, Any]) -> str:
-    """Aligned ``label  value`` lines; unset decode settings read 'default'."""
-    rows = [(label, record[key]) for key, label in INFO_FIELDS if key in record]
+    """Aligned ``label  value`` lines; unset decode settings read 'default', no rate 'fixed'."""
+    rows = [(label, "fixed" if key == "rate" and record[key] is None else record[key])
+            for key, label in INFO_FIELDS if key in record]
     width = max(len(label) for label, _ in rows)
     lines = [record["file"]]
     for label, value in rows:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
+import numbers
 import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -25,6 +27,8 @@ from .diffusion.control import ControlModule
 from .diffusion.fast import FastDecoder, FastOptions, vae_tiling
 from .diffusion.onestep import OneStepConfig, OneStepDecoder
 from .lfgcm import LFGCM, PAD_MULTIPLE
+from .lfgcm.rate import check_rate, rate_range as q_range
+from .target_size import TargetTooSmall, fit_to_budget
 
 Bits = Union[bytes, bytearray]
 CONFIG_FILE = "config.yaml"
@@ -289,29 +293,93 @@ class DiffEICCodec(nn.Module):
             return self.backbone.encode(x_pad)
 
     @torch.no_grad()
-    def _encode(self, x: torch.Tensor) -> List[Tuple[bytes, torch.Tensor, torch.Tensor]]:
+    def _analyse(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(y, z_g)`` of a batch: the part of encoding that does not depend on the rate."""
         x_pad = _pad(x)
         z_g = self._guidance(x_pad)
-        y = self.lfgcm.encoder(x_pad, z_g)
-        z = self.lfgcm.hyper_enc(y, z_g)
+        return self.lfgcm.encoder(x_pad, z_g), z_g
+
+    @torch.no_grad()
+    def _encode(self, x: torch.Tensor, rate: Optional[float] = None) -> List[Tuple[bytes, torch.Tensor, torch.Tensor]]:
+        y, z_g = self._analyse(x)
+        y, z = self.lfgcm.hyper_analyse(y, z_g, rate)
         # The entropy path runs one image at a time, exactly as the decoder will run it.
         return [self.lfgcm.encode_latents(y[i:i + 1], z[i:i + 1]) for i in range(x.shape[0])]
 
     def compress(self, x: torch.Tensor, *, sampler: Optional[str] = None, steps: Optional[int] = None,
-                 seed: Optional[int] = None) -> Union[bytes, List[bytes]]:
+                 seed: Optional[int] = None, rate: Optional[float] = None, target_bpp: Optional[float] = None,
+                 target_bytes: Optional[int] = None) -> Union[bytes, List[bytes]]:
         """Compress an image ``(3,H,W)`` in [0,1] → bytes, or a batch ``(B,3,H,W)`` → list of bytes.
 
         ``sampler``/``steps``/``seed`` are stored in the stream as the decoder's defaults (only when
         they differ from the model's own defaults, to save bytes).
+
+        Variable-rate models (:attr:`rate_range` is not None) take at most one of: ``rate=q`` in
+        ``rate_range`` (default: the highest rate), ``target_bpp`` or ``target_bytes`` — the largest q
+        whose real stream (container included) is at most that size, per image; a target below the
+        model's lowest rate raises :class:`~diffeic.target_size.TargetTooSmall` (a ``ValueError``).
+        q is rounded to float32 and stored in the stream.  Fixed-rate models refuse all three.
         """
         batch, single = self._check_images(x)
         header_kw = self._decode_settings(sampler, steps, seed)
-        warn_if_untrained(self)
         h, w = batch.shape[-2:]
+        q, budget = self._rate_request(rate, target_bpp, target_bytes, h * w)
+        warn_if_untrained(self)
         fp = self.fingerprint()[:8]
-        streams = [pack(StreamHeader(fingerprint=fp, height=h, width=w, **header_kw), payload)
-                   for payload, _, _ in self._encode(batch)]
+
+        def stream(payload: bytes, q: Optional[float]) -> bytes:
+            return pack(StreamHeader(fingerprint=fp, height=h, width=w, rate=q, **header_kw), payload)
+
+        if budget is None:
+            streams = [stream(payload, q) for payload, _, _ in self._encode(batch, q)]
+        else:
+            y, z_g = self._analyse(batch)
+            streams = []
+            for i in range(batch.shape[0]):
+                def encode(q: float, i: int = i) -> bytes:
+                    with torch.no_grad():
+                        y_q, z = self.lfgcm.hyper_analyse(y[i:i + 1], z_g[i:i + 1], q)
+                        return stream(self.lfgcm.encode_latents(y_q, z)[0], q)
+                try:
+                    streams.append(fit_to_budget(encode, *self.rate_range, budget)[1])
+                except TargetTooSmall as err:
+                    where = "" if single else f"image {i}: "
+                    raise TargetTooSmall(f"{where}{err} ({8 * budget / (h * w):.4g} bpp requested, "
+                                         f"{h}x{w} image)") from None
         return streams[0] if single else streams
+
+    @property
+    def rate_range(self) -> Optional[Tuple[float, float]]:
+        """``(q_min, q_max)`` of a variable-rate model (q = log2(λ_max/λ): larger q, more bits), else None."""
+        rc = self.config.lfgcm.rate
+        return None if rc is None else q_range(rc)
+
+    def _rate_request(self, rate: Any, target_bpp: Any, target_bytes: Any,
+                      pixels: int) -> Tuple[Optional[float], Optional[int]]:
+        """Validate the rate options → ``(q, byte budget)``; q is float32-rounded, one of them is None."""
+        given = [name for name, v in (("rate", rate), ("target_bpp", target_bpp), ("target_bytes", target_bytes))
+                 if v is not None]
+        rc = self.config.lfgcm.rate
+        if rc is None:
+            if given:
+                raise ValueError(f"{given[0]} needs a variable-rate model, but {self.config.name!r} is fixed-rate "
+                                 f"(trained for one λ); use a variable-rate model (presets tiny_vr, sd21_vr)")
+            return None, None
+        if len(given) > 1:
+            raise ValueError(f"give at most one of rate, target_bpp, target_bytes; got {', '.join(given)}")
+        if target_bpp is not None:
+            if isinstance(target_bpp, bool) or not isinstance(target_bpp, numbers.Real):
+                raise TypeError(f"target_bpp must be a number, got {type(target_bpp).__name__}")
+            if not (math.isfinite(target_bpp) and target_bpp > 0):
+                raise ValueError(f"target_bpp must be a positive finite number, got {target_bpp}")
+            return None, int(math.floor(target_bpp * pixels / 8))
+        if target_bytes is not None:
+            if isinstance(target_bytes, bool) or not isinstance(target_bytes, numbers.Integral):
+                raise TypeError(f"target_bytes must be an integer, got {type(target_bytes).__name__}")
+            if target_bytes < 1:
+                raise ValueError(f"target_bytes must be positive, got {target_bytes}")
+            return None, int(target_bytes)
+        return (q_range(rc)[1] if rate is None else check_rate(rate, rc)), None
 
     def _decode_settings(self, sampler, steps, seed) -> Dict[str, Optional[int]]:
         d = self.config.sampler
@@ -330,14 +398,15 @@ class DiffEICCodec(nn.Module):
                 "seed": None if seed in (None, d.seed) else seed}
 
     @torch.no_grad()
-    def estimate_bits(self, x: torch.Tensor) -> Union[float, List[float]]:
-        """Entropy-model estimate of the payload bits for ``x`` (hard rounding, as coded)."""
+    def estimate_bits(self, x: torch.Tensor, rate: Optional[float] = None) -> Union[float, List[float]]:
+        """Entropy-model estimate of the payload bits for ``x`` (hard rounding, as coded) at ``rate``."""
         batch, single = self._check_images(x)
+        q, _ = self._rate_request(rate, None, None, 0)
         was_training = self.lfgcm.training
         self.lfgcm.eval()
         try:
             x_pad = _pad(batch)
-            out = self.lfgcm(x_pad, self._guidance(x_pad))
+            out = self.lfgcm(x_pad, self._guidance(x_pad), rate=q)
         finally:
             self.lfgcm.train(was_training)
         bits = sum(-torch.log2(lik).flatten(1).sum(1) for lik in out["likelihoods"].values())
@@ -362,6 +431,16 @@ class DiffEICCodec(nn.Module):
         if header.height * header.width > self.max_pixels:
             raise BitstreamError(f"stream declares a {header.height}x{header.width} image, more than this codec's "
                                  f"limit of {self.max_pixels} pixels (raise DiffEICCodec.max_pixels to decode it)")
+        rc = self.config.lfgcm.rate
+        if (header.rate is None) != (rc is None):
+            problem = ("the stream has no rate parameter, but this model is variable-rate" if rc is not None
+                       else "the stream carries a rate parameter, but this model is fixed-rate")
+            raise BitstreamError(f"corrupt header: {problem}")
+        if rc is not None:
+            try:
+                check_rate(header.rate, rc)
+            except ValueError as err:
+                raise BitstreamError(f"corrupt header: {err}") from None
         return header, payload
 
     @torch.no_grad()
@@ -370,7 +449,7 @@ class DiffEICCodec(nn.Module):
         header, payload = self._open(bits)
         padded = padded_size(header.height, header.width)
         try:
-            z_c, y_hat, z_hat = self.lfgcm.decompress(payload, padded, self.device)
+            z_c, y_hat, z_hat = self.lfgcm.decompress(payload, padded, self.device, rate=header.rate)
         except (RuntimeError, ValueError, OverflowError) as err:
             raise BitstreamError(f"corrupt payload: {err}") from err
         if not torch.isfinite(z_c).all():

@@ -11,6 +11,8 @@ Presets
 ``tiny``  every part present and wired as in the paper, at toy widths; random
           deterministic initialisation; CPU-fast (tests, demo, CI).
 ``sd21``  the paper's sizes (LFGCM 51.5 M, control 24.4 M, SD2.1-base VAE/UNet).
+``tiny_vr``, ``sd21_vr``  the same with a variable-rate LFGCM (:class:`RateConfig`): one model for
+          every λ in [1, 16], chosen at encode time by the rate parameter q.
 """
 from __future__ import annotations
 
@@ -30,6 +32,26 @@ SD_PATH_ENV = "DIFFEIC_SD_PATH"
 
 
 @dataclass
+class RateConfig:
+    """Variable-rate LFGCM (:mod:`diffeic.lfgcm.rate`): one model for every λ in ``[lmbda_min, lmbda_max]``.
+
+    The rate parameter is ``q = log2(lmbda_max / λ)`` in ``[0, log2(lmbda_max / lmbda_min)]``: larger q,
+    smaller λ, more bits.  ``levels`` gain vectors sit at evenly spaced q (the paper's λ = 16, 8, 4, 2, 1
+    for the defaults); between them the gains are interpolated geometrically.
+    """
+
+    lmbda_min: float = 1.0
+    lmbda_max: float = 16.0
+    levels: int = 5
+
+    def __post_init__(self) -> None:
+        if not 0 < self.lmbda_min < self.lmbda_max:
+            raise ValueError(f"rate: need 0 < lmbda_min < lmbda_max, got {self.lmbda_min}, {self.lmbda_max}")
+        if int(self.levels) != self.levels or self.levels < 2:
+            raise ValueError(f"rate: levels must be an integer >= 2, got {self.levels}")
+
+
+@dataclass
 class LFGCMConfig:
     """Widths of the latent-feature-guided compression module (spec §3, official ``preprocess_config``)."""
 
@@ -46,6 +68,7 @@ class LFGCMConfig:
     scale_min: float = 0.11             # GaussianConditional scale bound and table start
     scale_max: float = 256.0
     scale_levels: int = 64
+    rate: Optional[RateConfig] = None   # None: the paper's fixed-λ model
 
     def __post_init__(self) -> None:
         self.enc_mid = tuple(self.enc_mid)
@@ -128,7 +151,11 @@ class DiffEICConfig:
 
     # --- (de)serialisation -------------------------------------------------
     def to_dict(self) -> Dict[str, Any]:
-        return _to_plain(dataclasses.asdict(self))
+        data = _to_plain(dataclasses.asdict(self))
+        if data["lfgcm"]["rate"] is None:
+            # Fixed-rate configs serialise as before the field existed: same YAML, same fingerprints.
+            del data["lfgcm"]["rate"]
+        return data
 
     @classmethod
     def from_dict(cls, data: Dict[str, Any]) -> "DiffEICConfig":
@@ -169,7 +196,10 @@ def _build(cls: type, data: Dict[str, Any], where: str) -> Any:
     kwargs = {}
     for name, value in data.items():
         sub = _NESTED.get((cls, name))
-        kwargs[name] = _build(sub, value or {}, f"{where}.{name}") if sub else value
+        if (cls, name) in _OPTIONAL and value is None:
+            kwargs[name] = None
+        else:
+            kwargs[name] = _build(sub, value or {}, f"{where}.{name}") if sub else value
     return cls(**kwargs)
 
 
@@ -179,7 +209,10 @@ _NESTED = {
     (DiffEICConfig, "control"): ControlConfig,
     (DiffEICConfig, "schedule"): ScheduleConfig,
     (DiffEICConfig, "sampler"): SamplerConfig,
+    (LFGCMConfig, "rate"): RateConfig,
 }
+#: Nested sections where ``None`` means "absent" rather than "all defaults".
+_OPTIONAL = {(LFGCMConfig, "rate")}
 
 
 # --------------------------------------------------------------------------- presets
@@ -251,7 +284,15 @@ def _preset_tiny() -> DiffEICConfig:
     )
 
 
-PRESETS = {"tiny": _preset_tiny, "sd21": _preset_sd21}
+def _variable_rate(preset) -> DiffEICConfig:
+    cfg = preset()
+    cfg.name += "_vr"
+    cfg.lfgcm.rate = RateConfig()
+    return cfg
+
+
+PRESETS = {"tiny": _preset_tiny, "sd21": _preset_sd21,
+           "tiny_vr": lambda: _variable_rate(_preset_tiny), "sd21_vr": lambda: _variable_rate(_preset_sd21)}
 
 
 def get_config(name_or_path: Union[str, Path, DiffEICConfig]) -> DiffEICConfig:

@@ -113,6 +113,9 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     p.add_argument("--rate-factors", type=_floats, default=[0.5, 1.0, 2.0],
                    help="baselines are quality-searched to factor x our bpp on each image, for each factor "
                         "(default: 0.5,1,2 - a short curve around each of our points)")
+    p.add_argument("--rates", type=_floats, default=None,
+                   help="variable-rate models: evaluate at each of these rate parameters q, e.g. 0,1,2,3,4 "
+                        "(default: the model's highest rate)")
     p.add_argument("--anchor", default=None, help="series for BD-rate: diffeic or a baseline name "
                                                   "(default: the first available baseline)")
     p.add_argument("--limit", type=_int_in(1), default=None, help="only the first N images")
@@ -186,7 +189,8 @@ def main(argv: Optional[List[str]] = None, prog: str = PROG) -> int:
                      data_dir=args.data_dir, steps=args.steps, sampler=args.sampler, seed=args.seed,
                      baselines=_split(args.baselines), rate_factors=args.rate_factors,
                      anchor=args.anchor, limit=args.limit, save_recon=args.save_recon, device=args.device,
-                     fid=not args.no_fid, download=not args.no_download, progress=not args.no_progress)
+                     fid=not args.no_fid, download=not args.no_download, progress=not args.no_progress,
+                     rates=args.rates)
     out = Path(cfg.out) if cfg.out else None      # the default folder is named once the model is loaded
     created = out is not None and not out.exists()
     try:

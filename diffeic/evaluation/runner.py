@@ -59,6 +59,7 @@ class EvalConfig:
     fid: bool = True
     download: bool = True
     progress: bool = True
+    rates: Optional[List[float]] = None   # rate points of variable-rate models (default: their highest rate)
 
     def out_dir(self, tag: str) -> Path:
         """``--out``, else ``eval_out/<dataset>_<model names>-<tag>`` (``tag``: the models' fingerprint)."""
@@ -82,6 +83,7 @@ class OurModel:
     sampler: str = "ddpm"
     steps: int = 50
     seed: int = 231       # base seed: image i is decoded with seed + i
+    rate: Optional[float] = None   # rate parameter q of a variable-rate model's point
 
     def fingerprint(self) -> str:
         return self.codec.fingerprint()
@@ -105,7 +107,8 @@ def _load_models(cfg: EvalConfig, device: str) -> List[OurModel]:
         seed = cfg.seed if cfg.seed is not None else d.seed
         setting = f"sampler={sampler};steps={steps};seed={seed}+index"
         label = f"{OURS} {codec.config.name}" + ("" if trained else f" ({UNTRAINED_NOTE})")
-        out.append(OurModel(codec, point, setting, label, trained, source, sampler, steps, seed))
+        out += [OurModel(codec, p, setting, label, trained, source, sampler, steps, seed, q)
+                for p, q in _rate_points(codec, point, cfg.rates)]
     return out
 
 
@@ -120,6 +123,16 @@ def _other_family_model(cfg: EvalConfig, codec: Any, name: str, source: str, lab
     setting = f"steps={steps};seed={seed}+index" if defaults else "deterministic"
     return OurModel(codec, ",".join([name, *overrides]), setting, label, bool(codec.is_trained), source,
                     None, steps, seed)
+
+
+def _rate_points(codec: Any, point: str, rates: Optional[List[float]]) -> List[Tuple[str, Optional[float]]]:
+    """``(point, q)`` per requested rate for a variable-rate model; one ``(point, None)`` otherwise."""
+    from diffeic.lfgcm.rate import check_rate
+
+    if codec.rate_range is None or not rates:
+        return [(point, None)]
+    qs = [check_rate(q, codec.config.lfgcm.rate) for q in rates]     # refuse a bad q before any work
+    return [(f"{point},rate={q:g}", q) for q in qs]
 
 
 def _to_uint8(x: torch.Tensor) -> np.ndarray:
@@ -207,7 +220,7 @@ class Runner:
         h, w = ref.shape[:2]
         tiling = protocol.tiling_record(m.codec, h, w)
         t0 = time.perf_counter()
-        bits = m.codec.compress(x)
+        bits = m.codec.compress(x, rate=m.rate)
         enc_s = time.perf_counter() - t0
         path = self._stream_path(models, m, image)
         n_bytes = write_and_measure(path, bits)
@@ -288,6 +301,8 @@ class Runner:
         cfg = self.cfg
         ds = load_dataset(cfg.dataset, cfg.data_dir, cfg.limit, download=cfg.download)
         models = _load_models(cfg, self.device)
+        if cfg.rates and not any(m.rate is not None for m in models):
+            raise ValueError("--rates needs a variable-rate model (e.g. tiny_vr); none of --model is one")
         self._claim_output(ds, models)
         baselines, base_skipped = available_baselines(cfg.baselines, self.device)
         for line in base_skipped.values():
