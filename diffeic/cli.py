@@ -622,8 +622,10 @@ def run_compress(args: argparse.Namespace) -> int:
         with _one_job(args, failures):
             with _about(src):
                 x = load_image(src, max_pixels=codec.max_pixels)
-                bits = codec.compress(x, sampler=args.sampler, steps=args.steps, seed=args.seed, rate=args.rate,
-                                      target_bpp=args.target_bpp, target_bytes=args.target_bytes)
+                # Rate options only when given: codecs without rate control (other families) take none.
+                rate_kw = {k: v for k, v in (("rate", args.rate), ("target_bpp", args.target_bpp),
+                                             ("target_bytes", args.target_bytes)) if v is not None}
+                bits = codec.compress(x, sampler=args.sampler, steps=args.steps, seed=args.seed, **rate_kw)
             _write(dst, lambda path: write_bytes_atomic(path, bits, overwrite=args.force))
             height, width = x.shape[-2:]
             rate = DiffEICCodec.inspect(bits)["rate"]

@@ -220,7 +220,7 @@ class Runner:
         h, w = ref.shape[:2]
         tiling = protocol.tiling_record(m.codec, h, w)
         t0 = time.perf_counter()
-        bits = m.codec.compress(x, rate=m.rate)
+        bits = m.codec.compress(x) if m.rate is None else m.codec.compress(x, rate=m.rate)
         enc_s = time.perf_counter() - t0
         path = self._stream_path(models, m, image)
         n_bytes = write_and_measure(path, bits)
