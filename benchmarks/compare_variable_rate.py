@@ -13,6 +13,12 @@ training time per step; and the target-size search (``compress(x, target_bytes=.
 probes and time per search.
 
     nice -n 19 python benchmarks/compare_variable_rate.py --steps 150 [--init-from CKPT] [--record]
+    python benchmarks/compare_variable_rate.py --from-runs runs [--record]
+
+``--from-runs`` trains nothing: it evaluates the demo recipe's models (``scripts/train_tiny.sh`` and
+``scripts/train_tiny.sh fixed``: the shipped variable-rate stage 2 and the three fixed-λ stage 2 runs, all
+from the same stage 1 on the trained tiny prior, the fixed ones with a third of the variable one's steps
+each), with their wall times from ``runs/train_tiny_times.tsv``.
 
 ``--init-from`` starts every model from a fixed-rate export (stage 2 from stage 1, e.g. a tiny
 model trained on a trained tiny backbone); without it every model starts from the random tiny preset.
@@ -69,6 +75,24 @@ def train(preset: str, lmbda: float, args: argparse.Namespace) -> Dict[str, obje
     return {"codec": codec, "wall_s": wall, "cpu_s": cpu, "steps": args.steps}
 
 
+def from_runs(runs: Path) -> Dict[str, Dict[str, object]]:
+    """The recipe's exports → the same records as :func:`train` (times: the recipe's wall clock)."""
+    times = dict(line.split("\t") for line in (runs / "train_tiny_times.tsv").read_text().splitlines())
+    jobs = {"vr": "tiny_trained_stage2_vr", **{f"fixed_l{l:g}": f"tiny_trained_stage2_lambda{l:g}" for l in FIXED}}
+    out = {}
+    for key, job in jobs.items():
+        export = runs / job / "export"
+        if not (export / "config.yaml").is_file():
+            raise SystemExit(f"{export}: missing; run scripts/train_tiny.sh (and scripts/train_tiny.sh fixed) first")
+        import yaml
+
+        steps = int(yaml.safe_load((export / "config.yaml").read_text()).get("step", 0))
+        wall = float(times.get(job, "nan"))
+        out[key] = {"codec": DiffEICCodec.from_pretrained(export).eval(), "wall_s": wall, "cpu_s": float("nan"),
+                    "steps": steps, "wall_s_per_step": wall / max(steps, 1)}
+    return out
+
+
 @torch.no_grad()
 def evaluate(codec: DiffEICCodec, images: Dict[str, torch.Tensor], rate: Optional[float]) -> Dict[str, float]:
     """Mean bpp / PSNR / MS-SSIM / latent PSNR over the held-out images at one rate."""
@@ -122,6 +146,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=150, help="training steps of every model (default: %(default)s)")
     p.add_argument("--lr", type=float, default=5e-4, help="learning rate of every model (default: %(default)s)")
     p.add_argument("--init-from", default=None, help="fixed-rate export to start every model from (stage 2)")
+    p.add_argument("--from-runs", type=Path, default=None,
+                   help="evaluate the demo recipe's trained models in this runs/ folder instead of training")
     p.add_argument("--targets", type=int, default=20, help="target sizes for the search test")
     p.add_argument("--out", default="benchmarks/vr_out", help="folder for results.json")
     p.add_argument("--threads", type=int, default=2)
@@ -132,9 +158,12 @@ def main() -> None:
     images = {name: _image(name) for name in HELDOUT_PHOTOS}
     cpu0 = time.process_time()
 
-    runs = {"vr": train("tiny_vr", 1.0, args)}
-    for lmbda in FIXED:
-        runs[f"fixed_l{lmbda:g}"] = train("tiny", lmbda, args)
+    if args.from_runs is not None:
+        runs = from_runs(args.from_runs)
+    else:
+        runs = {"vr": train("tiny_vr", 1.0, args)}
+        for lmbda in FIXED:
+            runs[f"fixed_l{lmbda:g}"] = train("tiny", lmbda, args)
 
     points: List[Dict[str, object]] = []
     for q in VR_RATES:
@@ -155,20 +184,23 @@ def main() -> None:
     extra = sum(p.numel() for p in vr_codec.lfgcm.rate_gains.parameters())
     sd21 = get_config("sd21_vr").lfgcm
     summary = {
-        "backbone": "from --init-from " + args.init_from if args.init_from else "random tiny preset (untrained)",
-        "steps": args.steps, "lr": args.lr, "train_images": list(TRAIN_PHOTOS),
+        "backbone": ("the demo recipe's models in " + str(args.from_runs) if args.from_runs else
+                     "from --init-from " + args.init_from if args.init_from else "random tiny preset (untrained)"),
+        "steps": {k: v["steps"] for k, v in runs.items()}, "lr": None if args.from_runs else args.lr, "train_images": list(TRAIN_PHOTOS),
         "eval_images": list(HELDOUT_PHOTOS), "points": points, "bd_rate_variable_vs_fixed": bd,
         "extra_params": {"tiny": extra, "lfgcm_tiny": sum(p.numel() for p in vr_codec.lfgcm.parameters()),
                          "sd21": 2 * sd21.rate.levels * sd21.M},
-        "training": {k: {"wall_s": v["wall_s"], "cpu_s": v["cpu_s"], "cpu_s_per_step": v["cpu_s"] / v["steps"]}
-                     for k, v in runs.items()},
+        "training": {k: {"wall_s": v["wall_s"], "cpu_s": v["cpu_s"], "cpu_s_per_step": v["cpu_s"] / v["steps"],
+                         "wall_s_per_step": v["wall_s"] / v["steps"]} for k, v in runs.items()},
         "target_search": search, "total_cpu_s": time.process_time() - cpu0,
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(summary, indent=2))
 
     device = torch.device("cpu")
-    notes = (f"{summary['backbone']}; {args.steps} steps, lr {args.lr}, batch 2 of 64² crops from "
+    recipe = ("configs/tiny_trained_stage2_{vr,lambda*}.yaml, batch 4 of 256² crops" if args.from_runs else
+              f"lr {args.lr}, batch 2 of 64² crops")
+    notes = (f"{summary['backbone']}; steps {summary['steps']}, {recipe} from "
              f"{len(TRAIN_PHOTOS)} photos; eval on {', '.join(HELDOUT_PHOTOS)} (full size); "
              f"total CPU {summary['total_cpu_s']:.0f} s")
     common.report("variable-rate vs fixed-λ (tiny, cpu): RD points", points,
@@ -178,7 +210,7 @@ def main() -> None:
                   ["metric", "bd_rate_pct", "reason", "warning"], device, args.record, notes)
     train_rows = [{"model": k, **v} for k, v in summary["training"].items()]
     common.report("variable-rate vs fixed-λ (tiny, cpu): training cost", train_rows,
-                  ["model", "cpu_s_per_step", "cpu_s", "wall_s"], device, args.record,
+                  ["model", "cpu_s_per_step", "cpu_s", "wall_s_per_step", "wall_s"], device, args.record,
                   f"extra parameters: {extra} (tiny, LFGCM {summary['extra_params']['lfgcm_tiny']}), "
                   f"{summary['extra_params']['sd21']} (sd21); CPU time of this process (the machine is shared)")
     common.report("variable-rate (tiny, cpu): compress to a target size", [search],

@@ -1,8 +1,9 @@
 """Models shipped inside the package (``diffeic/data/pretrained/``): names → checkpoint folders.
 
-The only shipped models are the tiny demo model's rate points, trained on a CPU on seven photos that
-scikit-image bundles (``scripts/train_tiny.sh``; ``diffeic.samples``) — a working codec end to end,
-offline, but *not* the paper's model.  ``tiny-trained`` is its best-quality point.
+The only shipped model is the tiny demo model ``tiny-trained``: one variable-rate model (λ from 1 to 16,
+rate parameter q = 0…4) trained on a CPU on seven photos that scikit-image bundles
+(``scripts/train_tiny.sh``; ``diffeic.samples``) — a working codec end to end, offline, but *not* the
+paper's model.  Its frozen prior, also trained here, sits beside it in ``tiny-backbone/``.
 """
 from __future__ import annotations
 
@@ -11,27 +12,26 @@ from typing import Dict, List, Optional
 
 #: Where the shipped checkpoint folders live.
 PRETRAINED_DIR = Path(__file__).resolve().parent / "data" / "pretrained"
-#: The demo model's rate points (λ = 1, 4, 16), best quality first.
-DEMO_POINTS = ("tiny-trained-l1", "tiny-trained-l4", "tiny-trained-l16")
-#: Shorthand names for one of the shipped folders.
-ALIASES: Dict[str, str] = {"tiny-trained": DEMO_POINTS[0]}
+#: The demo model: variable-rate, so one name covers every rate point (``compress(x, rate=q)``).
+DEMO_MODEL = "tiny-trained"
 
 
 def _folders() -> Dict[str, Path]:
     if not PRETRAINED_DIR.is_dir():
         return {}
-    return {p.name: p for p in sorted(PRETRAINED_DIR.iterdir()) if (p / "config.yaml").is_file()}
+    # A folder with a model config but no LFGCM weights is a frozen prior (tiny-backbone), not a codec.
+    return {p.name: p for p in sorted(PRETRAINED_DIR.iterdir())
+            if (p / "config.yaml").is_file() and (p / "lfgcm.safetensors").is_file()}
 
 
 def pretrained_models() -> List[str]:
-    """Every name :meth:`DiffEICCodec.from_pretrained` accepts without a path (aliases first)."""
-    folders = _folders()
-    return [a for a, target in ALIASES.items() if target in folders] + list(folders)
+    """Every name :meth:`DiffEICCodec.from_pretrained` accepts without a path."""
+    return list(_folders())
 
 
 def pretrained_folder(name: str) -> Optional[Path]:
     """The folder of a shipped model name, or ``None`` if ``name`` is not one."""
-    return _folders().get(ALIASES.get(name, name))
+    return _folders().get(name)
 
 
-__all__ = ["pretrained_models", "pretrained_folder", "PRETRAINED_DIR", "ALIASES", "DEMO_POINTS"]
+__all__ = ["pretrained_models", "pretrained_folder", "PRETRAINED_DIR", "DEMO_MODEL"]

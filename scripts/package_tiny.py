@@ -1,11 +1,11 @@
 """Package the demo model trained by ``scripts/train_tiny.sh`` into ``diffeic/data/pretrained/``.
 
     python scripts/package_tiny.py --backbone runs/tiny_backbone_unet/export \\
-        --point l1=runs/tiny_trained_stage2_lambda1/export --point l4=... [--times runs/train_tiny_times.tsv]
+        --model tiny-trained=runs/tiny_trained_stage2_vr/export [--times runs/train_tiny_times.tsv]
 
-Writes ``tiny-backbone/`` (the frozen demo prior, fp16 as trained) and one ``tiny-trained-<point>/`` checkpoint
-folder per rate point whose ``config.yaml`` points at the backbone by a relative path and records how the
-model was made (commit, command, data, steps, seed).  Weights are stored in fp16 where that is exact or
+Writes ``tiny-backbone/`` (the frozen demo prior, fp16 as trained) and one checkpoint folder per ``--model``
+(the demo model is one variable-rate model) whose ``config.yaml`` points at the backbone by a relative path
+and records how the model was made (commit, command, configs, data, steps, seed, wall time).  Weights are stored in fp16 where that is exact or
 costs nothing measurable: the backbone was trained on fp16-rounded values; the LFGCM and control module are
 rounded here, their coding tables rebuilt from the rounded weights, and the rate/PSNR change on the held-out
 photos is printed so it can be checked.
@@ -48,13 +48,17 @@ def _stage_steps(export: Path) -> int:
 
 @torch.no_grad()
 def _quality(codec: DiffEICCodec) -> str:
+    """bpp and PSNR on the held-out photos at the model's highest and lowest rate."""
     rows = []
+    rates = [{}] if codec.rate_range is None else [{"rate": q} for q in reversed(codec.rate_range)]
     for name in HELDOUT_PHOTOS:
         x = torch.from_numpy(load_photo(name)).permute(2, 0, 1).float() / 255
-        bits = codec.compress(x)
-        x_hat = codec.decompress(bits)
-        psnr = -10 * torch.log10(torch.mean((x_hat - x) ** 2)).item()
-        rows.append(f"{name}: {8 * len(bits) / (x.shape[1] * x.shape[2]):.4f} bpp, {psnr:.2f} dB")
+        for kw in rates:
+            bits = codec.compress(x, **kw)
+            x_hat = codec.decompress(bits)
+            psnr = -10 * torch.log10(torch.mean((x_hat - x) ** 2)).item()
+            at = f" q={kw['rate']:g}" if kw else ""
+            rows.append(f"{name}{at}: {8 * len(bits) / (x.shape[1] * x.shape[2]):.4f} bpp, {psnr:.2f} dB")
     return "; ".join(rows)
 
 
@@ -72,8 +76,8 @@ def _half_floats(path: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--backbone", required=True, type=Path, help="backbone folder exported by the unet stage")
-    ap.add_argument("--point", action="append", required=True, metavar="NAME=EXPORT",
-                    help="a rate point: its name (l1, l4, ...) and its DiffEIC export folder")
+    ap.add_argument("--model", action="append", required=True, metavar="NAME=EXPORT",
+                    help="a shipped name (tiny-trained) and the stage-2 export folder it is made from")
     ap.add_argument("--stage1", type=Path, default=REPO / "runs/tiny_trained_stage1/export")
     ap.add_argument("--times", type=Path, default=None, help="wall time per job (train_tiny.sh's TSV)")
     ap.add_argument("--out", type=Path, default=PRETRAINED_DIR)
@@ -93,9 +97,10 @@ def main() -> None:
             job, seconds = line.split("\t")
             times[job] = int(seconds)
 
-    for spec in args.point:
+    for spec in args.model:
         name, export = spec.split("=", 1)
         export = Path(export)
+        job = export.parent.name                # runs/<job>/export was trained by configs/<job>.yaml
         codec = DiffEICCodec.from_pretrained(export)
         before = _quality(codec)
         for p in list(codec.lfgcm.parameters()) + list(codec.control.parameters()):
@@ -110,7 +115,7 @@ def main() -> None:
             "commit": _git("rev-parse", "HEAD"),
             "command": "bash scripts/train_tiny.sh",
             "configs": ["configs/tiny_backbone_vae.yaml", "configs/tiny_backbone_unet.yaml",
-                        "configs/tiny_trained_stage1.yaml", f"configs/tiny_trained_stage2_lambda{name[1:]}.yaml"],
+                        "configs/tiny_trained_stage1.yaml", f"configs/{job}.yaml"],
             "data": {"train": list(TRAIN_PHOTOS), "held_out": list(HELDOUT_PHOTOS),
                      "source": "scikit-image's bundled photos (skimage.data)"},
             "steps": {"backbone_vae": int(vae_run.get("step", 0)), "backbone_unet": int(backbone_run.get("step", 0)),
@@ -120,7 +125,7 @@ def main() -> None:
             "packaged": datetime.date.today().isoformat(),
             "fp16_check": {"fp32": before, "fp16": after},
         }
-        folder = tmp / f"tiny-trained-{name}"
+        folder = tmp / name
         codec.save_pretrained(folder, lmbda=meta.get("lmbda"), provenance=provenance,
                               sd_path=f"../{BACKBONE}")
         for file in ("lfgcm.safetensors", "control.safetensors"):

@@ -250,5 +250,7 @@ def test_eval_expands_rate_points(vr_codec, tiny_codec):
 
     assert _rate_points(vr_codec, "tiny_vr", [0, 2.5]) == [("tiny_vr,rate=0", 0.0), ("tiny_vr,rate=2.5", 2.5)]
     assert _rate_points(tiny_codec, "tiny", [0, 2.5]) == [("tiny", None)]
+    # No --rates: the model's five trained levels, λ = 16, 8, 4, 2, 1.
+    assert _rate_points(vr_codec, "tiny_vr", None) == [(f"tiny_vr,rate={q}", float(q)) for q in range(5)]
     with pytest.raises(ValueError, match="outside"):
         _rate_points(vr_codec, "tiny_vr", [5])

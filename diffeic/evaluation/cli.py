@@ -17,16 +17,16 @@ from typing import List, Optional
 from ..bitstream import MAX_STEPS, SAMPLER_IDS
 from ..codecs import preset_names
 from ..config import PRESETS
-from ..pretrained import DEMO_POINTS, pretrained_folder, pretrained_models
+from ..pretrained import DEMO_MODEL, pretrained_folder, pretrained_models
 from ..samples import HELDOUT_PHOTOS as SAMPLE_PHOTOS
 from .baselines import BASELINE_NAMES
 from .datasets import SPECS, DatasetUnavailable
 
 PROG = "eval.py"
 
-#: The main job: every rate point of the demo model shipped in the package, or the untrained preset while
-#: no trained demo model is installed (scripts/train_tiny.sh makes one).
-DEFAULT_MODELS = ",".join(DEMO_POINTS) if set(DEMO_POINTS) <= set(pretrained_models()) else "tiny"
+#: The main job: the demo model shipped in the package (at each of its trained rate levels), or the untrained
+#: preset while no trained demo model is installed (scripts/train_tiny.sh makes one).
+DEFAULT_MODELS = DEMO_MODEL if DEMO_MODEL in pretrained_models() else "tiny"
 
 EPILOG = f"""\
 examples:
@@ -97,9 +97,9 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="samples", help="kodak | tecnick | clic2020 | samples | folder:PATH "
                                                         "(default: samples)")
     p.add_argument("--model", default=DEFAULT_MODELS,
-                   help="a shipped model (tiny-trained, tiny-trained-l4, ...: see diffeic.pretrained_models()), a "
-                        "preset name (tiny, sd21: random init = untrained) or a checkpoint folder; comma-separate "
-                        "several for several rate points (default: the shipped demo model's rate points, %(default)s)")
+                   help="a shipped model (tiny-trained: see diffeic.pretrained_models()), a preset name (tiny, sd21: "
+                        "random init = untrained) or a checkpoint folder; comma-separate several for several rate "
+                        "points (default: %(default)s)")
     p.add_argument("--steps", type=_int_in(1, MAX_STEPS), default=None,
                    help="diffusion steps (default: the stream's/model's)")
     p.add_argument("--sampler", default=None, choices=list(SAMPLER_IDS), metavar="NAME",
@@ -114,8 +114,8 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
                    help="baselines are quality-searched to factor x our bpp on each image, for each factor "
                         "(default: 0.5,1,2 - a short curve around each of our points)")
     p.add_argument("--rates", type=_floats, default=None,
-                   help="variable-rate models: evaluate at each of these rate parameters q, e.g. 0,1,2,3,4 "
-                        "(default: the model's highest rate)")
+                   help="variable-rate models: evaluate at each of these rate parameters q, e.g. 0,2,4 "
+                        "(default: the model's trained levels, q = 0,1,2,3,4 for lambda = 16,8,4,2,1)")
     p.add_argument("--anchor", default=None, help="series for BD-rate: diffeic or a baseline name "
                                                   "(default: the first available baseline)")
     p.add_argument("--limit", type=_int_in(1), default=None, help="only the first N images")

@@ -59,7 +59,7 @@ class EvalConfig:
     fid: bool = True
     download: bool = True
     progress: bool = True
-    rates: Optional[List[float]] = None   # rate points of variable-rate models (default: their highest rate)
+    rates: Optional[List[float]] = None   # rate points of variable-rate models (default: their trained levels)
 
     def out_dir(self, tag: str) -> Path:
         """``--out``, else ``eval_out/<dataset>_<model names>-<tag>`` (``tag``: the models' fingerprint)."""
@@ -126,11 +126,14 @@ def _other_family_model(cfg: EvalConfig, codec: Any, name: str, source: str, lab
 
 
 def _rate_points(codec: Any, point: str, rates: Optional[List[float]]) -> List[Tuple[str, Optional[float]]]:
-    """``(point, q)`` per requested rate for a variable-rate model; one ``(point, None)`` otherwise."""
+    """``(point, q)`` per requested rate of a variable-rate model (default: its trained levels, the q of
+    its gain vectors, e.g. 0,1,2,3,4); one ``(point, None)`` for a fixed-rate model."""
     from diffeic.lfgcm.rate import check_rate
 
-    if codec.rate_range is None or not rates:
+    if codec.rate_range is None:
         return [(point, None)]
+    if rates is None:
+        rates = codec.lfgcm.rate_gains.levels()
     qs = [check_rate(q, codec.config.lfgcm.rate) for q in rates]     # refuse a bad q before any work
     return [(f"{point},rate={q:g}", q) for q in qs]
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Tuple, Union
+from typing import List, Tuple, Union
 
 import numpy as np
 import torch
@@ -79,6 +79,11 @@ class RateGains(nn.Module):
         init = ((knots - self.q_max) * INIT_SLOPE * math.log(2.0)).float()[:, None].expand(-1, channels)
         self.log_gain = nn.Parameter(init.clone())
         self.log_inverse_gain = nn.Parameter(-init.clone())
+
+    def levels(self) -> List[float]:
+        """The q of each trained gain vector (float32 values), lowest rate first: 0, 1, 2, 3, 4 by default."""
+        n = self.cfg.levels
+        return [float32(self.q_min + (self.q_max - self.q_min) * i / (n - 1)) for i in range(n)]
 
     def lmbda(self, q: RateLike) -> RateLike:
         """The rate weight λ = λ_max · 2^-q that q stands for (the training loss uses it)."""
