@@ -52,8 +52,12 @@ class TrainingDiverged(RuntimeError):
     """Raised after too many consecutive non-finite steps (spec §10, issues #6/#14)."""
 
 
-def build_codec(preset: str, init_from: Optional[str] = None, sd_path: Optional[str] = None) -> DiffEICCodec:
+def build_codec(preset: str, init_from: Optional[str] = None, sd_path: Optional[str] = None,
+                rate: Optional[Dict[str, Any]] = None) -> DiffEICCodec:
     """The codec to train.
+
+    ``rate`` (``{lmbda_min, lmbda_max, levels}``, :class:`RateConfig`) replaces a variable-rate preset's
+    λ range; a fixed-rate preset refuses it.
 
     * ``init_from`` (stage 2, spec §7.3): a checkpoint folder; weights only.  A variable-rate
       ``preset`` (``tiny_vr``, ``sd21_vr``) over a fixed-rate folder adds freshly initialised gain units.
@@ -63,13 +67,19 @@ def build_codec(preset: str, init_from: Optional[str] = None, sd_path: Optional[
       an ``sd_path`` uses that backbone folder instead of random frozen parts (the shipped demo model's
       prior, :mod:`.backbone`); the path is recorded in the model's config.
     """
+    config = get_config(preset)
+    if rate is not None:
+        if config.lfgcm.rate is None:
+            raise ValueError(f"rate={rate} needs a variable-rate preset (tiny_vr, sd21_vr), got {preset!r}")
+        try:
+            config.lfgcm.rate = RateConfig(**rate)
+        except TypeError:
+            raise ValueError(f"rate={rate}: allowed keys are lmbda_min, lmbda_max, levels") from None
     if init_from:
         codec = DiffEICCodec.from_pretrained(init_from, sd_path=sd_path)
-        rate = get_config(preset).lfgcm.rate
-        if rate is not None and codec.config.lfgcm.rate is None:
-            codec = _with_rate_gains(codec, rate)
+        if config.lfgcm.rate is not None and codec.config.lfgcm.rate is None:
+            codec = _with_rate_gains(codec, config.lfgcm.rate)
     else:
-        config = get_config(preset)
         if sd_path and not config.backbone.pretrained:
             config.backbone.pretrained, config.backbone.sd_path = True, str(sd_path)
         codec = DiffEICCodec.from_config(config, pretrained_backbone=True, sd_path=sd_path)
@@ -177,6 +187,8 @@ class DiffEICModule(LightningModule):
         sd_path: SD2.1-base weights (hub id, diffusers folder or single file) for ``sd21``.
         lmbda: rate weight λ (``l_bpp_weight``; 1, 2, 4, 8, 16 in the paper).  Variable-rate models
             (``tiny_vr``, ``sd21_vr``) draw λ per batch from their ``lfgcm.rate`` range instead.
+        rate: a variable-rate preset's λ range, ``{lmbda_min, lmbda_max, levels}`` (default: the
+            preset's, λ ∈ [1, 16] at 5 levels).
         lr: main learning rate (1e-4 stage 1, 2e-5 stage 2).
         aux_lr: learning rate of the entropy bottleneck's ``quantiles`` (1e-3).
         weight_decay: AdamW weight decay of both groups (0.01, torch default, as the official code).
@@ -191,14 +203,14 @@ class DiffEICModule(LightningModule):
     """
 
     def __init__(self, preset: str = "tiny", init_from: Optional[str] = None, sd_path: Optional[str] = None,
-                 lmbda: float = 1.0, lr: float = 1e-4, aux_lr: float = 1e-3, weight_decay: float = 0.01,
+                 lmbda: float = 1.0, rate: Optional[Dict[str, Any]] = None, lr: float = 1e-4, aux_lr: float = 1e-3, weight_decay: float = 0.01,
                  l_simple_weight: float = 1.0, l_guide_weight: float = 2.0, gradient_checkpointing: bool = False,
                  max_consecutive_skips: int = 5, val_steps: int = 4, val_sampler: Optional[str] = None,
                  seed: Optional[int] = None) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False     # needed to skip non-finite steps (spec §10)
-        self.codec = build_codec(preset, init_from, sd_path)
+        self.codec = build_codec(preset, init_from, sd_path, rate)
         # Codecs are built in eval mode, and Lightning (>= 2.2) keeps each submodule's mode: without this the
         # LFGCM would train on hard-rounded likelihoods, whose rate has no gradient through y or z, and its
         # latents would grow without bound (the frozen backbone keeps itself in eval mode).
