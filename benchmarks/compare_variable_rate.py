@@ -49,6 +49,8 @@ from diffeic.samples import HELDOUT_PHOTOS, TRAIN_PHOTOS, load_photo
 
 VR_RATES = (0.0, 1.0, 2.0, 3.0, 4.0)
 FIXED = {16.0: 0.0, 4.0: 2.0, 1.0: 4.0}          # λ → the q that stands for it (q = log2(16/λ))
+#: The demo recipe's fixed-λ stage-2 runs (``scripts/train_tiny.sh fixed``), against its variable-rate λ ∈ [1, 256].
+RECIPE_FIXED = (1.0, 16.0, 256.0)
 METRICS = ("psnr", "ms_ssim", "latent_psnr")
 
 
@@ -78,7 +80,8 @@ def train(preset: str, lmbda: float, args: argparse.Namespace) -> Dict[str, obje
 def from_runs(runs: Path) -> Dict[str, Dict[str, object]]:
     """The recipe's exports → the same records as :func:`train` (times: the recipe's wall clock)."""
     times = dict(line.split("\t") for line in (runs / "train_tiny_times.tsv").read_text().splitlines())
-    jobs = {"vr": "tiny_trained_stage2_vr", **{f"fixed_l{l:g}": f"tiny_trained_stage2_lambda{l:g}" for l in FIXED}}
+    jobs = {"vr": "tiny_trained_stage2_vr",
+            **{f"fixed_l{l:g}": f"tiny_trained_stage2_lambda{l:g}" for l in RECIPE_FIXED}}
     out = {}
     for key, job in jobs.items():
         export = runs / job / "export"
@@ -166,9 +169,14 @@ def main() -> None:
             runs[f"fixed_l{lmbda:g}"] = train("tiny", lmbda, args)
 
     points: List[Dict[str, object]] = []
-    for q in VR_RATES:
-        points.append({"model": "variable", "q": q, "lmbda": 16 / 2 ** q, **evaluate(runs["vr"]["codec"], images, q)})
-    for lmbda, q in FIXED.items():
+    vr_rate = runs["vr"]["codec"].config.lfgcm.rate
+    # From the recipe: every integer q, the trained levels and the interpolated rates between them.
+    vr_rates = [float(q) for q in range(int(runs["vr"]["codec"].rate_range[1]) + 1)] if args.from_runs else VR_RATES
+    fixed = ({lmbda: math.log2(vr_rate.lmbda_max / lmbda) for lmbda in RECIPE_FIXED} if args.from_runs else FIXED)
+    for q in vr_rates:
+        points.append({"model": "variable", "q": q, "lmbda": vr_rate.lmbda_max / 2 ** q,
+                       **evaluate(runs["vr"]["codec"], images, q)})
+    for lmbda, q in fixed.items():
         points.append({"model": "fixed", "q": q, "lmbda": lmbda,
                        **evaluate(runs[f"fixed_l{lmbda:g}"]["codec"], images, None)})
 

@@ -254,3 +254,15 @@ def test_eval_expands_rate_points(vr_codec, tiny_codec):
     assert _rate_points(vr_codec, "tiny_vr", None) == [(f"tiny_vr,rate={q}", float(q)) for q in range(5)]
     with pytest.raises(ValueError, match="outside"):
         _rate_points(vr_codec, "tiny_vr", [5])
+
+
+def test_training_sets_a_variable_rate_range_and_refuses_it_for_fixed_rate():
+    from diffeic.training.module import build_codec
+
+    codec = build_codec("tiny_vr", rate={"lmbda_min": 1.0, "lmbda_max": 256.0, "levels": 5})
+    assert codec.rate_range == (0.0, 8.0) and codec.lfgcm.rate_gains.levels() == [0.0, 2.0, 4.0, 6.0, 8.0]
+    assert float(codec.lfgcm.rate_gains.lmbda(torch.tensor(2.0))) == 64.0
+    with pytest.raises(ValueError, match="needs a variable-rate preset"):
+        build_codec("tiny", rate={"lmbda_max": 256.0})
+    with pytest.raises(ValueError, match="allowed keys are lmbda_min, lmbda_max, levels"):
+        build_codec("tiny_vr", rate={"lambda_max": 256.0})
