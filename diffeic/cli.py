@@ -34,7 +34,7 @@ from .config import PRESETS  # noqa: E402
 from .convert import add_convert_parser  # noqa: E402
 from .io import IMAGE_SUFFIXES, expand_tree, image_size, output_format  # noqa: E402
 from .hub import is_hub_id  # noqa: E402
-from .pretrained import pretrained_folder, pretrained_models  # noqa: E402
+from .pretrained import DEMO_MODEL, pretrained_folder, pretrained_models  # noqa: E402
 
 if TYPE_CHECKING:
     import torch
@@ -159,9 +159,13 @@ def _add_common_options(parser: argparse.ArgumentParser) -> None:
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     presets = "|".join(PRESETS)
-    parser.add_argument("--model", default="tiny", metavar=f"{presets}|DIR",
-                        help=f"a checkpoint folder (trained weights) or a preset ({', '.join(PRESETS)}: random, "
-                             f"untrained weights, for tests and demos); default: %(default)s")
+    # The shipped demo model when the package has it (a real, if tiny, codec), else the untrained preset.
+    shipped = pretrained_models()
+    default = DEMO_MODEL if DEMO_MODEL in shipped else "tiny"
+    parser.add_argument("--model", default=default, metavar=f"NAME|{presets}|DIR",
+                        help=f"a shipped model ({', '.join(shipped) or 'none installed'}: a tiny demo trained on a "
+                             f"CPU), a checkpoint folder (trained weights) or a preset ({', '.join(PRESETS)}: random, "
+                             f"untrained weights, for tests); default: %(default)s")
     parser.add_argument("--sd-path", metavar="P", default=None,
                         help="Stable Diffusion 2.1-base weights for a checkpoint folder: hub id, diffusers folder "
                              "or single file (default: the one recorded in the checkpoint)")
