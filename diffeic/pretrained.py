@@ -14,6 +14,8 @@ from typing import Dict, List, Optional
 PRETRAINED_DIR = Path(__file__).resolve().parent / "data" / "pretrained"
 #: The demo model: variable-rate, so one name covers every rate point (``compress(x, rate=q)``).
 DEMO_MODEL = "tiny-trained"
+#: What every output that shows a shipped model says it is.
+DEMO_NOTE = "tiny demo model, trained on 7 photos on a CPU; not the paper's model"
 
 
 def _folders() -> Dict[str, Path]:
@@ -34,4 +36,4 @@ def pretrained_folder(name: str) -> Optional[Path]:
     return _folders().get(name)
 
 
-__all__ = ["pretrained_models", "pretrained_folder", "PRETRAINED_DIR", "DEMO_MODEL"]
+__all__ = ["pretrained_models", "pretrained_folder", "PRETRAINED_DIR", "DEMO_MODEL", "DEMO_NOTE"]

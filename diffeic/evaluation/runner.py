@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..pretrained import DEMO_NOTE, pretrained_folder
 from . import fid as fidmod
 from . import protocol
 from .baselines import BASELINE_NAMES, Baseline, available_baselines, quality_search
@@ -96,6 +97,8 @@ def _load_models(cfg: EvalConfig, device: str) -> List[OurModel]:
         codec = codec.to(device).eval()
         trained = bool(codec.is_trained)
         label = f"{OURS} {codec.config.name}" + ("" if trained else f" ({UNTRAINED_NOTE})")
+        if pretrained_folder(spec) is not None:
+            label = f"{OURS} {spec} ({DEMO_NOTE})"
         if not hasattr(codec, "fast_decoder"):        # HiFiC / refine: no sampler; steps and seed if they sample
             out.append(_other_family_model(cfg, codec, name, source, label))
             continue
@@ -106,7 +109,6 @@ def _load_models(cfg: EvalConfig, device: str) -> List[OurModel]:
         sampler, steps = cfg.sampler or d.name, cfg.steps or d.steps
         seed = cfg.seed if cfg.seed is not None else d.seed
         setting = f"sampler={sampler};steps={steps};seed={seed}+index"
-        label = f"{OURS} {codec.config.name}" + ("" if trained else f" ({UNTRAINED_NOTE})")
         out += [OurModel(codec, p, setting, label, trained, source, sampler, steps, seed, q)
                 for p, q in _rate_points(codec, point, cfg.rates)]
     return out
