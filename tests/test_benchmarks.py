@@ -54,3 +54,21 @@ def test_run_all_cli_and_results_file(tmp_path, monkeypatch, capsys, codec):
 
 def test_size_flag_is_width_by_height():
     assert common.parse_size("768x512") == (512, 768)
+
+
+def test_families_rd_marks_baselines_that_cannot_reach_our_rate(monkeypatch, capsys):
+    import numpy as np
+
+    from benchmarks import families_rd
+
+    # 64×64: the refine_tiny stream is a few hundred bits (≈0.1 bpp) while JPEG's headers alone are ≈0.6 bpp,
+    # so the quality search stops at its lowest quality — a row that must not read as a same-rate point.
+    rng = np.random.default_rng(0)
+    monkeypatch.setattr(families_rd, "photo", lambda name: rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    assert families_rd.main(["--model", "refine_tiny", "--images", "chelsea", "--baselines", "jpeg"]) == 0
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in capsys.readouterr().out.splitlines()}
+    assert set(rows) >= {"refine_tiny (untrained) MSE", "refine_tiny (untrained) refined",
+                         "jpeg @ refine_tiny (untrained) (lowest quality, above our bpp)"}
+    ours = float(rows["refine_tiny (untrained) MSE"].split(" | ")[2])
+    jpeg = float(rows["jpeg @ refine_tiny (untrained) (lowest quality, above our bpp)"].split(" | ")[2])
+    assert jpeg > 2 * ours
