@@ -131,7 +131,8 @@ def _hific_count(N=220, base=60, blocks=9, hyper=320, disc=64):
     synth = 2 * conv(hyper, hyper, 5) + conv(hyper, N, 3)
     hyperprior = conv(N, hyper, 3) + 2 * conv(hyper, hyper, 5) + 2 * synth
     # compressai's EntropyBottleneck per channel, filters (3,3,3,3): matrices 3+9+9+9+3, biases 3+3+3+3+1,
-    # factors 3+3+3+3, quantiles 3.
+    # factors 3+3+3+3, quantiles 3.  (The authors' release uses tfc's default filters (3,3,3): 46 per channel,
+    # 4,800 parameters fewer in all, 0.003 % of the codec.)
     eb = hyper * (33 + 13 + 12 + 3)
     d = conv(N, 12, 3) + conv(15, disc, 4) + conv(64, 128, 4) + conv(128, 256, 4) + conv(256, 512, 4) + conv(512, 1, 4)
     return enc, gen, hyperprior + eb, d
