@@ -16,18 +16,19 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from . import __version__
-from .bitstream import FORMAT_VERSION, MAX_SIDE, SAMPLER_IDS, BitstreamError, StreamHeader, pack, unpack
-from .config import DiffEICConfig, get_config
+from . import checkpoint
+from .bitstream import MAX_SIDE, SAMPLER_IDS, BitstreamError, StreamHeader, pack, unpack
+from .config import SEED_LIMIT, DiffEICConfig, check_int, get_config
 from .diffusion.backbone import FrozenBackbone
 from .diffusion.control import ControlModule
 from .diffusion.fast import FastDecoder, FastOptions, vae_tiling
 from .lfgcm import LFGCM, PAD_MULTIPLE
 
 Bits = Union[bytes, bytearray]
-CONFIG_FILE = "config.yaml"
-LFGCM_FILE = "lfgcm.safetensors"
-CONTROL_FILE = "control.safetensors"
+
+
+#: What a stream that decodes to NaN/Inf means: the payload is corrupt, or its model is not this one.
+NON_FINITE_STREAM = "stream decodes to non-finite values: corrupt or made by another model"
 
 
 def padded_size(height: int, width: int, multiple: int = PAD_MULTIPLE) -> Tuple[int, int]:
@@ -103,9 +104,9 @@ class DiffEICCodec(nn.Module):
         (argument, else the value recorded in ``config.yaml``, else ``DIFFEIC_SD_PATH``/default);
         presets without them (``tiny``) rebuild the frozen parts from the config.  The backbone's
         content fingerprint must equal the one recorded at training time unless ``check_backbone=False``.
+        Everything in the folder is checked first (:func:`diffeic.checkpoint.read`): a broken or
+        tampered folder raises :class:`~diffeic.checkpoint.CheckpointError` naming the file and the problem.
         """
-        from safetensors.torch import load_file
-
         from .pretrained import pretrained_folder, pretrained_models
 
         folder = Path(path)
@@ -115,15 +116,13 @@ class DiffEICCodec(nn.Module):
             shipped = ", ".join(pretrained_models()) or "none installed"
             raise FileNotFoundError(f"{folder}: no such checkpoint folder, and not a shipped model name "
                                     f"(shipped: {shipped})")
-        meta_path = folder / CONFIG_FILE
-        if not meta_path.is_file():
-            raise FileNotFoundError(f"{folder}: not a diffeic checkpoint folder (no {CONFIG_FILE}); "
-                                    f"expected {CONFIG_FILE}, {LFGCM_FILE} and {CONTROL_FILE}")
-        meta = yaml.safe_load(meta_path.read_text()) or {}
-        cfg = DiffEICConfig.from_dict(meta.get("model", meta))
-        for name in (LFGCM_FILE, CONTROL_FILE):
-            if not (folder / name).is_file():
-                raise FileNotFoundError(f"{folder}: checkpoint folder lacks {name}")
+        return cls._from_checkpoint(checkpoint.read(folder), sd_path, device, check_backbone)
+
+    @classmethod
+    def _from_checkpoint(cls, ckpt: checkpoint.Checkpoint, sd_path: Optional[str],
+                         device: Union[str, torch.device, None], check_backbone: bool) -> "DiffEICCodec":
+        cfg, meta, folder = ckpt.config, ckpt.meta, ckpt.folder
+        lfgcm = ckpt.build_lfgcm()              # before the (slow) backbone: a bad folder fails fast
         if cfg.backbone.pretrained:
             recorded_sd = meta.get("sd_path")
             if recorded_sd and not Path(recorded_sd).is_absolute() and (folder / recorded_sd).exists():
@@ -136,24 +135,44 @@ class DiffEICCodec(nn.Module):
             raise ValueError(f"the loaded SD backbone (fingerprint {backbone.fingerprint()}) differs from the one this "
                              f"checkpoint was trained with ({recorded}); pass the original weights as sd_path, or "
                              f"check_backbone=False to use it anyway")
-        lfgcm = LFGCM(cfg.lfgcm)
-        lfgcm.load_state_dict(load_file(str(folder / LFGCM_FILE)))    # compressai's: resizes CDF buffers
         control = ControlModule.from_unet(backbone.unet, cfg.control, init_from_unet=False)
-        control.load_state_dict(load_file(str(folder / CONTROL_FILE)))
-        codec = cls(cfg, lfgcm, backbone, control, trained=bool(meta.get("trained", True)))
+        ckpt.load_control(control)
+        codec = cls(cfg, lfgcm, backbone, control, trained=ckpt.trained)
         codec.eval()
-        if lfgcm.entropy_bottleneck._offset.numel() == 0:
-            lfgcm.update(force=True)
         return codec.to(device) if device is not None else codec
 
-    def save_pretrained(self, path: Union[str, Path], **metadata: Any) -> Path:
-        """Write the trainable parts (and the LFGCM's coding tables) as a checkpoint folder."""
+    def save_pretrained(self, path: Union[str, Path], overwrite: bool = True, **metadata: Any) -> Path:
+        """Write the trainable parts (and the LFGCM's coding tables) as a checkpoint folder, atomically
+        (:func:`diffeic.checkpoint.write`): readers see the previous folder or the new one, never a mix."""
         self.lfgcm.update(force=True)          # store tables that match the weights being saved
         meta = {"trained": self.is_trained, "fingerprint": self.fingerprint(),
                 "backbone_fingerprint": self.backbone_fingerprint(),
                 "sd_path": self.config.backbone.resolved_sd_path() if self.config.backbone.pretrained else None,
                 **metadata}
-        return write_checkpoint(path, self.config, self.lfgcm, self.control, meta)
+        return checkpoint.write(path, self.config, self.lfgcm, self.control, meta, overwrite=overwrite)
+
+    # ------------------------------------------------------------------ dtype: float32 only
+    def to(self, *args: Any, **kwargs: Any) -> "DiffEICCodec":
+        """Move the codec to a device (``codec.to("cuda")``); its weights stay float32 (see :meth:`double`)."""
+        _, dtype, _, _ = torch._C._nn._parse_to(*args, **kwargs)
+        _refuse_dtype(dtype, "to")
+        return super().to(*args, **kwargs)
+
+    def double(self) -> "DiffEICCodec":
+        """Refused: the coder's exact integer path and tables are defined on float32 weights. Faster
+        decoding in half precision: ``codec.optimize(dtype="bf16")`` (or ``"fp16"``)."""
+        _refuse_dtype(torch.float64, "double")
+        return self
+
+    def half(self) -> "DiffEICCodec":
+        """Refused, as :meth:`double`; use ``codec.optimize(dtype="fp16")``."""
+        _refuse_dtype(torch.float16, "half")
+        return self
+
+    def bfloat16(self) -> "DiffEICCodec":
+        """Refused, as :meth:`double`; use ``codec.optimize(dtype="bf16")``."""
+        _refuse_dtype(torch.bfloat16, "bfloat16")
+        return self
 
     # ------------------------------------------------------------------ identity
     @property
@@ -187,16 +206,11 @@ class DiffEICCodec(nn.Module):
         return self._fingerprint
 
     def _fingerprinted_tensors(self) -> List[Tuple[str, torch.Tensor]]:
-        # The LFGCM's buffers are its CDF tables: they define the decoder as much as the weights do,
-        # so two machines that built different tables refuse each other's streams instead of
-        # decoding garbage.
-        if getattr(self, "_param_list", None) is None:     # Parameter objects are stable; gather once
-            self._param_list = ([("lfgcm." + n, p) for n, p in self.lfgcm.named_parameters()]
-                                + [("control." + n, p) for n, p in self.control.named_parameters()])
-        tables = [(f"lfgcm.{m}.{b}", getattr(getattr(self.lfgcm, m), b))   # replaced on every update()
-                  for m in ("entropy_bottleneck", "gaussian_conditional")
-                  for b in ("_quantized_cdf", "_offset", "_cdf_length")]
-        return self._param_list + tables
+        # The LFGCM names what its coder depends on (weights, CDF and scale tables, bounds): two models
+        # that would decode a stream differently refuse each other's streams instead of decoding garbage.
+        if getattr(self, "_control_params", None) is None:     # Parameter objects are stable; gather once
+            self._control_params = [("control." + n, p) for n, p in self.control.named_parameters()]
+        return [("lfgcm." + n, t) for n, t in self.lfgcm.fingerprint_tensors()] + self._control_params
 
     # ------------------------------------------------------------------ input checks
     def _check_images(self, x: Any) -> Tuple[torch.Tensor, bool]:
@@ -204,6 +218,10 @@ class DiffEICCodec(nn.Module):
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"expected a torch.Tensor image of shape (3,H,W) or (B,3,H,W) in [0,1], got "
                             f"{type(x).__name__}")
+        if x.layout != torch.strided:
+            raise TypeError(f"expected a dense image tensor, got layout {x.layout} (call x.to_dense() first)")
+        if x.is_meta:
+            raise ValueError("the image is a meta tensor: it has a shape but no values to compress")
         if not torch.is_floating_point(x):
             raise TypeError(f"expected a floating-point image in [0,1], got dtype {x.dtype} "
                             f"(for uint8 data use x.float() / 255)")
@@ -269,10 +287,8 @@ class DiffEICCodec(nn.Module):
         d = self.config.sampler
         if sampler is not None and sampler not in SAMPLER_IDS:
             raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLER_IDS)}")
-        if steps is not None and (not isinstance(steps, int) or steps < 1):
-            raise ValueError(f"steps must be a positive integer, got {steps!r}")
-        if seed is not None and (not isinstance(seed, int) or not 0 <= seed < 2 ** 64):
-            raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")
+        steps = None if steps is None else check_int("steps", steps, 1)      # numpy ints yes, True no
+        seed = None if seed is None else check_int("seed", seed, 0, SEED_LIMIT - 1)
         return {"sampler": None if sampler in (None, d.name) else sampler,
                 "steps": None if steps in (None, d.steps) else steps,
                 "seed": None if seed in (None, d.seed) else seed}
@@ -328,7 +344,7 @@ class DiffEICCodec(nn.Module):
         except (RuntimeError, ValueError, OverflowError) as err:
             raise BitstreamError(f"corrupt payload: {err}") from err
         if not torch.isfinite(z_c).all():
-            raise BitstreamError("corrupt payload: it decodes to non-finite latents")
+            raise BitstreamError(NON_FINITE_STREAM)
         return {"header": header, "z_c": z_c, "y_hat": y_hat, "z_hat": z_hat}
 
     def decompress(self, bits: Union[Bits, Sequence[Bits]], steps: Optional[int] = None,
@@ -352,7 +368,7 @@ class DiffEICCodec(nn.Module):
         use_seed = seed if seed is not None else (header.seed if header.seed is not None else d.seed)
         image = self.generate(latents["z_c"], sampler=name, steps=n_steps, seed=use_seed, progress=progress)
         if not torch.isfinite(image).all():
-            raise BitstreamError("decoding produced non-finite pixels: the payload is corrupt or the weights are broken")
+            raise BitstreamError(NON_FINITE_STREAM)
         return image[0, :, :header.height, :header.width]
 
     @torch.no_grad()
@@ -421,28 +437,14 @@ class DiffEICCodec(nn.Module):
                 images = self.generate(torch.cat([z for _, _, z, _ in chunk]), sampler=name, steps=n_steps,
                                        seed=[s for _, _, _, s in chunk])
                 if not torch.isfinite(images).all():
-                    raise BitstreamError("decoding produced non-finite pixels: a payload is corrupt or the weights are broken")
+                    raise BitstreamError(NON_FINITE_STREAM)
                 for (i, h, _, _), image in zip(chunk, images):
                     out[i] = image[:, :h.height, :h.width]
         return out
 
 
-def write_checkpoint(path: Union[str, Path], config: DiffEICConfig, lfgcm: nn.Module, control: nn.Module,
-                     metadata: Dict[str, Any]) -> Path:
-    """The one writer of checkpoint folders (``save_pretrained``, the trainer's export, the converter).
-
-    Weights first, ``config.yaml`` last: a folder interrupted mid-write is not mistaken for a checkpoint.
-    """
-    from safetensors.torch import save_file
-
-    folder = Path(path)
-    folder.mkdir(parents=True, exist_ok=True)
-    save_file(_cpu_contiguous(lfgcm.state_dict()), str(folder / LFGCM_FILE))
-    save_file(_cpu_contiguous(control.state_dict()), str(folder / CONTROL_FILE))
-    meta = {"diffeic_version": __version__, "format_version": FORMAT_VERSION, **metadata, "model": config.to_dict()}
-    (folder / CONFIG_FILE).write_text(yaml.safe_dump(meta, sort_keys=False))
-    return folder
-
-
-def _cpu_contiguous(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+def _refuse_dtype(dtype: Optional[torch.dtype], method: str) -> None:
+    if dtype is not None and dtype != torch.float32:
+        raise TypeError(f"DiffEICCodec.{method}(): dtype {dtype} is not allowed, the codec's weights stay float32 "
+                        f"(its exact entropy coding depends on them); for faster decoding use "
+                        f"codec.optimize(dtype='bf16' or 'fp16')")

@@ -25,7 +25,6 @@ import contextlib
 import copy
 import math
 import os
-import shutil
 import time
 import warnings
 from pathlib import Path
@@ -39,11 +38,12 @@ from lightning.pytorch import LightningModule
 from ..codec import DiffEICCodec
 from ..config import get_config
 from ..diffusion.sampling import add_noise, sample_timesteps, training_scheduler
+from ..lfgcm import LFGCM
 
 Tensor = torch.Tensor
 
 #: LFGCM buffers derived from the weights (CDF tables; rebuilt by ``update``) — not checkpointed.
-_DERIVED_SUFFIXES = ("._quantized_cdf", "._cdf_length", "._offset", ".scale_table")
+_DERIVED = frozenset("codec.lfgcm." + name for name in LFGCM.coding_table_names())
 
 
 class TrainingDiverged(RuntimeError):
@@ -303,22 +303,12 @@ class DiffEICModule(LightningModule):
         hp = self.hparams
         meta = {"step": int(self.global_step), "lmbda": float(hp.lmbda), "lr": float(hp.lr),
                 "init_from": hp.init_from, "preset": str(hp.preset), **metadata}
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        snapshot.save_pretrained(tmp, **meta)
-        old = path.with_name(path.name + ".old")
-        if path.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            path.rename(old)
-        tmp.rename(path)
-        shutil.rmtree(old, ignore_errors=True)
-        return path
+        return snapshot.save_pretrained(path, **meta)        # atomic: diffeic.checkpoint.write
 
     # ------------------------------------------------------------------ checkpoints without the frozen SD weights
     @staticmethod
     def _excluded(key: str) -> bool:
-        return key.startswith("codec.backbone.") or (key.startswith("codec.lfgcm.") and key.endswith(_DERIVED_SUFFIXES))
+        return key.startswith("codec.backbone.") or (key in _DERIVED)
 
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         """Drop the frozen SD parts (≈3.5 GB for sd21) and derived CDF tables; record what they were."""
