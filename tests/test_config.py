@@ -28,7 +28,8 @@ def _with(path: str, value):
     ("sampler.fewstep_start", 1000, r"sampler\.fewstep_start = 1000: must be below"),
     ("backbone.pretrained", "no", r"backbone\.pretrained = 'no': must be true or false"),
     ("lfgcm.slices", "2,2", r"lfgcm\.slices = '2,2': must be a non-empty list"),
-    ("lfgcm.N", 0, r"lfgcm\.N = 0: must be an integer >= 1"),
+    ("lfgcm.N", 0, r"lfgcm\.N = 0: must be an integer in \[1, 65536\]"),
+    ("lfgcm.N", 2 ** 70, r"lfgcm\.N = 1180591620717411303424: must be an integer in \[1, 65536\]"),   # was an overflow
     ("control.width_ratio", 2, r"control\.width_ratio = 2\.0: must be a finite number \(0, 1\]"),
     ("lfgcm", [1, 2], r"config\.lfgcm = \[1, 2\]: must be a mapping"),
 ])
