@@ -2,6 +2,7 @@
 
     python benchmarks/bench_decode.py --preset sd21 --device cuda --size 768x512 --steps 50 --repeats 10
     python benchmarks/bench_decode.py --preset sd21 --device cuda --sampler fewstep --steps 4
+    python benchmarks/bench_decode.py --preset sd21 --device cuda --sampler onestep     # one UNet call (issue #19)
 
 Reports per image: entropy decoding, denoising (and per step), VAE decoding, total; network
 evaluations (fused control+UNet calls, counted); peak memory; and total-time ratio optimised/plain.
@@ -34,7 +35,8 @@ def measure(codec, bits: Sequence[bytes], options, sampler: str, steps: int, rep
             device: torch.device, label: str) -> Dict[str, object]:
     """Time the three decoding phases of a batch of streams under ``options`` (median of ``repeats``)."""
     codec.optimize(options)
-    decoder = codec.fast_decoder()
+    one_step = sampler == "onestep"
+    decoder = codec.one_step_fast_decoder() if one_step else codec.fast_decoder()
     seeds = list(range(len(bits)))
 
     def entropy():
@@ -45,6 +47,9 @@ def measure(codec, bits: Sequence[bytes], options, sampler: str, steps: int, rep
 
     def denoise():
         gens = [torch.Generator().manual_seed(s) for s in seeds]
+        if one_step:
+            with torch.no_grad():
+                return codec.one_step_decoder().predict(decoder.eps_fn(z_c, tiles), z_c, gens)
         return decoder.denoise(z_c, sampler, steps, gens,
                                codec.config.schedule, codec.config.sampler.fewstep_start)
 
@@ -68,6 +73,7 @@ def run(preset: str = "tiny", device: str = "cpu", size=(512, 768), steps: int =
     """Benchmark decoding; returns one row per path (plain, then optimised when ``fast``)."""
     dev = torch.device(device)
     codec = codec if codec is not None else common.build_codec(preset, dev)
+    steps = 1 if sampler == "onestep" else steps     # one network evaluation by construction
     h, w = size
     bits = [codec.compress(common.smooth_image(h, w, seed=i).to(dev)) for i in range(batch)]
     base = {"preset": preset, "device": dev.type, "size": f"{w}x{h}", "sampler": sampler, "steps": steps,
@@ -86,7 +92,7 @@ def run(preset: str = "tiny", device: str = "cpu", size=(512, 768), steps: int =
 
 def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, object]]:
     p = common.base_parser(__doc__.splitlines()[0])
-    p.add_argument("--sampler", default="ddpm", choices=["ddpm", "ddim", "dpmpp", "fewstep"])
+    p.add_argument("--sampler", default="ddpm", choices=["ddpm", "ddim", "dpmpp", "fewstep", "onestep"])
     p.add_argument("--batch", type=int, default=1, help="streams decoded together (same size, own seeds)")
     args = p.parse_args(argv)
     dev = common.setup(args)

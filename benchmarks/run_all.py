@@ -1,4 +1,4 @@
-"""Run every benchmark (encode, decode at --steps, few-step decode, training step) and append to RESULTS.md.
+"""Run every benchmark (encode, decode at --steps, few-step and one-step decode, training step) and append to RESULTS.md.
 
     python benchmarks/run_all.py --preset tiny --device cpu --size 256x256 --steps 4 --repeats 1
     python benchmarks/run_all.py --preset sd21 --device cuda --size 768x512 --steps 50 --repeats 10
@@ -30,10 +30,12 @@ def run(preset: str = "tiny", device: str = "cpu", size=(512, 768), steps: int =
         "decode": bench_decode.run(preset, device, size, steps, repeats, fast, "ddpm", dtype=dtype, codec=codec),
         "decode_fewstep": bench_decode.run(preset, device, size, fewsteps, repeats, fast, "fewstep", dtype=dtype,
                                            codec=codec),
+        "decode_onestep": bench_decode.run(preset, device, size, 1, repeats, fast, "onestep", dtype=dtype,
+                                           codec=codec),
         "train": bench_train.run(preset, device, train_size, train_batch, repeats, fast, dtype, codec=codec),
     }
     columns = {"encode": bench_encode.COLUMNS, "decode": bench_decode.COLUMNS,
-               "decode_fewstep": bench_decode.COLUMNS, "train": bench_train.COLUMNS}
+               "decode_fewstep": bench_decode.COLUMNS, "decode_onestep": bench_decode.COLUMNS, "train": bench_train.COLUMNS}
     for name, rows in results.items():
         common.report(f"{name} ({preset}, {dev.type})", rows, columns[name], dev, record=record, quiet=quiet)
     return results

@@ -18,6 +18,10 @@ _EXPORTS = {
     "DiffEICConfig": ("config", "DiffEICConfig"),
     "get_config": ("config", "get_config"),
     "pretrained_models": ("pretrained", "pretrained_models"),
+    "load_codec": ("codecs", "load_codec"),
+    "HiFiCCodec": ("hific.codec", "HiFiCCodec"),
+    "RefineCodec": ("refine.codec", "RefineCodec"),
+    "TargetTooSmall": ("target_size", "TargetTooSmall"),
 }
 
 __all__ = [*_EXPORTS, "__version__"]

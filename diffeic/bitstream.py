@@ -29,7 +29,7 @@ import math
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 MAGIC = b"\xde\x1c"
 FORMAT_VERSION = 2          # the newest version this module writes
@@ -38,7 +38,7 @@ FINGERPRINT_BYTES = 4
 CRC_BYTES = 4
 
 #: Sampler names by their id in the stream. Never renumber: ids are part of the format.
-SAMPLER_IDS = {"ddpm": 0, "ddim": 1, "dpmpp": 2, "fewstep": 3}
+SAMPLER_IDS = {"ddpm": 0, "ddim": 1, "dpmpp": 2, "fewstep": 3, "onestep": 4}
 SAMPLER_NAMES = {v: k for k, v in SAMPLER_IDS.items()}
 
 #: Codec families by their id in a version-2 stream (absent: ``diffeic``). Never renumber.
@@ -215,6 +215,21 @@ def unpack(data: bytes) -> Tuple[StreamHeader, bytes]:
     header = StreamHeader(fingerprint=fingerprint, height=height, width=width, sampler=sampler,
                           steps=steps, seed=seed, family=family, rate=rate)
     return header, body[pos:]
+
+
+def describe(data: bytes) -> Dict[str, Any]:
+    """A stream's header as a dict (no model needed): format version, family, fingerprint, size,
+    rate, decode settings (None = the decoding model's default), payload/container/total bytes and bpp.
+
+    Raises :class:`BitstreamError` like :func:`unpack`.  ``DiffEICCodec.inspect`` returns this.
+    """
+    header, payload = unpack(data)
+    total = len(data)
+    return {"version": header.version, "family": header.family, "fingerprint": header.fingerprint,
+            "height": header.height, "width": header.width, "rate": header.rate,
+            "sampler": header.sampler, "steps": header.steps, "seed": header.seed,
+            "payload_bytes": len(payload), "container_bytes": total - len(payload), "total_bytes": total,
+            "bpp": 8 * total / (header.height * header.width)}
 
 
 def container_overhead(header: StreamHeader) -> int:

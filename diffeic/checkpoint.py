@@ -6,6 +6,7 @@ A checkpoint folder (written by ``DiffEICCodec.save_pretrained``, the trainer's 
                          SHA-256 of each weights file (``files``)
     lfgcm.safetensors    the LFGCM's weights and its entropy coder's tables
     control.safetensors  the control module's weights
+    onestep.safetensors  optional: a one-step decoder's control module (``config.yaml`` key ``onestep``)
 
 It is written into a hidden sibling folder and renamed into place, so no reader ever sees a half-written
 or mixed folder.  Reading checks the config, the recorded hashes, every tensor (finite, the keys and shapes
@@ -20,7 +21,7 @@ import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Union
 
 import torch
 import yaml
@@ -31,7 +32,9 @@ from .config import DiffEICConfig, check_bool, load_yaml
 CONFIG_FILE = "config.yaml"
 LFGCM_FILE = "lfgcm.safetensors"
 CONTROL_FILE = "control.safetensors"
-WEIGHT_FILES = (LFGCM_FILE, CONTROL_FILE)
+ONESTEP_FILE = "onestep.safetensors"
+WEIGHT_FILES = (LFGCM_FILE, CONTROL_FILE)          # in every checkpoint
+OPTIONAL_FILES = (ONESTEP_FILE,)
 FILES = (CONFIG_FILE, *WEIGHT_FILES)
 
 PathLike = Union[str, Path]
@@ -50,6 +53,7 @@ class Checkpoint:
     meta: Dict[str, Any]                 # config.yaml without the model config
     lfgcm_state: Dict[str, torch.Tensor]
     control_state: Dict[str, torch.Tensor]
+    onestep_state: Optional[Dict[str, torch.Tensor]] = None     # with meta["onestep"] (checked)
 
     @property
     def trained(self) -> bool:
@@ -76,6 +80,21 @@ class Checkpoint:
         check_keys(self.folder / CONTROL_FILE, self.control_state, control)
         control.load_state_dict(self.control_state)
 
+    def build_onestep(self, unet: nn.Module) -> Optional[nn.Module]:
+        """The checkpoint's one-step decoder (a control module of its own for ``unet``), or None."""
+        from .diffusion.control import ControlModule
+        from .diffusion.onestep import OneStepConfig, OneStepDecoder
+
+        if self.onestep_state is None:
+            return None
+        info = dict(self.meta["onestep"])
+        trained = info.pop("trained", False)
+        control = ControlModule.from_unet(unet, self.config.control, init_from_unet=False)
+        decoder = OneStepDecoder(control, OneStepConfig.from_dict(info), self.config.schedule, trained=trained)
+        check_keys(self.folder / ONESTEP_FILE, self.onestep_state, decoder)
+        decoder.load_state_dict(self.onestep_state)
+        return decoder
+
 
 def read(path: PathLike) -> Checkpoint:
     """Read and check a checkpoint folder; raises ``FileNotFoundError`` or :class:`CheckpointError`."""
@@ -98,35 +117,65 @@ def read(path: PathLike) -> Checkpoint:
     model = meta.pop("model", None)
     try:
         config = DiffEICConfig.from_dict(model if model is not None else meta)
-        _check_meta(meta)
+        _check_meta(meta, config)
     except (ValueError, TypeError) as err:
         raise CheckpointError(f"{meta_path}: {err}") from None
-    _check_hashes(folder, meta.get("files"))
-    return Checkpoint(folder, config, meta, _load_tensors(folder / LFGCM_FILE), _load_tensors(folder / CONTROL_FILE))
+    one_step = meta.get("onestep") is not None
+    if one_step and not (folder / ONESTEP_FILE).is_file():
+        raise FileNotFoundError(f"{folder}: {CONFIG_FILE} declares a one-step decoder but {ONESTEP_FILE} is missing")
+    check_hashes(folder, meta.get("files"))
+    return Checkpoint(folder, config, meta, load_tensors(folder / LFGCM_FILE), load_tensors(folder / CONTROL_FILE),
+                      load_tensors(folder / ONESTEP_FILE) if one_step else None)
 
 
-def _check_meta(meta: Dict[str, Any]) -> None:
-    if "trained" in meta:
-        check_bool("trained", meta["trained"])
-    for key in ("fingerprint", "backbone_fingerprint", "sd_path"):
+def _check_meta(meta: Dict[str, Any], config: DiffEICConfig) -> None:
+    check_common_meta(meta, WEIGHT_FILES + OPTIONAL_FILES, WEIGHT_FILES)
+    for key in ("backbone_fingerprint", "sd_path"):
         if meta.get(key) is not None and not isinstance(meta[key], str):
             raise ValueError(f"{key} = {meta[key]!r}: must be a string or null")
-    files = meta.get("files")
-    if files is not None and (not isinstance(files, dict) or set(files) != set(WEIGHT_FILES)
+    info = meta.get("onestep")
+    if info is not None:
+        from .diffusion.onestep import OneStepConfig
+
+        if not isinstance(info, dict):
+            raise ValueError(f"onestep = {info!r}: must be a mapping of one-step settings")
+        settings = dict(info)
+        check_bool("onestep.trained", settings.pop("trained", False))
+        timestep = OneStepConfig.from_dict(settings).timestep
+        if timestep >= config.schedule.num_train_timesteps:
+            raise ValueError(f"onestep.timestep = {timestep}: must be below schedule.num_train_timesteps "
+                             f"({config.schedule.num_train_timesteps})")
+
+
+def check_common_meta(meta: Dict[str, Any], allowed: Iterable[str], required: Iterable[str]) -> None:
+    """Checks of the metadata every checkpoint folder has (any codec family): ``trained``, ``fingerprint``
+    and ``files``, which must name each of ``required`` and only names in ``allowed``."""
+    if "trained" in meta:
+        check_bool("trained", meta["trained"])
+    if meta.get("fingerprint") is not None and not isinstance(meta["fingerprint"], str):
+        raise ValueError(f"fingerprint = {meta['fingerprint']!r}: must be a string or null")
+    files, allowed, required = meta.get("files"), set(allowed), set(required)
+    if files is not None and (not isinstance(files, dict) or not required <= set(files) <= allowed
                               or not all(isinstance(v, str) for v in files.values())):
-        raise ValueError(f"files = {files!r}: must map {' and '.join(WEIGHT_FILES)} to their SHA-256")
+        raise ValueError(f"files = {files!r}: must map {', '.join(sorted(required))} (and optionally "
+                         f"{', '.join(sorted(allowed - required)) or 'nothing else'}) to their SHA-256")
 
 
-def _check_hashes(folder: Path, files: Any) -> None:
+def check_hashes(folder: Path, files: Any) -> None:
+    """Each file's SHA-256 must equal the one recorded in ``config.yaml`` (``files``, checked by
+    :func:`check_common_meta`)."""
     # Folders written before hashes were recorded have none; those written since must match them, so a
     # folder that mixes files of two saves (or was edited) is refused instead of loading silently.
     for name, expected in (files or {}).items():
+        if not (folder / name).is_file():
+            raise FileNotFoundError(f"{folder}: checkpoint folder lacks {name} (recorded in {CONFIG_FILE})")
         if _sha256(folder / name) != expected:
             raise CheckpointError(f"{folder / name}: its SHA-256 differs from the one recorded in {CONFIG_FILE}: the "
                                   f"folder mixes files of different saves or was modified")
 
 
-def _load_tensors(path: Path) -> Dict[str, torch.Tensor]:
+def load_tensors(path: Path) -> Dict[str, torch.Tensor]:
+    """A safetensors file's tensors; :class:`CheckpointError` for an unreadable file or NaN/Inf values."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -172,11 +221,11 @@ def _first_line(err: BaseException) -> str:
 
 # --------------------------------------------------------------------------- writing
 
-def check_target(path: PathLike, overwrite: bool) -> None:
+def check_target(path: PathLike, overwrite: bool, files: Iterable[str] = FILES + OPTIONAL_FILES) -> None:
     """Refuse to write a checkpoint at ``path`` if that would lose something.
 
     An existing checkpoint is replaced only with ``overwrite``; a file, or a folder holding anything but
-    checkpoint files, is never replaced (the folder is swapped as a whole).
+    checkpoint ``files``, is never replaced (the folder is swapped as a whole).
     """
     folder = Path(path)
     if not folder.exists():
@@ -184,7 +233,7 @@ def check_target(path: PathLike, overwrite: bool) -> None:
     if not folder.is_dir():
         raise FileExistsError(f"{folder} exists and is not a folder")
     present = {p.name for p in folder.iterdir()}
-    foreign = sorted(present - set(FILES))
+    foreign = sorted(present - set(files))
     if foreign:
         raise FileExistsError(f"{folder} holds files that are not part of a checkpoint ({_brief(foreign)}); a "
                               f"checkpoint is written as a whole folder: choose a new or empty folder")
@@ -194,29 +243,42 @@ def check_target(path: PathLike, overwrite: bool) -> None:
 
 
 def write(path: PathLike, config: DiffEICConfig, lfgcm: nn.Module, control: nn.Module,
-          metadata: Mapping[str, Any], overwrite: bool = True) -> Path:
-    """Write a checkpoint folder atomically: into a hidden sibling folder, then renamed to ``path``.
+          metadata: Mapping[str, Any], overwrite: bool = True, onestep: Optional[nn.Module] = None) -> Path:
+    """Write a DiffEIC checkpoint folder atomically (:func:`write_folder`); ``onestep``: a one-step decoder
+    stored as ``onestep.safetensors`` (its settings belong in ``metadata["onestep"]``)."""
+    weights = {LFGCM_FILE: lfgcm.state_dict(), CONTROL_FILE: control.state_dict()}
+    if onestep is not None:
+        weights[ONESTEP_FILE] = onestep.state_dict()
+    return write_folder(path, weights, metadata, config.to_dict(), overwrite)
+
+
+def write_folder(path: PathLike, weights: Mapping[str, Mapping[str, torch.Tensor]], metadata: Mapping[str, Any],
+                 model_config: Mapping[str, Any], overwrite: bool = True) -> Path:
+    """Write a checkpoint folder of any codec family atomically: ``weights`` (file name → state dict) as
+    safetensors files and ``config.yaml`` (``metadata``, the files' SHA-256, ``model_config``), into a hidden
+    sibling folder that is then renamed to ``path``.
 
     An existing checkpoint at ``path`` is replaced (``overwrite``) by a rename too, so readers see the old
     folder or the new one, never a mix; a write that fails leaves ``path`` as it was.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     from . import __version__
     from .bitstream import FORMAT_VERSION
 
     folder = Path(path)
-    check_target(folder, overwrite)
+    check_target(folder, overwrite, (CONFIG_FILE, *weights, *FILES, *OPTIONAL_FILES))
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = folder.with_name(f".{folder.name}.{secrets.token_hex(4)}.tmp")
+    tmp = folder.with_name(f".{folder.name[:64]}.{secrets.token_hex(4)}.tmp")
     tmp.mkdir()
     try:
-        for name, module in ((LFGCM_FILE, lfgcm), (CONTROL_FILE, control)):
-            save_file({k: v.detach().to("cpu").contiguous() for k, v in module.state_dict().items()}, str(tmp / name))
+        for name, state in weights.items():
+            # Bytes, not safetensors' save_file (which creates files mode 0600): checkpoints get the user's umask.
+            (tmp / name).write_bytes(save({k: v.detach().to("cpu").contiguous() for k, v in state.items()}))
         meta = {"diffeic_version": __version__, "format_version": FORMAT_VERSION, **metadata,
-                "files": {name: _sha256(tmp / name) for name in WEIGHT_FILES}, "model": config.to_dict()}
+                "files": {name: _sha256(tmp / name) for name in weights}, "model": dict(model_config)}
         (tmp / CONFIG_FILE).write_text(yaml.safe_dump(meta, sort_keys=False))
-        for name in FILES:
+        for name in (*weights, CONFIG_FILE):
             _fsync(tmp / name)
         _swap_in(tmp, folder)
     except BaseException:
@@ -228,7 +290,7 @@ def write(path: PathLike, config: DiffEICConfig, lfgcm: nn.Module, control: nn.M
 def _swap_in(tmp: Path, folder: Path) -> None:
     old = None
     if folder.exists():
-        old = folder.with_name(f".{folder.name}.{secrets.token_hex(4)}.old")
+        old = folder.with_name(f".{folder.name[:64]}.{secrets.token_hex(4)}.old")
         folder.rename(old)
     try:
         tmp.rename(folder)
@@ -259,5 +321,6 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-__all__ = ["CONFIG_FILE", "CONTROL_FILE", "Checkpoint", "CheckpointError", "FILES", "LFGCM_FILE", "WEIGHT_FILES",
-           "check_keys", "check_target", "read", "write"]
+__all__ = ["CONFIG_FILE", "CONTROL_FILE", "Checkpoint", "CheckpointError", "FILES", "LFGCM_FILE", "ONESTEP_FILE",
+           "OPTIONAL_FILES", "WEIGHT_FILES", "check_common_meta", "check_hashes", "check_keys", "check_target",
+           "load_tensors", "read", "write", "write_folder"]

@@ -1,7 +1,11 @@
-"""The ``diffeic`` command: ``compress``, ``decompress``, ``info`` (and room for more subcommands).
+"""The ``diffeic`` command: ``compress``, ``decompress``, ``info``, ``convert``, ``eval``, ``train``.
 
 Exit codes: 0 success · 1 a bad input file or model (one line ``diffeic: error: <file>: <problem>`` on
-stderr, no traceback; ``--debug`` shows it) · 2 bad usage (argparse) · 130 interrupted.
+stderr, no traceback; ``--debug`` shows it; with ``--keep-going`` every bad file is reported and the
+rest processed) · 2 bad usage (argparse) · 130 interrupted.
+
+torch, diffusers and the codec are imported only by the subcommands that run a model, so ``--help``,
+``--version`` and ``info`` start in well under a second.
 
 A subcommand is one builder registered in :data:`SUBCOMMANDS`: a function that takes argparse's
 sub-parser collection, adds its parser and sets ``func`` (the handler, ``args -> int``) as a default::
@@ -11,32 +15,38 @@ sub-parser collection, adds its parser and sets ``func`` (the handler, ``args ->
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
 import sys
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 # compressai 1.2.8 warns on import that torch.jit.script is deprecated: not actionable for someone
 # running the command, so that one message is filtered here (the library itself leaves it alone).
 warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
 
-import torch  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
 from . import __version__  # noqa: E402
-from .bitstream import FORMAT_VERSION, MAX_STEPS, SAMPLER_IDS, BitstreamError  # noqa: E402
-from .codec import DiffEICCodec  # noqa: E402
+from .bitstream import FORMAT_VERSION, MAX_STEPS, SAMPLER_IDS, BitstreamError, describe  # noqa: E402
 from .config import PRESETS  # noqa: E402
 from .convert import add_convert_parser  # noqa: E402
-from .io import IMAGE_SUFFIXES, expand_paths, load_image, output_format, save_image, write_bytes_atomic  # noqa: E402
+from .io import IMAGE_SUFFIXES, expand_tree, image_size, output_format  # noqa: E402
+from .hub import is_hub_id  # noqa: E402
 from .pretrained import pretrained_folder, pretrained_models  # noqa: E402
+
+if TYPE_CHECKING:
+    import torch
+
+    from .codec import DiffEICCodec
 
 PROG = "diffeic"
 STREAM_SUFFIX = ".deic"
 #: Errors that mean "this input (file, model, option value) is bad": one line, exit 1.
 INPUT_ERRORS = (BitstreamError, ValueError, TypeError, OSError)
+#: Longest file name most file systems take (bytes); longer default output names are shortened.
+NAME_MAX = 255
 
 Builder = Callable[[Any], argparse.ArgumentParser]
 
@@ -57,23 +67,31 @@ examples:
   {PROG} info photo.deic                                        # header: size, model, sampler, bpp
   {PROG} decompress photo.deic -o photo_hat.png --model checkpoints/diffeic_l2 --steps 50
   {PROG} decompress 'streams/*.deic' --out-dir recon/ --sampler ddim --steps 20
+  {PROG} eval --dataset samples                                 # = python eval.py (see '{PROG} eval --help')
+  {PROG} train fit --config tiny.yaml                           # = python train.py; configs ship with diffeic
 
 run '{PROG} COMMAND --help' for the options of one command.
 """
 
 _COMPRESS_EPILOG = f"""\
-output: <stem>{STREAM_SUFFIX} beside each input, or in --out-dir; -o names it (one input only).
---steps/--sampler/--seed are written into the stream as its decode settings.
+output: <stem>{STREAM_SUFFIX} beside each input, or in --out-dir (mirroring the folders below each input
+folder); -o names it (one input only, suffix {STREAM_SUFFIX}).  --steps/--sampler/--seed are written into
+the stream as its decode settings.  Existing outputs are kept unless --force, also when another run
+creates them meanwhile.  --keep-going reports a bad file and goes on; the exit status is then 1.
+A variable-rate model (e.g. --model tiny_vr) takes --rate Q, or --target-bpp / --target-bytes (the
+largest rate whose file fits, found by bisection on real streams); default: its highest rate.
 
 examples:
   {PROG} compress photo.png --model checkpoints/diffeic_l2
+  {PROG} compress photo.png --model runs/sd21_stage2_vr/export --target-bytes 4096
   {PROG} compress 'kodak/*.png' --out-dir streams/ --model tiny --steps 2
 """
 
 _DECOMPRESS_EPILOG = f"""\
-output: <stem>.decoded.png beside each input, or <stem>.png in --out-dir; -o names it (one input
-only; the suffix picks PNG, JPEG, WebP, TIFF or BMP).  The stream's own sampler/steps/seed are used
-unless overridden.  The model must be the one that compressed the stream (its fingerprint is checked).
+output: <stem>.decoded.png beside each input, or <stem>.png in --out-dir (mirroring the folders below
+each input folder); -o names it (one input only; the suffix picks PNG, JPEG, WebP, TIFF or BMP).  The
+stream's own sampler/steps/seed are used unless overridden.  The model must be the one that compressed
+the stream (its fingerprint is checked).  --keep-going reports a bad stream and goes on (exit status 1).
 
 examples:
   {PROG} decompress photo.deic --model checkpoints/diffeic_l2
@@ -111,7 +129,19 @@ def _int_arg(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
 
 
-def _device_arg(text: str) -> torch.device:
+def _finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
+    return value
+
+
+def _device_arg(text: str) -> "torch.device":
+    import torch
+
     try:
         return torch.device(text)
     except RuntimeError:
@@ -153,6 +183,8 @@ def _add_output_options(parser: argparse.ArgumentParser, what: str) -> None:
     target.add_argument("-o", "--output", metavar="OUT", default=None, help=f"the {what} to write (one input only)")
     target.add_argument("--out-dir", metavar="DIR", default=None, help=f"folder for the {what}s (created if missing)")
     parser.add_argument("-f", "--force", action="store_true", help="overwrite existing outputs")
+    parser.add_argument("-k", "--keep-going", action="store_true",
+                        help="report a bad input and continue with the others (exit status 1 at the end)")
 
 
 def _new_parser(subparsers, name: str, help: str, epilog: str) -> argparse.ArgumentParser:
@@ -168,6 +200,13 @@ def add_compress_parser(subparsers) -> argparse.ArgumentParser:
     _add_output_options(parser, "stream")
     _add_model_options(parser)
     _add_decode_options(parser, stored=True)
+    rate = parser.add_mutually_exclusive_group()
+    rate.add_argument("--rate", type=_finite_float, default=None, metavar="Q",
+                      help="rate parameter of a variable-rate model, in its range (larger: more bits)")
+    rate.add_argument("--target-bpp", type=_finite_float, default=None, metavar="B",
+                      help="variable-rate model: the largest rate whose file is at most B bits per pixel")
+    rate.add_argument("--target-bytes", type=_int_arg, default=None, metavar="N",
+                      help="variable-rate model: the largest rate whose file is at most N bytes")
     parser.set_defaults(func=run_compress)
     return parser
 
@@ -192,12 +231,45 @@ def add_info_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
+def run_eval(argv: Sequence[str]) -> int:
+    """``diffeic eval ARGS``: exactly ``python eval.py ARGS`` (:mod:`diffeic.evaluation.cli`)."""
+    from .evaluation.cli import main as eval_main
+
+    return eval_main(list(argv), prog=f"{PROG} eval")
+
+
+def run_train(argv: Sequence[str]) -> int:
+    """``diffeic train ARGS``: exactly ``python train.py ARGS`` (LightningCLI; configs ship with diffeic)."""
+    from .training.cli import main as train_main
+
+    try:
+        train_main(list(argv))
+    except SystemExit as exit_:
+        return _exit_code(exit_)
+    return 0
+
+
+#: Subcommands whose arguments go untouched to another program's parser (they have their own --help).
+PASS_THROUGH: Dict[str, Callable[[Sequence[str]], int]] = {"eval": run_eval, "train": run_train}
+
+
+def _add_pass_through_parser(name: str, help: str) -> Builder:
+    def add(subparsers) -> argparse.ArgumentParser:
+        parser = subparsers.add_parser(name, help=help, add_help=False)
+        parser.add_argument("args", nargs=argparse.REMAINDER)
+        parser.set_defaults(func=lambda args: PASS_THROUGH[name](args.args))
+        return parser
+    return add
+
+
 #: name → builder; the order is the order of ``diffeic --help``.
 SUBCOMMANDS: Dict[str, Builder] = {
     "compress": add_compress_parser,
     "decompress": add_decompress_parser,
     "info": add_info_parser,
     "convert": add_convert_parser,
+    "eval": _add_pass_through_parser("eval", "evaluate rate-distortion on an image set (= python eval.py)"),
+    "train": _add_pass_through_parser("train", "train a model with Lightning (= python train.py)"),
 }
 
 
@@ -208,23 +280,37 @@ def build_parser() -> argparse.ArgumentParser:
         description="DiffEIC extreme image compression (<0.1 bpp): an LFGCM hyperprior codec whose "
                     "latents guide a Stable Diffusion decoder.")
     parser.add_argument("--version", action="version",
-                        version=f"{PROG} {__version__} (bitstream format {FORMAT_VERSION}, torch {torch.__version__})")
+                        version=f"{PROG} {__version__} (bitstream format {FORMAT_VERSION}, torch {_torch_version()})")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     parser.add_argument("-q", "--quiet", action="store_true", help="print errors and warnings only")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for builder in SUBCOMMANDS.values():
+    for name, builder in SUBCOMMANDS.items():
         sub = builder(subparsers)
-        _add_common_options(sub)
+        if name not in PASS_THROUGH:
+            _add_common_options(sub)
         sub.set_defaults(_parser=sub)
     return parser
+
+
+def _torch_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("torch")         # the installed distribution's metadata: no torch import
+    except PackageNotFoundError:
+        return "not installed"
 
 
 # ====================================================================================== main
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the command line; returns the exit status (never raises ``SystemExit``)."""
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    _tolerate_unprintable_names()
+    if argv and argv[0] in PASS_THROUGH:
+        return PASS_THROUGH[argv[0]](argv[1:])
     parser = build_parser()
     try:
-        args = parser.parse_args(None if argv is None else list(argv))
+        args = parser.parse_args(argv)
     except SystemExit as exit_:          # --help, --version, usage errors
         return _exit_code(exit_)
     try:
@@ -247,6 +333,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise
         _print_error(f"unexpected {type(err).__name__}: {_one_line(err)} (rerun with --debug for the traceback)")
         return 1
+
+
+def _tolerate_unprintable_names() -> None:
+    """File names that are not valid in the terminal's encoding print with escapes instead of crashing.
+
+    Python decodes such names with lone surrogates (``surrogateescape``); a strict stdout then raises
+    ``UnicodeEncodeError`` on the first progress line.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        if getattr(stream, "errors", None) == "strict" and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
 
 
 def _exit_code(exit_: SystemExit) -> int:
@@ -298,33 +395,53 @@ def _about(path: Path) -> Iterator[None]:
 
 
 # ====================================================================================== shared steps
-def _inputs(items: Sequence[str], suffixes: Sequence[str]) -> List[Path]:
+Job = Tuple[Path, Path]
+
+
+def _inputs(items: Sequence[str], suffixes: Sequence[str]) -> List[Tuple[Path, Path]]:
+    """Input files, each with its path relative to the folder (or pattern root) it was found under."""
     try:
-        return expand_paths(items, suffixes)
+        return expand_tree(items, suffixes)
     except ValueError as err:
         raise CLIError(str(err)) from err
 
 
-def _plan_outputs(args: argparse.Namespace, files: List[Path],
-                  default_name: Callable[[Path, bool], str]) -> List[Tuple[Path, Path]]:
+def _plan_outputs(args: argparse.Namespace, found: List[Tuple[Path, Path]],
+                  default_name: Callable[[Path, bool], str]) -> List[Job]:
     """Pair each input with its output; refuse ambiguous, self-overwriting or (without --force) existing ones.
 
-    ``default_name(src, in_out_dir)`` gives the output's file name when -o is not used.
+    ``default_name(src, in_out_dir)`` gives the output's file name when -o is not used; under --out-dir
+    the folders between an input folder and the file are kept, so equal names in different folders
+    do not collide.
     """
+    files = [f for f, _ in found]
     if args.output is not None and len(files) > 1:
         raise UsageError(f"-o/--output takes one input, got {len(files)} files (use --out-dir)")
     if args.output is not None:
         outputs = [Path(args.output)]
     elif args.out_dir is not None:
-        outputs = [Path(args.out_dir) / default_name(f, True) for f in files]
+        outputs = [Path(args.out_dir) / rel.parent / _fit_name(default_name(f, True)) for f, rel in found]
     else:
-        outputs = [f.parent / default_name(f, False) for f in files]
+        outputs = [f.parent / _fit_name(default_name(f, False)) for f in files]
     jobs = list(zip(files, outputs))
     _check_outputs(jobs, force=args.force)
     return jobs
 
 
-def _check_outputs(jobs: List[Tuple[Path, Path]], force: bool) -> None:
+def _fit_name(name: str) -> str:
+    """A default output name that the file system takes: too long → cut, with a hash of the full name."""
+    encoded = os.fsencode(name)
+    if len(encoded) <= NAME_MAX:
+        return name
+    stem, dot, suffix = name.rpartition(".")
+    tag = "~" + hashlib.sha256(encoded).hexdigest()[:8] + dot + suffix
+    budget = NAME_MAX - len(os.fsencode(tag))
+    while len(os.fsencode(stem)) > budget:      # cut whole characters, never half of a multi-byte one
+        stem = stem[:-1]
+    return stem + tag
+
+
+def _check_outputs(jobs: List[Job], force: bool) -> None:
     seen: Dict[Path, Path] = {}
     for src, dst in jobs:
         key = dst.resolve()
@@ -339,31 +456,98 @@ def _check_outputs(jobs: List[Tuple[Path, Path]], force: bool) -> None:
             raise CLIError(f"{dst}: already exists (use --force to overwrite)")
 
 
-def _make_parent_dirs(jobs: List[Tuple[Path, Path]]) -> None:
+def _make_parent_dirs(jobs: List[Job]) -> None:
     for parent in {dst.parent for _, dst in jobs}:
         parent.mkdir(parents=True, exist_ok=True)
 
 
-def load_codec(model: str, sd_path: Optional[str] = None, device: Optional[torch.device] = None) -> DiffEICCodec:
-    """A preset name (random weights), a config ``.yaml`` (random weights) or a checkpoint folder → codec."""
-    path = Path(model)
-    if model in PRESETS or (path.suffix in (".yaml", ".yml") and path.is_file()):
+def _checked_inputs(jobs: List[Job], check: Callable[[Path], Any], args: argparse.Namespace,
+                    failures: List[str]) -> List[Job]:
+    """Run the cheap per-file ``check`` (header only) on every input before any model is loaded.
+
+    Without --keep-going the first bad file stops the command; with it, bad files are reported and left out.
+    """
+    good = []
+    for src, dst in jobs:
+        try:
+            with _about(src):
+                check(src)
+        except CLIError as err:
+            if not args.keep_going:
+                raise
+            _fail(err, failures)
+            continue
+        good.append((src, dst))
+    return good
+
+
+def _fail(err: Exception, failures: List[str]) -> None:
+    _print_error(_one_line(err))
+    failures.append(str(err))
+
+
+def _finish(failures: List[str], total: int) -> int:
+    if failures:
+        _print_error(f"{len(failures)} of {total} file{'' if total == 1 else 's'} failed (listed above)")
+        return 1
+    return 0
+
+
+def _write(dst: Path, write: Callable[[Path], Any]) -> None:
+    """Write one output: atomically, and without --force exclusively (a file created meanwhile is kept)."""
+    with _about(dst):
+        try:
+            write(dst)
+        except FileExistsError:
+            raise CLIError(f"{dst}: already exists (use --force to overwrite)") from None
+
+
+def load_codec(model: str, sd_path: Optional[str] = None, device: Optional["torch.device"] = None
+               ) -> "DiffEICCodec":
+    """A preset or config ``.yaml`` (random weights), or a checkpoint (folder, shipped name, hub id) → codec."""
+    from .codec import DiffEICCodec, warn_if_untrained
+
+    if _model_kind(model) == "family":      # HiFiC / refine presets and folders: diffeic.load_codec
+        from .codecs import family_of, load_codec as load_any_codec
+
+        if sd_path is not None:
+            _note(f"--sd-path is ignored for --model {model} (a {family_of(model)} model has no SD backbone)")
+        codec = load_any_codec(model)
+        if not codec.is_trained:
+            _note(f"model {model!r} has random, untrained weights: reconstructions will not resemble the input")
+        return codec.to(_resolve_device(device))
+    if _model_kind(model) == "config":
         if sd_path is not None:
             _note(f"--sd-path is ignored for --model {model} (it applies to checkpoint folders)")
         codec = DiffEICCodec.from_config(model)
-    elif path.is_dir() or pretrained_folder(model) is not None:
-        codec = DiffEICCodec.from_pretrained(model, sd_path=sd_path)
     else:
-        raise CLIError(f"--model {model}: neither a preset ({', '.join(PRESETS)}), a shipped model "
-                       f"({', '.join(pretrained_models()) or 'none installed'}), a checkpoint folder "
-                       f"nor a config .yaml file")
-    if not codec.is_trained:
-        _note(f"model {model!r} has random, untrained weights: fine for tests and demos, but reconstructions "
-              f"will not resemble the input (pass a checkpoint folder for real use)")
+        codec = DiffEICCodec.from_pretrained(model, sd_path=sd_path)
+    warn_if_untrained(codec, name=model, always=True)      # every command says it, not only the first
     return codec.to(_resolve_device(device))
 
 
-def _resolve_device(device: Optional[torch.device]) -> torch.device:
+def _model_kind(model: str) -> str:
+    """``"config"``, ``"checkpoint"`` or ``"family"`` (another codec family's preset or folder) — checked
+    before any input is read or any model loaded."""
+    from .codecs import family_of
+
+    path = Path(model)
+    if family_of(model) != "diffeic":
+        return "family"
+    if model in PRESETS or (path.suffix in (".yaml", ".yml") and path.is_file()):
+        return "config"
+    if path.is_dir() or pretrained_folder(model) is not None or is_hub_id(model):
+        return "checkpoint"
+    from .codecs import preset_names
+
+    raise CLIError(f"--model {model}: neither a preset ({', '.join(preset_names())}), a shipped model "
+                   f"({', '.join(pretrained_models()) or 'none installed'}), a checkpoint folder, a hub id "
+                   f"(user/repo) nor a config .yaml file")
+
+
+def _resolve_device(device: Optional["torch.device"]) -> "torch.device":
+    import torch
+
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -371,7 +555,9 @@ def _resolve_device(device: Optional[torch.device]) -> torch.device:
     return device
 
 
-def _progress(jobs: List[Tuple[Path, Path]], args: argparse.Namespace, verb: str):
+def _progress(jobs: List[Job], args: argparse.Namespace, verb: str):
+    from tqdm import tqdm
+
     # disable=None: the bar only appears on a terminal, never in logs or pipes.
     return tqdm(jobs, desc=verb, unit="file", file=sys.stderr, leave=False,
                 disable=True if _quiet(args) else None)
@@ -383,7 +569,20 @@ def _quiet(args: argparse.Namespace) -> bool:
 
 def _report(args: argparse.Namespace, line: str) -> None:
     if not _quiet(args):
+        from tqdm import tqdm
+
         tqdm.write(line, file=sys.stdout)
+
+
+@contextmanager
+def _one_job(args: argparse.Namespace, failures: List[str]) -> Iterator[None]:
+    """Under --keep-going, report a job's error and let the loop go on; otherwise let it stop the command."""
+    try:
+        yield
+    except CLIError as err:
+        if not args.keep_going:
+            raise
+        _fail(err, failures)
 
 
 # ====================================================================================== compress
@@ -391,21 +590,48 @@ def _stream_name(src: Path, in_out_dir: bool) -> str:
     return src.stem + STREAM_SUFFIX
 
 
+def _check_stream_output(output: Optional[str]) -> None:
+    """``-o photo.png`` on compress would write a stream under an image's name: refuse it."""
+    if output is None:
+        return
+    suffix = Path(output).suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        raise UsageError(f"-o {output}: compress writes a {STREAM_SUFFIX} stream, not a {suffix} image; "
+                         f"name it e.g. {Path(output).with_suffix(STREAM_SUFFIX)}")
+    if suffix != STREAM_SUFFIX:
+        _note(f"-o {output}: does not end in {STREAM_SUFFIX}; 'diffeic decompress' finds streams in folders "
+              f"and patterns by that suffix")
+
+
 def run_compress(args: argparse.Namespace) -> int:
     """``diffeic compress``: every image → one ``.deic`` stream; prints bytes and bpp per file."""
+    _check_stream_output(args.output)
+    _model_kind(args.model)
     jobs = _plan_outputs(args, _inputs(args.inputs, IMAGE_SUFFIXES), _stream_name)
-    codec = load_codec(args.model, args.sd_path, args.device)
-    _make_parent_dirs(jobs)
+    from .codec import DiffEICCodec
+    from .io import load_image, write_bytes_atomic
+
+    limit = DiffEICCodec.max_pixels
+    failures: List[str] = []
+    total = len(jobs)
+    jobs = _checked_inputs(jobs, lambda src: image_size(src, max_pixels=limit), args, failures)
+    if jobs:
+        codec = load_codec(args.model, args.sd_path, args.device)
+        _make_parent_dirs(jobs)
     for src, dst in _progress(jobs, args, "compress"):
-        with _about(src):
-            x = load_image(src)
-            bits = codec.compress(x, sampler=args.sampler, steps=args.steps, seed=args.seed)
-        with _about(dst):
-            write_bytes_atomic(dst, bits)
-        height, width = x.shape[-2:]
-        _report(args, f"{src} -> {dst}: {len(bits)} bytes, {8 * len(bits) / (height * width):.4f} bpp "
-                      f"({width}x{height})")
-    return 0
+        with _one_job(args, failures):
+            with _about(src):
+                x = load_image(src, max_pixels=codec.max_pixels)
+                # Rate options only when given: codecs without rate control (other families) take none.
+                rate_kw = {k: v for k, v in (("rate", args.rate), ("target_bpp", args.target_bpp),
+                                             ("target_bytes", args.target_bytes)) if v is not None}
+                bits = codec.compress(x, sampler=args.sampler, steps=args.steps, seed=args.seed, **rate_kw)
+            _write(dst, lambda path: write_bytes_atomic(path, bits, overwrite=args.force))
+            height, width = x.shape[-2:]
+            rate = DiffEICCodec.inspect(bits)["rate"]
+            _report(args, f"{src} -> {dst}: {len(bits)} bytes, {8 * len(bits) / (height * width):.4f} bpp "
+                          f"({width}x{height}" + ("" if rate is None else f", rate {rate:g}") + ")")
+    return _finish(failures, total)
 
 
 # ====================================================================================== decompress
@@ -416,27 +642,45 @@ def _image_name(src: Path, in_out_dir: bool) -> str:
 
 def run_decompress(args: argparse.Namespace) -> int:
     """``diffeic decompress``: every stream → one image, decoded with the stream's settings unless overridden."""
+    _model_kind(args.model)
     jobs = _plan_outputs(args, _inputs(args.inputs, (STREAM_SUFFIX,)), _image_name)
     for _, dst in jobs:
         with _about(dst):
             output_format(dst)                  # reject an unknown suffix before loading the model
-    codec = load_codec(args.model, args.sd_path, args.device)
-    _make_parent_dirs(jobs)
+    failures: List[str] = []
+    total = len(jobs)
+    jobs = _checked_inputs(jobs, lambda src: describe(src.read_bytes()), args, failures)
+    if jobs:
+        codec = load_codec(args.model, args.sd_path, args.device)
+        _make_parent_dirs(jobs)
+    from .io import save_image
+
     for src, dst in _progress(jobs, args, "decompress"):
-        with _about(src):
-            bits = src.read_bytes()
-            header = DiffEICCodec.inspect(bits)
-            x_hat = codec.decompress(bits, steps=args.steps, sampler=args.sampler, seed=args.seed)
-        with _about(dst):
-            save_image(x_hat, dst)
-        sampler, steps, seed = _decode_settings(codec, header, args)
-        _report(args, f"{src} -> {dst}: {x_hat.shape[-1]}x{x_hat.shape[-2]}, {sampler}, "
-                      f"{steps} step{'' if steps == 1 else 's'}, seed {seed}")
-    return 0
+        with _one_job(args, failures):
+            with _about(src):
+                bits = src.read_bytes()
+                x_hat = codec.decompress(bits, steps=args.steps, sampler=args.sampler, seed=args.seed,
+                                         progress=_step_bar(args))
+            _write(dst, lambda path: save_image(x_hat, path, overwrite=args.force))
+            sampler, steps, seed = _decode_settings(codec, describe(bits), args)
+            _report(args, f"{src} -> {dst}: {x_hat.shape[-1]}x{x_hat.shape[-2]}, {sampler}, "
+                          f"{steps} step{'' if steps == 1 else 's'}, seed {seed}")
+    return _finish(failures, total)
+
+
+def _step_bar(args: argparse.Namespace) -> bool:
+    """Ask the sampler for a per-step bar on a terminal; it appears only once a decode has run a few seconds."""
+    return not _quiet(args) and sys.stderr.isatty()
 
 
 def _decode_settings(codec: DiffEICCodec, header: Dict[str, Any], args: argparse.Namespace) -> Tuple[str, int, int]:
     """The settings a decode used: option, else the stream's header, else the model's default."""
+    if not hasattr(codec, "fast_decoder"):      # another family: no sampler; steps/seed if its decoder samples
+        from .bitstream import StreamHeader
+
+        stored = StreamHeader(fingerprint="0" * 8, height=1, width=1, steps=header.get("steps"), seed=header.get("seed"))
+        s = codec.resolve_settings(stored, args.steps, args.seed)
+        return (f"{codec.family} sampler", s["steps"], s["seed"]) if s else (f"{codec.family} generator", 1, "none")
     default = codec.config.sampler
     sampler = args.sampler or header.get("sampler") or default.name
     steps = args.steps or header.get("steps") or default.steps
@@ -448,7 +692,7 @@ def _decode_settings(codec: DiffEICCodec, header: Dict[str, Any], args: argparse
 #: header key → label, in display order.
 INFO_FIELDS: Tuple[Tuple[str, str], ...] = (
     ("version", "format version"), ("fingerprint", "model fingerprint"), ("height", "height"),
-    ("width", "width"), ("sampler", "sampler"), ("steps", "steps"), ("seed", "seed"),
+    ("width", "width"), ("rate", "rate q"), ("sampler", "sampler"), ("steps", "steps"), ("seed", "seed"),
     ("payload_bytes", "payload bytes"), ("container_bytes", "container bytes"), ("total_bytes", "total bytes"),
     ("bpp", "bpp"),
 )
@@ -456,17 +700,13 @@ INFO_FIELDS: Tuple[Tuple[str, str], ...] = (
 
 def stream_info(path: Path) -> Dict[str, Any]:
     """The header of one stream file as a dict (``file`` first, ``bpp`` always present)."""
-    bits = path.read_bytes()
-    header = DiffEICCodec.inspect(bits)
-    total = header.get("total_bytes", len(bits))
-    record = {"file": str(path), **header}
-    record.setdefault("bpp", 8 * total / (header["height"] * header["width"]))
-    return record
+    return {"file": str(path), **describe(path.read_bytes())}
 
 
 def format_info(record: Dict[str, Any]) -> str:
-    """Aligned ``label  value`` lines; unset decode settings read 'default'."""
-    rows = [(label, record[key]) for key, label in INFO_FIELDS if key in record]
+    """Aligned ``label  value`` lines; unset decode settings read 'default', no rate 'fixed'."""
+    rows = [(label, "fixed" if key == "rate" and record[key] is None else record[key])
+            for key, label in INFO_FIELDS if key in record]
     width = max(len(label) for label, _ in rows)
     lines = [record["file"]]
     for label, value in rows:
@@ -478,7 +718,7 @@ def format_info(record: Dict[str, Any]) -> str:
 def run_info(args: argparse.Namespace) -> int:
     """``diffeic info``: stream headers as aligned text or a JSON list."""
     records = []
-    for i, path in enumerate(_inputs(args.inputs, (STREAM_SUFFIX,))):
+    for i, (path, _) in enumerate(_inputs(args.inputs, (STREAM_SUFFIX,))):
         with _about(path):
             record = stream_info(path)
         if args.json:

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
+import numbers
+import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -17,18 +20,35 @@ import yaml
 from torch import nn
 
 from . import checkpoint
-from .bitstream import MAX_SIDE, SAMPLER_IDS, BitstreamError, StreamHeader, pack, unpack
+from .bitstream import MAX_SIDE, SAMPLER_IDS, BitstreamError, StreamHeader, describe, pack, unpack
 from .config import SEED_LIMIT, DiffEICConfig, check_int, get_config
 from .diffusion.backbone import FrozenBackbone
 from .diffusion.control import ControlModule
 from .diffusion.fast import FastDecoder, FastOptions, vae_tiling
+from .diffusion.onestep import OneStepConfig, OneStepDecoder
 from .lfgcm import LFGCM, PAD_MULTIPLE
+from .lfgcm.rate import check_rate, rate_range as q_range
+from .target_size import TargetTooSmall, fit_to_budget
 
 Bits = Union[bytes, bytearray]
-
-
+#: The one-step decoding mode's sampler name (diffusion/onestep.py); needs one-step weights in trained checkpoints.
+ONESTEP = "onestep"
 #: What a stream that decodes to NaN/Inf means: the payload is corrupt, or its model is not this one.
 NON_FINITE_STREAM = "stream decodes to non-finite values: corrupt or made by another model"
+
+
+_warned_untrained = False
+
+
+def warn_if_untrained(codec: "DiffEICCodec", name: Optional[str] = None, always: bool = False) -> None:
+    """Warn (once per process, or ``always``) that ``codec`` has random, untrained weights."""
+    global _warned_untrained
+    if codec.is_trained or (_warned_untrained and not always):
+        return
+    _warned_untrained = True
+    warnings.warn(f"model {name or codec.config.name!r} has random, untrained weights: fine for tests and demos, "
+                  f"but reconstructions will not resemble the input (load trained weights with "
+                  f"DiffEICCodec.from_pretrained for real use)", UserWarning, stacklevel=3)
 
 
 def padded_size(height: int, width: int, multiple: int = PAD_MULTIPLE) -> Tuple[int, int]:
@@ -55,16 +75,22 @@ class DiffEICCodec(nn.Module):
     max_pixels: int = 64 * 1024 * 1024
 
     def __init__(self, config: DiffEICConfig, lfgcm: LFGCM, backbone: FrozenBackbone, control: ControlModule,
-                 trained: bool = False) -> None:
+                 trained: bool = False, onestep: Optional[OneStepDecoder] = None) -> None:
         super().__init__()
         self.config = config
         self.lfgcm = lfgcm
         self.backbone = backbone
         self.control = control
         self.is_trained = bool(trained)
+        self.onestep = onestep          # trained one-step decoder, if any (see one_step_decoder)
         self._fingerprint_key: Optional[tuple] = None
         self._fingerprint: Optional[str] = None
         self._backbone_fingerprint: Optional[str] = None
+
+    def __repr__(self) -> str:
+        # One line instead of nn.Module's thousands: what a user needs to know about this codec.
+        return (f"DiffEICCodec(preset={self.config.name!r}, is_trained={self.is_trained}, "
+                f"fingerprint={self.fingerprint()[:8]!r}, device={str(self.device)!r})")
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -100,6 +126,10 @@ class DiffEICCodec(nn.Module):
         """Load a checkpoint folder (``config.yaml`` + ``lfgcm.safetensors`` + ``control.safetensors``) or a
         model shipped with the package by name (:func:`diffeic.pretrained_models`, e.g. ``"tiny-trained"``).
 
+        ``path`` is a local folder or a Hugging Face hub repository id (``"user/repo"``, optionally
+        ``"user/repo@revision"``) holding those files; a hub checkpoint is downloaded once into the hub
+        cache and read from there afterwards (``HF_HUB_OFFLINE=1``: cache only).
+
         For presets with pretrained frozen parts (``sd21``) the VAE/UNet come from ``sd_path``
         (argument, else the value recorded in ``config.yaml``, else ``DIFFEIC_SD_PATH``/default);
         presets without them (``tiny``) rebuild the frozen parts from the config.  The backbone's
@@ -107,15 +137,18 @@ class DiffEICCodec(nn.Module):
         Everything in the folder is checked first (:func:`diffeic.checkpoint.read`): a broken or
         tampered folder raises :class:`~diffeic.checkpoint.CheckpointError` naming the file and the problem.
         """
+        from .hub import is_hub_id, resolve_checkpoint
         from .pretrained import pretrained_folder, pretrained_models
 
         folder = Path(path)
         if not folder.exists() and pretrained_folder(str(path)) is not None:
             folder = pretrained_folder(str(path))       # a model shipped inside the package
+        elif not folder.exists() and is_hub_id(str(path)):
+            folder = resolve_checkpoint(path, files=checkpoint.FILES, optional=checkpoint.OPTIONAL_FILES)
         elif not folder.exists():
             shipped = ", ".join(pretrained_models()) or "none installed"
-            raise FileNotFoundError(f"{folder}: no such checkpoint folder, and not a shipped model name "
-                                    f"(shipped: {shipped})")
+            raise FileNotFoundError(f"{folder}: no such checkpoint folder, not a shipped model name "
+                                    f"(shipped: {shipped}) and not a hub id (user/repo)")
         return cls._from_checkpoint(checkpoint.read(folder), sd_path, device, check_backbone)
 
     @classmethod
@@ -137,7 +170,7 @@ class DiffEICCodec(nn.Module):
                              f"check_backbone=False to use it anyway")
         control = ControlModule.from_unet(backbone.unet, cfg.control, init_from_unet=False)
         ckpt.load_control(control)
-        codec = cls(cfg, lfgcm, backbone, control, trained=ckpt.trained)
+        codec = cls(cfg, lfgcm, backbone, control, trained=ckpt.trained, onestep=ckpt.build_onestep(backbone.unet))
         codec.eval()
         return codec.to(device) if device is not None else codec
 
@@ -149,7 +182,22 @@ class DiffEICCodec(nn.Module):
                 "backbone_fingerprint": self.backbone_fingerprint(),
                 "sd_path": self.config.backbone.resolved_sd_path() if self.config.backbone.pretrained else None,
                 **metadata}
-        return checkpoint.write(path, self.config, self.lfgcm, self.control, meta, overwrite=overwrite)
+        if self.onestep is not None:
+            meta["onestep"] = self.onestep.metadata()
+        return checkpoint.write(path, self.config, self.lfgcm, self.control, meta, overwrite=overwrite,
+                                onestep=self.onestep)
+
+    def push_to_hub(self, repo_id: str, *, private: Optional[bool] = None, token: Optional[str] = None,
+                    commit_message: str = "Upload diffeic checkpoint", **metadata: Any) -> str:
+        """Upload this codec as a checkpoint folder to the Hugging Face hub; returns the commit URL.
+
+        The repository (a model repo) is created if missing.  Load it back with
+        ``DiffEICCodec.from_pretrained(repo_id)``.
+        """
+        from .hub import push_folder
+
+        return push_folder(lambda folder: self.save_pretrained(folder, **metadata), repo_id, private=private,
+                           token=token, commit_message=commit_message)
 
     # ------------------------------------------------------------------ dtype: float32 only
     def to(self, *args: Any, **kwargs: Any) -> "DiffEICCodec":
@@ -260,48 +308,118 @@ class DiffEICCodec(nn.Module):
             return self.backbone.encode(x_pad)
 
     @torch.no_grad()
-    def _encode(self, x: torch.Tensor) -> List[Tuple[bytes, torch.Tensor, torch.Tensor]]:
+    def _analyse(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(y, z_g)`` of a batch: the part of encoding that does not depend on the rate."""
         x_pad = _pad(x)
         z_g = self._guidance(x_pad)
-        y = self.lfgcm.encoder(x_pad, z_g)
-        z = self.lfgcm.hyper_enc(y, z_g)
+        return self.lfgcm.encoder(x_pad, z_g), z_g
+
+    @torch.no_grad()
+    def _encode(self, x: torch.Tensor, rate: Optional[float] = None) -> List[Tuple[bytes, torch.Tensor, torch.Tensor]]:
+        y, z_g = self._analyse(x)
+        y, z = self.lfgcm.hyper_analyse(y, z_g, rate)
         # The entropy path runs one image at a time, exactly as the decoder will run it.
         return [self.lfgcm.encode_latents(y[i:i + 1], z[i:i + 1]) for i in range(x.shape[0])]
 
     def compress(self, x: torch.Tensor, *, sampler: Optional[str] = None, steps: Optional[int] = None,
-                 seed: Optional[int] = None) -> Union[bytes, List[bytes]]:
+                 seed: Optional[int] = None, rate: Optional[float] = None, target_bpp: Optional[float] = None,
+                 target_bytes: Optional[int] = None) -> Union[bytes, List[bytes]]:
         """Compress an image ``(3,H,W)`` in [0,1] → bytes, or a batch ``(B,3,H,W)`` → list of bytes.
 
         ``sampler``/``steps``/``seed`` are stored in the stream as the decoder's defaults (only when
         they differ from the model's own defaults, to save bytes).
+
+        Variable-rate models (:attr:`rate_range` is not None) take at most one of: ``rate=q`` in
+        ``rate_range`` (default: the highest rate), ``target_bpp`` or ``target_bytes`` — the largest q
+        whose real stream (container included) is at most that size, per image; a target below the
+        model's lowest rate raises :class:`~diffeic.target_size.TargetTooSmall` (a ``ValueError``).
+        q is rounded to float32 and stored in the stream.  Fixed-rate models refuse all three.
         """
         batch, single = self._check_images(x)
         header_kw = self._decode_settings(sampler, steps, seed)
         h, w = batch.shape[-2:]
+        q, budget = self._rate_request(rate, target_bpp, target_bytes, h * w)
+        warn_if_untrained(self)
         fp = self.fingerprint()[:8]
-        streams = [pack(StreamHeader(fingerprint=fp, height=h, width=w, **header_kw), payload)
-                   for payload, _, _ in self._encode(batch)]
+
+        def stream(payload: bytes, q: Optional[float]) -> bytes:
+            return pack(StreamHeader(fingerprint=fp, height=h, width=w, rate=q, **header_kw), payload)
+
+        if budget is None:
+            streams = [stream(payload, q) for payload, _, _ in self._encode(batch, q)]
+        else:
+            y, z_g = self._analyse(batch)
+            streams = []
+            for i in range(batch.shape[0]):
+                def encode(q: float, i: int = i) -> bytes:
+                    with torch.no_grad():
+                        y_q, z = self.lfgcm.hyper_analyse(y[i:i + 1], z_g[i:i + 1], q)
+                        return stream(self.lfgcm.encode_latents(y_q, z)[0], q)
+                try:
+                    streams.append(fit_to_budget(encode, *self.rate_range, budget)[1])
+                except TargetTooSmall as err:
+                    where = "" if single else f"image {i}: "
+                    raise TargetTooSmall(f"{where}{err} ({8 * budget / (h * w):.4g} bpp requested, "
+                                         f"{h}x{w} image)") from None
         return streams[0] if single else streams
+
+    @property
+    def rate_range(self) -> Optional[Tuple[float, float]]:
+        """``(q_min, q_max)`` of a variable-rate model (q = log2(λ_max/λ): larger q, more bits), else None."""
+        rc = self.config.lfgcm.rate
+        return None if rc is None else q_range(rc)
+
+    def _rate_request(self, rate: Any, target_bpp: Any, target_bytes: Any,
+                      pixels: int) -> Tuple[Optional[float], Optional[int]]:
+        """Validate the rate options → ``(q, byte budget)``; q is float32-rounded, one of them is None."""
+        given = [name for name, v in (("rate", rate), ("target_bpp", target_bpp), ("target_bytes", target_bytes))
+                 if v is not None]
+        rc = self.config.lfgcm.rate
+        if rc is None:
+            if given:
+                raise ValueError(f"{given[0]} needs a variable-rate model, but {self.config.name!r} is fixed-rate "
+                                 f"(trained for one λ); use a variable-rate model (presets tiny_vr, sd21_vr)")
+            return None, None
+        if len(given) > 1:
+            raise ValueError(f"give at most one of rate, target_bpp, target_bytes; got {', '.join(given)}")
+        if target_bpp is not None:
+            if isinstance(target_bpp, bool) or not isinstance(target_bpp, numbers.Real):
+                raise TypeError(f"target_bpp must be a number, got {type(target_bpp).__name__}")
+            if not (math.isfinite(target_bpp) and target_bpp > 0):
+                raise ValueError(f"target_bpp must be a positive finite number, got {target_bpp}")
+            return None, int(math.floor(target_bpp * pixels / 8))
+        if target_bytes is not None:
+            if isinstance(target_bytes, bool) or not isinstance(target_bytes, numbers.Integral):
+                raise TypeError(f"target_bytes must be an integer, got {type(target_bytes).__name__}")
+            if target_bytes < 1:
+                raise ValueError(f"target_bytes must be positive, got {target_bytes}")
+            return None, int(target_bytes)
+        return (q_range(rc)[1] if rate is None else check_rate(rate, rc)), None
 
     def _decode_settings(self, sampler, steps, seed) -> Dict[str, Optional[int]]:
         d = self.config.sampler
         if sampler is not None and sampler not in SAMPLER_IDS:
             raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLER_IDS)}")
         steps = None if steps is None else check_int("steps", steps, 1)      # numpy ints yes, True no
+        if sampler == ONESTEP:
+            if steps not in (None, 1):
+                raise ValueError(f"the onestep sampler makes exactly one network evaluation; got steps={steps}")
+            self.one_step_decoder()         # refuses a trained checkpoint without one-step weights
         seed = None if seed is None else check_int("seed", seed, 0, SEED_LIMIT - 1)
         return {"sampler": None if sampler in (None, d.name) else sampler,
                 "steps": None if steps in (None, d.steps) else steps,
                 "seed": None if seed in (None, d.seed) else seed}
 
     @torch.no_grad()
-    def estimate_bits(self, x: torch.Tensor) -> Union[float, List[float]]:
-        """Entropy-model estimate of the payload bits for ``x`` (hard rounding, as coded)."""
+    def estimate_bits(self, x: torch.Tensor, rate: Optional[float] = None) -> Union[float, List[float]]:
+        """Entropy-model estimate of the payload bits for ``x`` (hard rounding, as coded) at ``rate``."""
         batch, single = self._check_images(x)
+        q, _ = self._rate_request(rate, None, None, 0)
         was_training = self.lfgcm.training
         self.lfgcm.eval()
         try:
             x_pad = _pad(batch)
-            out = self.lfgcm(x_pad, self._guidance(x_pad))
+            out = self.lfgcm(x_pad, self._guidance(x_pad), rate=q)
         finally:
             self.lfgcm.train(was_training)
         bits = sum(-torch.log2(lik).flatten(1).sum(1) for lik in out["likelihoods"].values())
@@ -311,14 +429,8 @@ class DiffEICCodec(nn.Module):
     # ------------------------------------------------------------------ decoding
     @staticmethod
     def inspect(bits: Bits) -> Dict[str, Any]:
-        """The stream's header as a dict (no model needed)."""
-        header, payload = unpack(bits)
-        total = len(bits)
-        return {"version": header.version, "family": header.family, "fingerprint": header.fingerprint,
-                "height": header.height, "width": header.width, "rate": header.rate,
-                "sampler": header.sampler, "steps": header.steps, "seed": header.seed,
-                "payload_bytes": len(payload), "container_bytes": total - len(payload), "total_bytes": total,
-                "bpp": 8 * total / (header.height * header.width)}
+        """The stream's header as a dict (no model needed; see :func:`diffeic.bitstream.describe`)."""
+        return describe(bits)
 
     def _open(self, bits: Bits) -> Tuple[StreamHeader, bytes]:
         header, payload = unpack(bits)
@@ -332,6 +444,16 @@ class DiffEICCodec(nn.Module):
         if header.height * header.width > self.max_pixels:
             raise BitstreamError(f"stream declares a {header.height}x{header.width} image, more than this codec's "
                                  f"limit of {self.max_pixels} pixels (raise DiffEICCodec.max_pixels to decode it)")
+        rc = self.config.lfgcm.rate
+        if (header.rate is None) != (rc is None):
+            problem = ("the stream has no rate parameter, but this model is variable-rate" if rc is not None
+                       else "the stream carries a rate parameter, but this model is fixed-rate")
+            raise BitstreamError(f"corrupt header: {problem}")
+        if rc is not None:
+            try:
+                check_rate(header.rate, rc)
+            except ValueError as err:
+                raise BitstreamError(f"corrupt header: {err}") from None
         return header, payload
 
     @torch.no_grad()
@@ -340,7 +462,7 @@ class DiffEICCodec(nn.Module):
         header, payload = self._open(bits)
         padded = padded_size(header.height, header.width)
         try:
-            z_c, y_hat, z_hat = self.lfgcm.decompress(payload, padded, self.device)
+            z_c, y_hat, z_hat = self.lfgcm.decompress(payload, padded, self.device, rate=header.rate)
         except (RuntimeError, ValueError, OverflowError) as err:
             raise BitstreamError(f"corrupt payload: {err}") from err
         if not torch.isfinite(z_c).all():
@@ -349,44 +471,102 @@ class DiffEICCodec(nn.Module):
 
     def decompress(self, bits: Union[Bits, Sequence[Bits]], steps: Optional[int] = None,
                    seed: Optional[int] = None, sampler: Optional[str] = None,
-                   progress: bool = False) -> Union[torch.Tensor, List[torch.Tensor]]:
+                   progress: bool = False, generator: Optional[torch.Generator] = None
+                   ) -> Union[torch.Tensor, List[torch.Tensor]]:
         """Decode a stream → ``(3,H,W)`` in [0,1] at the original size, or a list of streams → list.
 
         ``steps``, ``seed`` and ``sampler`` override what the stream's header asks for (which in turn
         defaults to the model's config).  The same stream and seed give the same image on one device.
+        ``generator``: a CPU ``torch.Generator`` to draw the noise from instead of a seed (as in diffusers
+        pipelines; its state advances, so a list of streams draws different noise for each).
         """
+        if generator is not None and seed is not None:
+            raise ValueError("pass either seed or generator, not both")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
         if isinstance(bits, (list, tuple)):
-            return [self.decompress(b, steps=steps, seed=seed, sampler=sampler, progress=progress) for b in bits]
+            return [self.decompress(b, steps=steps, seed=seed, sampler=sampler, progress=progress,
+                                    generator=generator) for b in bits]
         if not isinstance(bits, (bytes, bytearray, memoryview)):
             raise TypeError(f"expected bytes (or a list of bytes), got {type(bits).__name__}")
         self._decode_settings(sampler, steps, seed)   # validates the overrides
+        warn_if_untrained(self)
         latents = self.decompress_latents(bits)
         header: StreamHeader = latents["header"]
         d = self.config.sampler
         name = sampler or header.sampler or d.name
         n_steps = steps or header.steps or d.steps
         use_seed = seed if seed is not None else (header.seed if header.seed is not None else d.seed)
-        image = self.generate(latents["z_c"], sampler=name, steps=n_steps, seed=use_seed, progress=progress)
+        if sampler is None and name == ONESTEP:
+            self._check_stream_one_step()
+        image = self.generate(latents["z_c"], sampler=name, steps=n_steps,
+                              seed=use_seed if generator is None else generator, progress=progress)
         if not torch.isfinite(image).all():
             raise BitstreamError(NON_FINITE_STREAM)
         return image[0, :, :header.height, :header.width]
 
     @torch.no_grad()
-    def generate(self, z_c: torch.Tensor, sampler: str, steps: int, seed: Union[int, Sequence[int]],
-                 progress: bool = False) -> torch.Tensor:
+    def generate(self, z_c: torch.Tensor, sampler: str, steps: int,
+                 seed: Union[int, Sequence[int], torch.Generator], progress: bool = False) -> torch.Tensor:
         """Controlled diffusion sampling from content variables ``z_c`` → padded images in [0,1].
 
         ``seed``: one seed for the batch, or one per batch item (then each item is decoded exactly as
-        it would be alone with its seed).  Runs with the options of :meth:`optimize` (default: plain
-        float32; latent + VAE tiling above ``FastOptions.auto_tile_pixels``, 1024×1024 padded pixels).
+        it would be alone with its seed), or a CPU ``torch.Generator`` used as is.  Runs with the options
+        of :meth:`optimize` (default: plain float32; latent + VAE tiling above
+        ``FastOptions.auto_tile_pixels``, 1024×1024 padded pixels).
         """
-        if isinstance(seed, (list, tuple)):
+        if isinstance(seed, torch.Generator):
+            generator = seed
+        elif isinstance(seed, (list, tuple)):
             generator = [torch.Generator("cpu").manual_seed(int(s)) for s in seed]
         else:
             generator = torch.Generator("cpu").manual_seed(int(seed))
+        if sampler == ONESTEP:
+            one_step = self.one_step_decoder()
+            return self.one_step_fast_decoder().decode_one_step(z_c, one_step, generator)
         return self.fast_decoder().decode(z_c, sampler=sampler, steps=steps, generator=generator,
                                           schedule=self.config.schedule,
                                           fewstep_start=self.config.sampler.fewstep_start, progress=progress)
+
+    # ------------------------------------------------------------------ one-step decoding (issue #19)
+    def one_step_decoder(self) -> OneStepDecoder:
+        """The decoder of ``sampler="onestep"``: trained one-step weights, or (untrained codecs only) a default.
+
+        An untrained codec (``from_config``) runs the mode with its own control module and the default
+        :class:`~diffeic.diffusion.onestep.OneStepConfig`, so the plumbing works without training.  A trained
+        codec without one-step weights (no ``onestep`` entry with ``trained: true`` in its ``config.yaml``)
+        raises ``ValueError``: its control module was trained for multi-step sampling only.
+        """
+        if self.onestep is not None and (self.onestep.trained or not self.is_trained):
+            return self.onestep
+        if self.is_trained:
+            raise ValueError(f"this checkpoint ({self.config.name}, model {self.fingerprint()[:8]}) has no trained "
+                             f"one-step decoder, so it cannot decode with sampler='onestep'; train one with "
+                             f"`python train.py fit --config configs/{self.config.name}_onestep.yaml "
+                             f"--model.init_from <this checkpoint>`, or decode with a multi-step sampler (e.g. 'ddpm')")
+        default = self.__dict__.get("_default_one_step")      # not a submodule: it wraps self.control
+        if default is None or default.control is not self.control:
+            default = OneStepDecoder(self.control, OneStepConfig(), self.config.schedule, trained=False)
+            self.__dict__["_default_one_step"] = default
+        return default
+
+    def _check_stream_one_step(self) -> None:
+        try:
+            self.one_step_decoder()
+        except ValueError as err:
+            raise BitstreamError(f"the stream asks for one-step decoding, but {err}") from None
+
+    def one_step_fast_decoder(self) -> FastDecoder:
+        """The :class:`FastDecoder` of the one-step mode: the one-step control module, :meth:`optimize`'s options."""
+        one_step = self.one_step_decoder()
+        options = self.fast_decoder().options
+        decoder = self.__dict__.get("_one_step_fast")
+        if decoder is None or decoder.control is not one_step.control or decoder.backbone is not self.backbone \
+                or decoder.options is not options:
+            # configure(): memory format and attention of the one-step control module follow the options too
+            decoder = FastDecoder(self.backbone, one_step.control, options).configure()
+            self.__dict__["_one_step_fast"] = decoder
+        return decoder
 
     # ------------------------------------------------------------------ speed (issue #8)
     def fast_decoder(self) -> FastDecoder:
@@ -420,6 +600,7 @@ class DiffEICCodec(nn.Module):
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         self._decode_settings(sampler, steps, seed)
+        warn_if_untrained(self)
         d = self.config.sampler
         groups: Dict[tuple, List[Tuple[int, StreamHeader, torch.Tensor, int]]] = {}
         for i, b in enumerate(bits):
@@ -428,6 +609,8 @@ class DiffEICCodec(nn.Module):
             lat = self.decompress_latents(b)
             h: StreamHeader = lat["header"]
             key = (tuple(lat["z_c"].shape), sampler or h.sampler or d.name, steps or h.steps or d.steps)
+            if sampler is None and key[1] == ONESTEP:
+                self._check_stream_one_step()
             use_seed = seed if seed is not None else (h.seed if h.seed is not None else d.seed)
             groups.setdefault(key, []).append((i, h, lat["z_c"], use_seed))
         out: List[Optional[torch.Tensor]] = [None] * len(bits)

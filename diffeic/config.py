@@ -11,6 +11,8 @@ Presets
 ``tiny``  every part present and wired as in the paper, at toy widths; random
           deterministic initialisation; CPU-fast (tests, demo, CI).
 ``sd21``  the paper's sizes (LFGCM 51.5 M, control 24.4 M, SD2.1-base VAE/UNet).
+``tiny_vr``, ``sd21_vr``  the same with a variable-rate LFGCM (:class:`RateConfig`): one model for
+          every λ in [1, 16], chosen at encode time by the rate parameter q.
 """
 from __future__ import annotations
 
@@ -83,6 +85,26 @@ def _check_str(name: str, value: Any, allowed: Optional[Tuple[str, ...]] = None,
 
 
 @dataclass
+class RateConfig:
+    """Variable-rate LFGCM (:mod:`diffeic.lfgcm.rate`): one model for every λ in ``[lmbda_min, lmbda_max]``.
+
+    The rate parameter is ``q = log2(lmbda_max / λ)`` in ``[0, log2(lmbda_max / lmbda_min)]``: larger q,
+    smaller λ, more bits.  ``levels`` gain vectors sit at evenly spaced q (the paper's λ = 16, 8, 4, 2, 1
+    for the defaults); between them the gains are interpolated geometrically.
+    """
+
+    lmbda_min: float = 1.0
+    lmbda_max: float = 16.0
+    levels: int = 5
+
+    def __post_init__(self) -> None:
+        self.lmbda_min = check_float("lfgcm.rate.lmbda_min", self.lmbda_min, 0.0)
+        # The rate range q_max = log2(lmbda_max / lmbda_min) must be a positive, finite float32.
+        self.lmbda_max = check_float("lfgcm.rate.lmbda_max", self.lmbda_max, self.lmbda_min, 2.0 ** 64 * self.lmbda_min)
+        self.levels = check_int("lfgcm.rate.levels", self.levels, 2, 256)
+
+
+@dataclass
 class LFGCMConfig:
     """Widths of the latent-feature-guided compression module (spec §3, official ``preprocess_config``)."""
 
@@ -99,6 +121,7 @@ class LFGCMConfig:
     scale_min: float = 0.11             # GaussianConditional scale bound and table start
     scale_max: float = 256.0
     scale_levels: int = 64
+    rate: Optional[RateConfig] = None   # None: the paper's fixed-λ model
 
     def __post_init__(self) -> None:
         for name in ("in_ch", "latent_ch", "N", "M", "prior_ch", "sft_hidden"):
@@ -229,7 +252,11 @@ class DiffEICConfig:
 
     # --- (de)serialisation -------------------------------------------------
     def to_dict(self) -> Dict[str, Any]:
-        return _to_plain(dataclasses.asdict(self))
+        data = _to_plain(dataclasses.asdict(self))
+        if data["lfgcm"]["rate"] is None:
+            # Fixed-rate configs serialise as before the field existed: same YAML, same fingerprints.
+            del data["lfgcm"]["rate"]
+        return data
 
     @classmethod
     def from_dict(cls, data: Dict[str, Any]) -> "DiffEICConfig":
@@ -285,7 +312,10 @@ def _build(cls: type, data: Dict[str, Any], where: str) -> Any:
         sub = _NESTED.get((cls, name))
         if sub and value is not None and not isinstance(value, dict):
             raise ValueError(f"{where}.{name} = {value!r}: must be a mapping of {sub.__name__} fields")
-        kwargs[name] = _build(sub, value or {}, f"{where}.{name}") if sub else value
+        if (cls, name) in _OPTIONAL and value is None:
+            kwargs[name] = None
+        else:
+            kwargs[name] = _build(sub, value or {}, f"{where}.{name}") if sub else value
     return cls(**kwargs)
 
 
@@ -295,7 +325,10 @@ _NESTED = {
     (DiffEICConfig, "control"): ControlConfig,
     (DiffEICConfig, "schedule"): ScheduleConfig,
     (DiffEICConfig, "sampler"): SamplerConfig,
+    (LFGCMConfig, "rate"): RateConfig,
 }
+#: Nested sections where ``None`` means "absent" rather than "all defaults".
+_OPTIONAL = {(LFGCMConfig, "rate")}
 
 
 # --------------------------------------------------------------------------- presets
@@ -367,7 +400,15 @@ def _preset_tiny() -> DiffEICConfig:
     )
 
 
-PRESETS = {"tiny": _preset_tiny, "sd21": _preset_sd21}
+def _variable_rate(preset) -> DiffEICConfig:
+    cfg = preset()
+    cfg.name += "_vr"
+    cfg.lfgcm.rate = RateConfig()
+    return cfg
+
+
+PRESETS = {"tiny": _preset_tiny, "sd21": _preset_sd21,
+           "tiny_vr": lambda: _variable_rate(_preset_tiny), "sd21_vr": lambda: _variable_rate(_preset_sd21)}
 
 
 def get_config(name_or_path: Union[str, Path, DiffEICConfig]) -> DiffEICConfig:

@@ -37,15 +37,17 @@ import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
-import torch
-from torch import nn
+if TYPE_CHECKING:    # torch is imported where it is used, so `diffeic --help` does not pay for it
+    import torch
+    from torch import nn
+
+    Tensor = torch.Tensor
 
 logger = logging.getLogger(__name__)
 
-Tensor = torch.Tensor
-StateDict = Dict[str, Tensor]
+StateDict = Dict[str, "torch.Tensor"]
 PathLike = Union[str, Path]
 
 LFGCM_PREFIX = "preprocess_model."
@@ -124,6 +126,8 @@ def load_official_state_dict(path: PathLike, trust_pickle: bool = False) -> Stat
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     _sniff_checkpoint_file(path)
+    import torch
+
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -188,6 +192,8 @@ def _rejected_global(err: Exception) -> str:
 
 
 def _load_trusted(path: Path) -> object:
+    import torch
+
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except ModuleNotFoundError as err:
@@ -209,12 +215,14 @@ def _first_line(err: BaseException) -> str:
 
 def _extract_state_dict(obj: object, path: Path) -> StateDict:
     """Unwrap ``{"state_dict": {...}}`` (Lightning / official) and strip a DDP ``module.`` prefix."""
+    import torch
+
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping) or not obj:
         raise ConversionError(f"{path}: expected a dict of tensors (optionally under 'state_dict'), got "
                               f"{type(obj).__name__}{' (empty)' if isinstance(obj, Mapping) else ''}")
-    not_tensors = [str(k) for k, v in obj.items() if not isinstance(v, Tensor)]
+    not_tensors = [str(k) for k, v in obj.items() if not isinstance(v, torch.Tensor)]
     if not_tensors:
         raise ConversionError(f"{path}: {len(not_tensors)} entries of the state dict are not tensors: "
                               f"{_listing(not_tensors)}")
@@ -232,6 +240,7 @@ def strip_module_prefix(state_dict: Mapping[str, Tensor]) -> StateDict:
 
 def _build_meta_modules(config) -> Tuple[nn.Module, nn.Module]:
     """LFGCM + ControlModule of ``config`` on the meta device: names and shapes without memory."""
+    import torch
     from diffusers import UNet2DConditionModel
 
     from .diffusion.control import ControlModule
@@ -377,6 +386,8 @@ def map_official_keys(state_dict: Mapping[str, Tensor], config="sd21") -> Tuple[
     Raises:
         ConversionError: listing every missing, unexpected and mis-shaped key, wrong constant values.
     """
+    import torch
+
     from .config import get_config
 
     cfg = get_config(config)
@@ -432,6 +443,8 @@ def _count_zero_convs(layout: Mapping[str, Target]) -> int:
 
 
 def _check_constant(key: str, value: Tensor, expected: Tensor) -> Optional[str]:
+    import torch
+
     if tuple(value.shape) != tuple(expected.shape):
         return f"{key}: file shape {list(value.shape)} vs expected {list(expected.shape)}"
     if not torch.allclose(value.double(), expected.double(), rtol=1e-5, atol=0):
@@ -441,6 +454,8 @@ def _check_constant(key: str, value: Tensor, expected: Tensor) -> Optional[str]:
 
 def _check_scale_list(value: Tensor, n_zero_convs: int) -> Optional[str]:
     """The official injection scales: one per zero conv, all 1.0 (our forward hard-codes scale 1)."""
+    import torch
+
     if tuple(value.shape) != (n_zero_convs,):
         return f"{SCALE_LIST_KEY}: file shape {list(value.shape)} vs expected [{n_zero_convs}]"
     if not torch.all(value == 1):
@@ -494,6 +509,7 @@ def _sha256(path: Path) -> str:
 
 def build_modules(lfgcm_sd: StateDict, control_sd: StateDict, config="sd21") -> Tuple[nn.Module, nn.Module]:
     """Real (CPU) LFGCM + ControlModule loaded strictly from converted dicts; LFGCM tables rebuilt."""
+    import torch
     from diffusers import UNet2DConditionModel
 
     from .config import get_config

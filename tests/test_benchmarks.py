@@ -45,7 +45,8 @@ def test_run_all_cli_and_results_file(tmp_path, monkeypatch, capsys, codec):
     out = run_all.main(["--preset", "tiny", "--device", "cpu", "--size", "64x64", "--steps", "1",
                         "--fewsteps", "1", "--repeats", "1", "--plain", "--train-size", "64x64",
                         "--train-batch", "1"])
-    assert set(out) == {"encode", "decode", "decode_fewstep", "train"}
+    assert set(out) == {"encode", "decode", "decode_fewstep", "decode_onestep", "train"}
+    assert out["decode_onestep"][0]["unet_evals"] == 1 and out["decode_onestep"][0]["steps"] == 1
     text = (tmp_path / "RESULTS.md").read_text()
     assert "torch" in text and "diffusers" in text and "| preset |" in text and "command:" in text
     assert "ratio_vs_plain" in capsys.readouterr().out

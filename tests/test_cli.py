@@ -270,3 +270,159 @@ def test_console_entry_point_runs(tmp_path):
                             timeout=120)
     assert result.returncode == 0
     assert result.stdout.strip().startswith(f"diffeic {diffeic.__version__}")
+
+
+# ------------------------------------------------------------------------------------------ batch work (issue 15.4)
+def _tree_with_bad_files(root, photos):
+    """root/a/astro.png, root/b/astro.png (same name, other folder), root/b/garbage.png (not an image),
+    root/truncated.png (a valid header, image data cut short)."""
+    (root / "a").mkdir(parents=True)
+    (root / "b").mkdir()
+    Image.open(photos / "astro.png").save(root / "a" / "astro.png")
+    Image.open(photos / "coffee.jpg").save(root / "b" / "astro.png")
+    (root / "b" / "garbage.png").write_bytes(b"not an image at all")
+    good = (root / "a" / "astro.png").read_bytes()
+    idat = good.index(b"IDAT")
+    (root / "truncated.png").write_bytes(good[:idat + 200])
+    return root
+
+
+def test_keep_going_reports_each_bad_file_and_processes_the_rest(photos, tmp_path, capsys, cached_tiny):
+    src = _tree_with_bad_files(tmp_path / "in", photos)
+    out = tmp_path / "out"
+    code, stdout, err = run(capsys, "compress", src, "--out-dir", out, "--keep-going", *FAST)
+    assert code == 1
+    errors = errors_only(err)
+    assert len(errors) == 3, err
+    assert str(src / "b" / "garbage.png") in errors[0]               # found by the header check, before the model
+    assert str(src / "truncated.png") in errors[1]                   # found while decoding the image
+    assert errors[2] == "diffeic: error: 2 of 4 files failed (listed above)"
+    # the input tree is mirrored: equal names in different folders do not collide
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.deic")) == ["a/astro.deic", "b/astro.deic"]
+    assert DiffEICCodec.inspect((out / "b" / "astro.deic").read_bytes())["width"] == 80
+    assert stdout.count(" -> ") == 2
+
+
+def test_without_keep_going_a_bad_input_stops_before_the_model_is_loaded(photos, tmp_path, capsys, monkeypatch):
+    src = _tree_with_bad_files(tmp_path / "in", photos)
+    monkeypatch.setattr(cli, "load_codec", lambda *a, **k: pytest.fail("the model was loaded"))
+    code, _, err = run(capsys, "compress", src, "--out-dir", tmp_path / "out", *FAST)
+    assert code == 1
+    assert_one_error_line(errors_only(err), str(src / "b" / "garbage.png"), "not an image file")
+    assert not (tmp_path / "out").exists()
+    bomb = tmp_path / "bomb.png"                           # a declared size over the codec's limit: refused cheaply
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", _ihdr(9000, 9000)) + _chunk(b"IEND", b""))
+    code, _, err = run(capsys, "compress", bomb, *FAST)
+    assert code == 1
+    assert_one_error_line(errors_only(err), str(bomb), "9000x9000", "refused before decoding")
+    junk = tmp_path / "junk.deic"
+    junk.write_bytes(b"\xde\x1c" + b"\x00" * 30)
+    code, _, err = run(capsys, "decompress", junk, *FAST)
+    assert code == 1
+    assert_one_error_line(errors_only(err), str(junk))
+
+
+def _chunk(tag, data):
+    import struct
+    import zlib
+
+    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+
+def _ihdr(width, height):
+    import struct
+
+    return struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+
+
+def test_compress_refuses_an_image_suffix_for_its_stream(photos, tmp_path, capsys, cached_tiny):
+    code, _, err = run(capsys, "compress", photos / "astro.png", "-o", tmp_path / "x.png", *FAST)
+    assert code == 2
+    assert "writes a .deic stream, not a .png image" in err[-1] and str(tmp_path / "x.deic") in err[-1]
+    assert not (tmp_path / "x.png").exists()
+    code, _, err = run(capsys, "compress", photos / "astro.png", "-o", tmp_path / "x.bin", *FAST)
+    assert code == 0
+    assert any("does not end in .deic" in line for line in err)
+    assert DiffEICCodec.inspect((tmp_path / "x.bin").read_bytes())["height"] == 64
+
+
+def test_second_writer_gets_already_exists_instead_of_replacing(photos, tmp_path, capsys, cached_tiny, monkeypatch):
+    # issue 21.4: the existence check at planning time is not enough: another run may create the file later.
+    target = tmp_path / "a.deic"
+    monkeypatch.setattr(cli, "_check_outputs", lambda jobs, force: target.write_bytes(b"other run"))
+    code, _, err = run(capsys, "compress", photos / "astro.png", "-o", target, *FAST)
+    assert code == 1
+    assert_one_error_line(errors_only(err), str(target), "already exists", "--force")
+    assert target.read_bytes() == b"other run"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.deic"]          # no temporary file left
+
+
+def test_overlong_input_name_gets_a_shortened_output_name(photos, tmp_path, capsys, cached_tiny):
+    # issue 14.13: a 250-character name + ".decoded.png" exceeds the 255-byte limit of most file systems.
+    long_in = tmp_path / ("p" * 246 + ".png")
+    Image.open(photos / "astro.png").save(long_in)
+    code, out, err = run(capsys, "compress", long_in, *FAST)
+    assert code == 0, err
+    stream = tmp_path / ("p" * 246 + ".deic")                        # 251 bytes: fits, kept as is
+    assert stream.is_file()
+    code, out, err = run(capsys, "decompress", stream, *FAST)
+    assert code == 0, err
+    import hashlib
+
+    digest = hashlib.sha256(("p" * 246 + ".decoded.png").encode()).hexdigest()[:8]
+    (written,) = [p for p in tmp_path.iterdir() if p.name.endswith(f"~{digest}.png")]
+    assert len(written.name.encode()) == 255 and written.name == "p" * (255 - 13) + f"~{digest}.png"
+    assert load_image(written).shape == (3, 64, 96)
+
+
+def test_non_utf8_file_names_print_instead_of_crashing(stream, tmp_path, monkeypatch, capsys):
+    import io
+    import os
+
+    odd = tmp_path / os.fsdecode(b"caf\xe9.deic")                      # not valid UTF-8: a lone surrogate in str
+    odd.write_bytes(stream.read_bytes())
+    for encoding in ("utf-8", "latin-1"):
+        buffer = io.BytesIO()
+        monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(buffer, encoding=encoding, errors="strict"))
+        assert main(["info", str(odd)]) == 0
+        sys.stdout.flush()
+        assert b"caf\\udce9.deic" in buffer.getvalue()
+
+
+# ------------------------------------------------------------------------------------------ startup (issue 15.1)
+@pytest.mark.parametrize("argv", [["--help"], ["--version"], ["info", "STREAM"], ["compress", "--help"]])
+def test_light_commands_do_not_import_torch(argv, stream):
+    argv = [str(stream) if a == "STREAM" else a for a in argv]
+    code = ("import sys; from diffeic.cli import main; rc = main(%r); "
+            "heavy = sorted(m for m in ('torch', 'diffusers', 'compressai', 'lightning') if m in sys.modules); "
+            "print('HEAVY', heavy); sys.exit(rc)" % argv)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "HEAVY []" in result.stdout
+
+
+# ------------------------------------------------------------------------------------------ eval / train (issue 15.7)
+def test_eval_and_train_subcommands_pass_their_arguments_through(capsys):
+    code, out, err = run(capsys, "eval", "--dataset", "nope")
+    assert code == 2
+    assert err[-1].startswith("diffeic eval: error: --dataset 'nope': unknown; choose one of kodak")
+    code, out, _ = run(capsys, "eval", "--help")
+    assert code == 0 and out.startswith("usage: diffeic eval") and "--rate-factors" in out
+    code, out, _ = run(capsys, "--help")
+    assert "eval" in out and "train" in out and "python train.py" in out
+
+
+def test_shipped_configs_are_found_by_name_and_are_the_repositorys():
+    from pathlib import Path
+
+    from diffeic.training.cli import CONFIG_DIR, _with_shipped_configs, config_path, shipped_configs
+
+    assert "tiny.yaml" in shipped_configs() and "sd21_stage1.yaml" in shipped_configs()
+    assert CONFIG_DIR == Path(diffeic.__file__).resolve().parent / "configs"
+    for name in ("tiny", "tiny.yaml", "configs/tiny.yaml", "/elsewhere/configs/tiny.yaml"):
+        assert Path(config_path(name)).resolve() == (CONFIG_DIR / "tiny.yaml").resolve()
+    assert config_path("no-such-config.yaml") == "no-such-config.yaml"       # LightningCLI reports it
+    repo_configs = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
+    assert repo_configs.resolve() == (CONFIG_DIR / "tiny.yaml").resolve()     # one copy, not two
+    assert _with_shipped_configs(["fit", "--config", "tiny", "--config=sd21_stage1"]) == [
+        "fit", "--config", str(CONFIG_DIR / "tiny.yaml"), f"--config={CONFIG_DIR / 'sd21_stage1.yaml'}"]

@@ -14,13 +14,43 @@ from diffeic.evaluation import cli, runner
 from diffeic.evaluation.schema import CSV_COLUMNS, read_rows
 
 
-class FakeCodec:
-    """Stands in for DiffEICCodec: JPEG bytes behind a 2-byte magic, counts its calls."""
+class FakeDecoder:
+    """The tiling decisions of diffeic's FastDecoder, without networks."""
 
-    def __init__(self):
+    def __init__(self, options):
+        self.options = options
+
+    def tiles_for(self, z_c):
+        o = self.options
+        return o.tiles or (o.auto_tiles if o.exceeds_auto_tile(z_c.shape[-2] * z_c.shape[-1] * 64) else None)
+
+
+class FakeCodec:
+    """Stands in for DiffEICCodec: JPEG bytes behind a 2-byte magic, counts its calls, records seeds."""
+
+    def __init__(self, fingerprint="f00dfeed12345678"):
+        from diffeic.diffusion.fast import FastOptions
+
         self.config = SimpleNamespace(name="fake", sampler=SimpleNamespace(name="ddpm", steps=4, seed=231))
         self.is_trained = False
         self.calls = 0
+        self.seeds = []
+        self._fp = fingerprint
+        self._decoder = FakeDecoder(FastOptions())
+        # The official file of this fake: y string = the JPEG bytes, z string = 2 bytes.
+        self.lfgcm = SimpleNamespace(official_strings=lambda y, z: (y, z))
+
+    def fingerprint(self):
+        return self._fp
+
+    def fast_decoder(self):
+        return self._decoder
+
+    def optimize(self, options=None, **kw):
+        import dataclasses
+
+        self._decoder = FakeDecoder(dataclasses.replace(options, **kw))
+        return self
 
     def compress(self, x):
         self.calls += 1
@@ -28,17 +58,24 @@ class FakeCodec:
         Image.fromarray((x.permute(1, 2, 0) * 255).round().byte().numpy()).save(buf, "JPEG", quality=10)
         return b"DE" + buf.getvalue()
 
+    def decompress_latents(self, bits):
+        return {"y_hat": bits[2:], "z_hat": b"zz"}
+
     def decompress(self, bits, steps=None, sampler=None, seed=None):
+        self.seeds.append(seed)
         a = np.asarray(Image.open(io.BytesIO(bits[2:])).convert("RGB"))
         return torch.from_numpy(a.copy()).permute(2, 0, 1).float() / 255
+
+
+def _fake_model(codec, point="fake"):
+    return runner.OurModel(codec, point, "sampler=ddpm;steps=4;seed=231+index",
+                           f"diffeic fake ({runner.UNTRAINED_NOTE})", False, "test", "ddpm", 4, 231)
 
 
 @pytest.fixture
 def fake(monkeypatch):
     codec = FakeCodec()
-    model = runner.OurModel(codec, "fake", "sampler=ddpm;steps=4;seed=231",
-                            f"diffeic fake ({runner.UNTRAINED_NOTE})", False, "test")
-    monkeypatch.setattr(runner, "_load_models", lambda cfg, device: [model])
+    monkeypatch.setattr(runner, "_load_models", lambda cfg, device: [_fake_model(codec)])
     monkeypatch.setenv("DIFFEIC_NO_DOWNLOAD", "1")
     return codec
 
@@ -66,7 +103,9 @@ def _check_rates(out: Path, rows):
     for r in rows:
         if r["codec"] == "diffeic":
             f = out / "bitstreams" / f"{r['image']}.deic"
+            assert r["bpp_official"] is not None and r["seed"] is not None and r["tiling"]
         else:
+            assert r["bpp_official"] is None and r["seed"] is None and r["tiling"] == ""
             ext = {"jpeg": "jpg"}.get(r["codec"], r["codec"])
             f = out / "bitstreams" / r["codec"] / f"{r['image']}@{r['point']}.{ext}"
         size = f.stat().st_size
@@ -86,6 +125,11 @@ def test_run_writes_csv_json_plots_and_resumes(tmp_path, fake, small_set):
     # 2 images x (ours + 2 baselines x 2 factors)
     assert len(rows) == 2 * (1 + 2 * 2) == r1.work_done and fake.calls == 2
     _check_rates(out, rows)
+    ours = [r for r in rows if r["codec"] == "diffeic"]
+    # The fake's official file: 20-byte header + its JPEG bytes (y) + 2 bytes (z), over padded pixels.
+    assert [r["bpp_official"] for r in ours] == [8 * (20 + r["bytes"] - 2 + 2) / (256 * 320) for r in ours]
+    assert [r["seed"] for r in ours] == fake.seeds == [231, 232]        # each image its own noise
+    assert [r["tiling"] for r in ours] == ["none", "none"]
     ours = {r["image"]: r for r in rows if r["codec"] == "diffeic"}
     for r in rows:
         if r["codec"] != "diffeic":
@@ -142,18 +186,16 @@ def test_fid_skip_line_when_inception_is_missing(tmp_path, fake, monkeypatch, sm
 
 
 def test_cli_help_teaches(capsys):
-    with pytest.raises(SystemExit) as e:
-        cli.main(["--help"])
-    assert e.value.code == 0
+    assert cli.main(["--help"]) == 0
     text = capsys.readouterr().out
     for needle in ("examples:", "results.csv", "summary.json", "bitstreams/", "folder:", "--anchor"):
         assert needle in text
 
 
 def test_cli_missing_dataset_is_a_clean_error(tmp_path, capsys, fake):
-    code = cli.main(["--dataset", "tecnick", "--data-dir", str(tmp_path), "--out", str(tmp_path / "o"),
-                     "--no-progress"])
-    assert code == 2 and "tecnick" in capsys.readouterr().err
+    code = cli.main(["--dataset", "tecnick", "--model", "tiny", "--data-dir", str(tmp_path),
+                     "--out", str(tmp_path / "o"), "--no-progress"])
+    assert code == 1 and "tecnick" in capsys.readouterr().err      # missing data: exit 1, like the diffeic command
 
 
 def test_end_to_end_on_the_real_tiny_preset(tmp_path, monkeypatch):

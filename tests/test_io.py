@@ -1,4 +1,5 @@
 """Image I/O: orientation, modes, bit depths, errors, saving, and input expansion (diffeic.io)."""
+import os
 import struct
 import warnings
 import zlib
@@ -8,7 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from diffeic.io import expand_images, expand_paths, load_image, save_image, to_uint8
+from diffeic.io import expand_images, expand_paths, image_size, load_image, save_image, to_uint8, \
+    write_bytes_atomic
 
 
 @pytest.fixture(scope="module")
@@ -204,6 +206,69 @@ def test_unreadable_input_raises_value_error_naming_file(tmp_path, make, why):
     assert str(info.value).startswith(f"{path}:")
 
 
+def _png_chunk(tag, data):
+    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+
+def _png(width, height, raw_rows: bytes, interlace=0):
+    """An 8-bit RGB PNG with valid chunks whose zlib stream holds exactly ``raw_rows``."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, interlace)
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", zlib.compress(raw_rows))
+            + _png_chunk(b"IEND", b""))
+
+
+def test_png_with_image_data_ending_on_a_row_boundary_is_refused(tmp_path, rgb8):
+    # issue 21.3: Pillow loads this silently, the last 16 of 48 rows black.
+    h, w, _ = rgb8.shape
+    rows = [b"\x00" + rgb8[r].tobytes() for r in range(h)]
+    (tmp_path / "short.png").write_bytes(_png(w, h, b"".join(rows[:32])))
+    im = Image.open(tmp_path / "short.png")
+    im.load()
+    assert (np.asarray(im)[32:] == 0).all()             # the silent failure this guards against
+    with pytest.raises(ValueError, match="truncated image data") as info:
+        load_image(tmp_path / "short.png")
+    assert str(info.value).startswith(f"{tmp_path / 'short.png'}:")
+    assert f"{32 * (1 + 3 * w)} of the {h * (1 + 3 * w)} bytes" in str(info.value)
+    # the same chunks with every row present load exactly
+    (tmp_path / "full.png").write_bytes(_png(w, h, b"".join(rows)))
+    assert torch.equal(load_image(tmp_path / "full.png"), as_tensor(rgb8, 255))
+
+
+def test_png_data_size_rule_counts_adam7_passes():
+    from diffeic.io import _png_raw_size
+    # 5x3 pixels, 24 bits each; Adam7 passes (x0, y0, dx, dy), counted independently with range():
+    expected = 0
+    for x0, y0, dx, dy in ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2),
+                           (0, 1, 1, 2)):
+        pw, ph = len(range(x0, 5, dx)), len(range(y0, 3, dy))
+        expected += ph * (1 + 3 * pw) if pw and ph else 0
+    assert _png_raw_size(5, 3, 24, interlace=1) == expected == 4 + 4 + 0 + 4 + 10 + 2 * 7 + 16
+    assert _png_raw_size(5, 3, 24, interlace=0) == 3 * 16
+    assert _png_raw_size(9, 2, 1, interlace=0) == 2 * (1 + 2)          # 1-bit rows round up to bytes
+
+
+def test_declared_size_is_refused_before_decoding(tmp_path):
+    # issue 14.8: a few hundred bytes declaring 13000x13000 (about 0.5 GB of pixels) must cost nothing.
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(_png(13000, 13000, b"\x00" * 100))
+    assert bomb.stat().st_size < 200
+    import tracemalloc
+    tracemalloc.start()
+    with pytest.raises(ValueError, match="13000x13000 pixels.*refused before decoding") as info:
+        load_image(bomb, max_pixels=64 * 1024 * 1024)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 10 * 2 ** 20
+    assert str(info.value).startswith(f"{bomb}:")
+    with pytest.raises(ValueError, match="refused before decoding"):
+        image_size(bomb, max_pixels=1000)
+    assert image_size(bomb, max_pixels=2 * 10 ** 8) == (13000, 13000)
+    with pytest.raises(ValueError, match="limit of 89,478,485"):     # the default: Pillow's bomb limit
+        image_size(bomb)
+    with pytest.raises(ValueError, match="more than the limit of 1,000"):
+        load_image(bomb, max_pixels=1000)
+
+
 # ------------------------------------------------------------------------------------------ saving
 def test_save_png_round_trip_is_exact(tmp_path, rgb8):
     x = as_tensor(rgb8, 255)
@@ -245,6 +310,38 @@ def test_save_rejects_unknown_suffix(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_exclusive_write_refuses_an_existing_target(tmp_path, rgb8):
+    # issue 21.4: two writers without --force: the second must fail, not replace the first.
+    target = tmp_path / "out.deic"
+    write_bytes_atomic(target, b"first", overwrite=False)
+    with pytest.raises(FileExistsError, match="already exists"):
+        write_bytes_atomic(target, b"second", overwrite=False)
+    save_image(as_tensor(rgb8, 255), tmp_path / "x.png", overwrite=False)
+    with pytest.raises(FileExistsError):
+        save_image(as_tensor(rgb8, 255), tmp_path / "x.png", overwrite=False)
+    assert target.read_bytes() == b"first"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.deic", "x.png"]     # no temp files left
+    write_bytes_atomic(target, b"third")                                          # overwrite=True replaces
+    assert target.read_bytes() == b"third"
+
+
+def test_write_works_for_names_at_the_file_system_limit(tmp_path):
+    # issue 14.13: the temporary name must not be longer than the target's.
+    target = tmp_path / ("n" * 250 + ".deic")
+    write_bytes_atomic(target, b"abc")
+    assert target.read_bytes() == b"abc"
+    assert [p.name for p in tmp_path.iterdir()] == [target.name]
+
+
+def test_files_are_written_with_the_umask(tmp_path):
+    old = os.umask(0o027)
+    try:
+        write_bytes_atomic(tmp_path / "a.deic", b"x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.deic").stat().st_mode & 0o777 == 0o640
+
+
 # ------------------------------------------------------------------------------------------ expansion
 @pytest.fixture
 def tree(tmp_path):
@@ -266,6 +363,23 @@ def test_globs_and_explicit_files(tree):
     # an explicitly named file is kept whatever its suffix; duplicates collapse, first order wins
     assert expand_images([tree / "sub/notes.txt", tree / "b.png", tree]) == [
         tree / "sub/notes.txt", tree / "b.png", tree / "a.jpg", tree / "sub/c.JPG", tree / "sub/deep/d.webp"]
+
+
+@pytest.mark.timeout(60)
+def test_symlink_cycles_are_followed_once(tree):
+    # issue 14.10: two links to "." made 'dir/**/*.png' run forever (glob follows the cycle).
+    (tree / "loop1").symlink_to(".")
+    (tree / "sub" / "loop2").symlink_to("..")
+    (tree / "elsewhere").mkdir()
+    (tree / "elsewhere" / "e.png").write_bytes(b"")
+    (tree / "sub" / "link_to_elsewhere").symlink_to(tree / "elsewhere")
+    expected_real = {tree / "a.jpg", tree / "b.png", tree / "sub/c.JPG", tree / "sub/deep/d.webp",
+                     tree / "elsewhere/e.png"}
+    for item in [tree, str(tree / "**" / "*.*"), str(tree / "**")]:
+        got = expand_images([item])
+        assert {p.resolve() for p in got} == {p.resolve() for p in expected_real}
+        assert len(got) == len(expected_real)
+    assert expand_images([str(tree / "**" / "*.png")]) == [tree / "b.png", tree / "elsewhere/e.png"]
 
 
 @pytest.mark.parametrize("item,why", [("missing.png", "no such file"), ("*.tif", "matches no"),

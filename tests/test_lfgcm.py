@@ -129,3 +129,4 @@ def test_straight_through_helpers_take_coder_values_and_float_gradients():
     assert y_hat.tolist() == [0.25, 1.5, -2.875]                           # round(v - μ) + μ, exactly
     (mu.sum() + 2 * y_hat.sum()).backward()
     assert v.grad.tolist() == [3.0, 3.0, 3.0] and mean.grad is None        # as quantize_ste(v - μ) + μ
+

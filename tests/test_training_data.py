@@ -96,6 +96,30 @@ def test_unreadable_file_is_skipped_with_one_warning(folder):
         assert ds[bad].shape == (3, 64, 64)
 
 
+def test_decompression_bomb_is_skipped_counted_and_warned_once(folder):
+    # issue 14.8: DecompressionBombError is not an OSError, so it used to stop the run.
+    import struct
+    import zlib
+
+    def chunk(tag, data):
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    side = 20000                                   # 4e8 pixels: over twice Pillow's limit -> error, not warning
+    (folder / "bomb.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0))
+                                      + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    files = find_images(folder)
+    bomb = files.index(folder / "bomb.png")
+    ds = RandomCropDataset(files, CropSpec(64, 64, 80), seed=0)
+    assert ds.skipped == 0
+    with pytest.warns(RuntimeWarning, match="bomb.png"):
+        assert ds[bomb].shape == (3, 64, 64)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert ds[bomb].shape == (3, 64, 64)
+    assert ds.skipped == 1
+
+
 def test_crops_depend_only_on_seed_and_key(folder):
     files = find_images(folder)
     a = RandomCropDataset(files, CropSpec(64, 64, 80), seed=3)

@@ -135,3 +135,18 @@ def test_outputs_follow_the_root_dir_and_a_second_run_never_replaces_the_first_e
     with pytest.raises(ExportConflictError, match="another training run"):
         mine._check_owner(export)
     ExportCallback(str(export), overwrite=True)._check_owner(export)
+
+
+def test_the_trained_parts_are_in_training_mode_during_fit(tmp_path, monkeypatch):
+    # Lightning keeps submodule modes; codecs are built in eval mode. In eval mode the LFGCM's rate uses hard
+    # rounding (no gradient through y, z) and a real run diverged: pin the mode seen inside training_step.
+    seen = []
+    original = DiffEICModule.compute_losses
+
+    def spy(self, x, *args, **kwargs):
+        seen.append((self.codec.lfgcm.training, self.codec.lfgcm.gaussian_conditional.training,
+                     self.codec.control.training, self.codec.backbone.training))
+        return original(self, x, *args, **kwargs)
+    monkeypatch.setattr(DiffEICModule, "compute_losses", spy)
+    _fit(tmp_path, 1)
+    assert seen == [(True, True, True, False)]

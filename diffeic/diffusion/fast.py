@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field, replace
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 from diffusers.models.attention_processor import Attention, AttnProcessor, AttnProcessor2_0
@@ -36,6 +36,9 @@ from .backbone import FrozenBackbone
 from .control import ControlModule
 from .sampling import EpsFn, Generators, sample
 from .tiling import StepFn, TileOptions, tiled_step
+
+if TYPE_CHECKING:
+    from .onestep import OneStepDecoder
 
 Tensor = torch.Tensor
 
@@ -289,3 +292,15 @@ class FastDecoder:
         check_content_latent(self.backbone, z_c)
         z0 = self.denoise(z_c, sampler, steps, generator, schedule, fewstep_start, progress)
         return self.vae_decode(z0, tiled=self.tiles_for(z_c) is not None)
+
+    @torch.no_grad()
+    def decode_one_step(self, z_c: Tensor, one_step: "OneStepDecoder", generator: Generators = None) -> Tensor:
+        """One-step decoding (:mod:`.onestep`) with these options; build this decoder on ``one_step.control``."""
+        from .decoder import check_content_latent
+
+        if one_step.control is not self.control:
+            raise ValueError("decode_one_step needs a FastDecoder built on the one-step decoder's control module")
+        check_content_latent(self.backbone, z_c)
+        tiles = self.tiles_for(z_c)
+        z0 = one_step.predict(self.eps_fn(z_c, tiles), z_c, generator)
+        return self.vae_decode(z0, tiled=tiles is not None)

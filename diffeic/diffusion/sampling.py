@@ -211,7 +211,7 @@ def sample(eps_fn: EpsFn, z_c: Tensor, sampler: str = "ddpm", steps: int = 50,
             decoded alone with generator i (batched decoding == one-by-one decoding).
         schedule: training schedule (default :class:`ScheduleConfig`: T=1000, scaled-linear).
         fewstep_start: start timestep N of ``fewstep`` (RDEIC: 299).
-        progress: show a tqdm bar.
+        progress: show a tqdm bar of the steps (from 2 s into the sampling, so short decodes stay quiet).
 
     Returns:
         ``z_0`` with the shape, device and dtype of ``z_c``.
@@ -233,7 +233,8 @@ def sample(eps_fn: EpsFn, z_c: Tensor, sampler: str = "ddpm", steps: int = 50,
     iterator = timesteps
     if progress:
         from tqdm.auto import tqdm
-        iterator = tqdm(timesteps, desc=f"{sampler} ({len(timesteps)} steps)")
+        # delay: a decode of a second or two stays quiet; a long one shows its steps.
+        iterator = tqdm(timesteps, desc=f"{sampler} ({len(timesteps)} steps)", delay=2.0, leave=False)
     last = len(timesteps) - 1
     for i, t in enumerate(iterator):
         t_batch = t.to(z.device, torch.long).expand(z.shape[0])

@@ -69,9 +69,9 @@ def how_to_get_weights(source: SDSource) -> str:
     """The advice every :class:`BackboneUnavailableError` ends with."""
     return (
         "SD2.1-base (VAE + UNet + empty-prompt embedding) is needed for the sd21 preset. Either\n"
-        f"  * download the diffusers repository (e.g. `huggingface-cli download {DEFAULT_SD_PATH} "
-        "--local-dir /path/to/sd21-base`) and pass sd_path='/path/to/sd21-base' (a folder with vae/, unet/, "
-        "text_encoder/, tokenizer/), or\n"
+        f"  * download the diffusers repository (`hf download {DEFAULT_SD_PATH} "
+        "--local-dir /path/to/sd21-base`, the command of huggingface_hub >= 1.0) and pass "
+        "sd_path='/path/to/sd21-base' (a folder with vae/, unet/, text_encoder/, tokenizer/), or\n"
         "  * download the original single file v2-1_512-ema-pruned.safetensors and pass its path as sd_path, or\n"
         "  * run once online so the hub cache holds it (HF_HUB_OFFLINE=1 then reads only the cache).\n"
         f"The path can also be set with the environment variable {SD_PATH_ENV} or in the config "
@@ -121,9 +121,10 @@ def load_vae_unet(source: SDSource, cfg: BackboneConfig, single_file_state: Opti
                     raise BackboneUnavailableError(
                         f"{source.describe()} has no {' or '.join(d + '/' for d in missing)} subfolder "
                         "(expected a diffusers repository layout).\n" + how_to_get_weights(source))
-            vae = _cache_first(AutoencoderKL.from_pretrained, source, subfolder="vae", torch_dtype=torch.float32)
+            vae = _cache_first(AutoencoderKL.from_pretrained, source, subfolder="vae", torch_dtype=torch.float32,
+                               **_low_memory())
             unet = _cache_first(UNet2DConditionModel.from_pretrained, source, subfolder="unet",
-                                torch_dtype=torch.float32)
+                                torch_dtype=torch.float32, **_low_memory())
     except BackboneUnavailableError:
         raise
     except _LOAD_ERRORS as err:
@@ -163,8 +164,10 @@ def _from_single_file(state: Dict[str, torch.Tensor], cfg: BackboneConfig):
             os.makedirs(os.path.join(tmp, sub))
             with open(os.path.join(tmp, sub, "config.json"), "w") as f:
                 json.dump({"_class_name": cls.__name__, **arch}, f)
-        vae = AutoencoderKL.from_single_file(state, config=tmp, subfolder="vae", local_files_only=True)
-        unet = UNet2DConditionModel.from_single_file(state, config=tmp, subfolder="unet", local_files_only=True)
+        vae = AutoencoderKL.from_single_file(state, config=tmp, subfolder="vae", local_files_only=True,
+                                             **_low_memory())
+        unet = UNet2DConditionModel.from_single_file(state, config=tmp, subfolder="unet", local_files_only=True,
+                                                     **_low_memory())
     return vae, unet
 
 
@@ -275,25 +278,52 @@ def _checked(emb: torch.Tensor, cfg: BackboneConfig, cross_dim: int, where: str)
     return emb.to(torch.float32)
 
 
+def _low_memory() -> Dict[str, bool]:
+    """Low-memory loading when ``accelerate`` is installed; without it, ask for nothing (diffusers would
+    otherwise print a paragraph recommending it on every load)."""
+    from diffusers.utils import is_accelerate_available
+
+    return {"low_cpu_mem_usage": bool(is_accelerate_available())}
+
+
 def _cache_first(load, source: SDSource, **kwargs):
     """``load(location, **kwargs)`` from local files first; go online only for a hub id when allowed.
 
-    SD2.1 weights never change, so a cache hit needs no network round trip at all.
+    SD2.1 weights never change, so a cache hit needs no network round trip at all.  Before going
+    online, one quick request checks that the hub answers, so a machine without network fails in
+    well under a second instead of after diffusers' retries.
     """
     try:
         return load(source.location, local_files_only=True, **kwargs)
     except OSError:
         if source.kind != "hub" or _hub_offline():
             raise
+    _check_hub_reachable(source)
     return load(source.location, local_files_only=False, **kwargs)
 
 
+_REACHABLE: set = set()       # hub ids that answered in this process
+
+
+def _check_hub_reachable(source: SDSource, timeout_s: float = 10.0) -> None:
+    if source.location in _REACHABLE:
+        return
+    from huggingface_hub import HfApi
+
+    try:
+        HfApi().model_info(source.location, timeout=timeout_s)
+    except Exception as err:   # connection, DNS, 404, gated: the hub's client raises many types
+        raise BackboneUnavailableError(
+            f"{source.describe()} is not in the local hub cache, and the hub did not answer "
+            f"({type(err).__name__}: {_first_line(err)}). Offline, set HF_HUB_OFFLINE=1 so only local files "
+            f"are tried.\n" + how_to_get_weights(source)) from err
+    _REACHABLE.add(source.location)
+
+
 def _hub_offline() -> bool:
-    # The env var is re-read here because huggingface_hub freezes it at import time.
-    if os.environ.get("HF_HUB_OFFLINE", "0").upper() in ("1", "ON", "YES", "TRUE"):
-        return True
-    from huggingface_hub import constants
-    return bool(constants.HF_HUB_OFFLINE)
+    from ..hub import hub_offline
+
+    return hub_offline()
 
 
 def _first_line(err: BaseException) -> str:

@@ -2,9 +2,11 @@
 
 Modules, one job each:
 ``datasets`` (Kodak/Tecnick/CLIC2020/samples/folder, preprocessing, cache), ``metrics`` (PSNR,
-MS-SSIM, LPIPS, DISTS, NIQE), ``fid`` (FID/KID on 256² patches), ``rate`` (bpp from files),
-``bdrate`` (Bjøntegaard), ``baselines`` (JPEG/WebP/AVIF/BPG/VTM/CompressAI, quality search),
-``published`` (reference points), ``plots``, ``schema`` (the CSV), ``summary``, ``runner``, ``cli``.
+MS-SSIM, LPIPS, DISTS, NIQE), ``fid`` (FID/KID on 256² patches), ``rate`` (bpp from files, the
+official file size), ``bdrate`` (Bjøntegaard), ``baselines`` (JPEG/WebP/AVIF, HEVC/JPEG XL/JPEG 2000
+from PyPI, BPG/VTM/CompressAI, quality search), ``published`` (reference points), ``plots``,
+``schema`` (the CSV), ``compressai_format`` (CompressAI-style JSON), ``protocol`` (seeds, tiling,
+run identity), ``models`` (which model), ``summary``, ``runner``, ``cli``.
 
     from diffeic.evaluation import EvalConfig, run_evaluation
     summary = run_evaluation(EvalConfig(dataset="samples", models=["tiny"], out="eval_out/demo"))

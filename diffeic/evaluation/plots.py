@@ -5,6 +5,7 @@ come from a possibly different dataset (e.g. Kodak for ``samples``); their legen
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -17,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from .metrics import LOWER_IS_BETTER  # noqa: E402
 from .published import PublishedSeries  # noqa: E402
 
-LABELS = {"psnr": "PSNR (dB) ↑", "ms_ssim": "MS-SSIM (RGB) ↑", "lpips": "LPIPS-Alex ↓", "dists": "DISTS ↓",
+LABELS = {"psnr": "PSNR (dB) ↑", "ms_ssim": "MS-SSIM (dB, RGB) ↑", "lpips": "LPIPS-Alex ↓", "dists": "DISTS ↓",
           "niqe": "NIQE ↓", "fid": "FID/256 ↓", "kid": "KID/256 ↓"}
 
 
@@ -31,8 +32,16 @@ class Curve:
     ours: bool = False
 
 
-def _xy(bpp: Sequence[float], vals: Sequence[Optional[float]]):
-    pts = sorted((b, v) for b, v in zip(bpp, vals) if v is not None and b is not None and v == v)
+def to_display(metric: str, value: Optional[float]) -> Optional[float]:
+    """The plotted value: MS-SSIM as ``-10·log10(1 - MS-SSIM)`` dB (as compressai's plots), others as is."""
+    if metric != "ms_ssim" or value is None or value != value:
+        return value
+    return -10.0 * math.log10(max(1.0 - value, 1e-10))
+
+
+def _xy(bpp: Sequence[float], vals: Sequence[Optional[float]], metric: str = ""):
+    pts = sorted((b, to_display(metric, v)) for b, v in zip(bpp, vals)
+                 if v is not None and b is not None and v == v)
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
@@ -44,6 +53,7 @@ def rd_plot(metric: str, curves: Sequence[Curve], published: Dict[str, Published
     pub_colours = plt.get_cmap("tab10").colors
     for k, (name, series) in enumerate(published.items()):
         xs, ys = series.values(metric)
+        ys = [to_display(metric, y) for y in ys]
         colour = pub_colours[k % len(pub_colours)]
         if xs:
             ax.plot(xs, ys, "--", marker="s", ms=3, lw=0.9, alpha=0.5, color=colour,
@@ -51,10 +61,11 @@ def rd_plot(metric: str, curves: Sequence[Curve], published: Dict[str, Published
             drawn += 1
         for p in series.no_rate:     # e.g. the SD-VAE round trip: a fidelity bound without a rate
             if p.get(metric) is not None:
-                ax.axhline(p[metric], ls=":", lw=1, color="grey", label=f"{name} ({published_label}, no rate)")
+                ax.axhline(to_display(metric, p[metric]), ls=":", lw=1, color="grey",
+                           label=f"{name} ({published_label}, no rate)")
     baseline_colours = iter(["#1b9e77", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666"])
     for c in curves:
-        xs, ys = _xy(c.bpp, c.values.get(metric, []))
+        xs, ys = _xy(c.bpp, c.values.get(metric, []), metric)
         if not xs:
             continue
         if c.ours:    # our points stand out: black stars on top of everything
@@ -66,7 +77,7 @@ def rd_plot(metric: str, curves: Sequence[Curve], published: Dict[str, Published
     if not drawn:
         plt.close(fig)
         return []
-    ax.set_xlabel("bpp (file bytes × 8 / original pixels)")
+    ax.set_xlabel("bpp = 8 × file bytes / original pixels (ours, baselines); published points: as each paper reports")
     ax.set_ylabel(LABELS.get(metric, metric) + (" (lower is better)" if metric in LOWER_IS_BETTER else ""))
     ax.set_title(title, fontsize=9)
     ax.grid(True, alpha=0.3)

@@ -1,14 +1,15 @@
 """The evaluation run: codec(s) and baselines over a dataset → CSV, JSON, bitstreams, plots.
 
 Order of work per image: each of our models (compress → write the bitstream → bpp from the file →
-decompress → uint8 → metrics), then every baseline quality-searched to ``factor ×`` our bpp on that
-image.  Rows already in ``results.csv`` are not redone (resume); FID/KID (when Inception weights are
-available) are computed at the end from per-image patch features cached under ``features/``.
+decompress with the image's own seed → uint8 → metrics), then every baseline quality-searched to
+``factor ×`` our bpp on that image.  Rows already in ``results.csv`` are not redone (resume) — only in
+a folder whose ``run.json`` records the same model fingerprint and settings (:mod:`.protocol`); the
+default folder is named by the model's fingerprint.  FID/KID (when Inception weights are available)
+are computed at the end from per-image patch features cached under ``features/``.
 """
 from __future__ import annotations
 
 import json
-import platform
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -20,12 +21,16 @@ import torch
 from PIL import Image
 
 from . import fid as fidmod
-from .baselines import Baseline, available_baselines, quality_search
+from . import protocol
+from .baselines import BASELINE_NAMES, Baseline, available_baselines, quality_search
+from .compressai_format import FOLDER as COMPRESSAI_FOLDER
+from .compressai_format import codec_document, write_documents
 from .datasets import Dataset, load_dataset
 from .metrics import IMAGE_METRICS, MetricSuite
+from .models import resolve_model
 from .plots import Curve, rd_plot
 from .published import published_series, reference_dataset
-from .rate import bpp, bpp_padded, write_and_measure
+from .rate import bpp, bpp_official, bpp_padded, official_string_sizes, write_and_measure
 from .schema import CsvWriter, existing_keys, read_rows
 from .summary import bd_table, format_bd, format_table, group_means, series_by_codec
 from .weights import WeightsUnavailable
@@ -45,7 +50,7 @@ class EvalConfig:
     steps: Optional[int] = None
     sampler: Optional[str] = None
     seed: Optional[int] = None
-    baselines: List[str] = field(default_factory=lambda: ["jpeg", "webp", "avif", "bpg", "vtm"])
+    baselines: List[str] = field(default_factory=lambda: list(BASELINE_NAMES))
     rate_factors: List[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])
     anchor: Optional[str] = None
     limit: Optional[int] = None
@@ -54,18 +59,20 @@ class EvalConfig:
     fid: bool = True
     download: bool = True
     progress: bool = True
+    rates: Optional[List[float]] = None   # rate points of variable-rate models (default: their highest rate)
 
-    def out_dir(self) -> Path:
+    def out_dir(self, tag: str) -> Path:
+        """``--out``, else ``eval_out/<dataset>_<model names>-<tag>`` (``tag``: the models' fingerprint)."""
         if self.out:
             return Path(self.out)
         ds = self.dataset.replace("folder:", "folder_").replace("/", "_").strip("_")
         model = "+".join(Path(m).name for m in self.models)
-        return Path("eval_out") / f"{ds}_{model}"
+        return Path("eval_out") / f"{ds}_{model}-{tag}"
 
 
 @dataclass
 class OurModel:
-    """A loaded codec and how its rows are labelled."""
+    """A loaded codec, how its rows are labelled, and the decode settings they are made with."""
 
     codec: Any
     point: str            # CSV `point`: model name plus any non-default decode override
@@ -73,51 +80,59 @@ class OurModel:
     label: str            # legend label (says "untrained" when it is)
     trained: bool
     source: str
+    sampler: str = "ddpm"
+    steps: int = 50
+    seed: int = 231       # base seed: image i is decoded with seed + i
+    rate: Optional[float] = None   # rate parameter q of a variable-rate model's point
+
+    def fingerprint(self) -> str:
+        return self.codec.fingerprint()
 
 
 def _load_models(cfg: EvalConfig, device: str) -> List[OurModel]:
-    from diffeic import DiffEICCodec
-    from diffeic.pretrained import pretrained_folder
-
     out = []
     for spec in cfg.models:
-        path = Path(spec)
-        shipped = pretrained_folder(spec) if not path.is_dir() else None
-        if path.is_dir() or shipped is not None:
-            codec, source = DiffEICCodec.from_pretrained(spec), str(shipped or path)
-            name = spec if shipped is not None else path.name
-        else:
-            codec, source = DiffEICCodec.from_config(spec), f"from_config({spec!r})"
-            name = spec
+        codec, name, source = resolve_model(spec)
         codec = codec.to(device).eval()
-        # from_config is random init: treat it as untrained even if the attribute is missing.
         trained = bool(codec.is_trained)
+        label = f"{OURS} {codec.config.name}" + ("" if trained else f" ({UNTRAINED_NOTE})")
+        if not hasattr(codec, "fast_decoder"):        # HiFiC / refine: no sampler; steps and seed if they sample
+            out.append(_other_family_model(cfg, codec, name, source, label))
+            continue
         d = codec.config.sampler
         overrides = [f"{k}={v}" for k, v in (("steps", cfg.steps), ("sampler", cfg.sampler), ("seed", cfg.seed))
                      if v is not None]
         point = ",".join([name, *overrides])
-        setting = (f"sampler={cfg.sampler or d.name};steps={cfg.steps or d.steps};"
-                   f"seed={cfg.seed if cfg.seed is not None else d.seed}")
+        sampler, steps = cfg.sampler or d.name, cfg.steps or d.steps
+        seed = cfg.seed if cfg.seed is not None else d.seed
+        setting = f"sampler={sampler};steps={steps};seed={seed}+index"
         label = f"{OURS} {codec.config.name}" + ("" if trained else f" ({UNTRAINED_NOTE})")
-        out.append(OurModel(codec, point, setting, label, trained, source))
+        out += [OurModel(codec, p, setting, label, trained, source, sampler, steps, seed, q)
+                for p, q in _rate_points(codec, point, cfg.rates)]
     return out
 
 
-def _versions() -> Dict[str, str]:
-    import importlib.metadata as md
+def _other_family_model(cfg: EvalConfig, codec: Any, name: str, source: str, label: str) -> OurModel:
+    defaults = codec.decode_defaults()
+    if cfg.sampler is not None or (not defaults and (cfg.steps is not None or cfg.seed is not None)):
+        raise ValueError(f"--sampler/--steps/--seed do not apply to {name}: a {codec.family} decoder takes "
+                         f"{'steps and a seed only' if defaults else 'no settings'}")
+    steps = cfg.steps if cfg.steps is not None else defaults.get("steps")
+    seed = cfg.seed if cfg.seed is not None else defaults.get("seed")
+    overrides = [f"{k}={v}" for k, v in (("steps", cfg.steps), ("seed", cfg.seed)) if v is not None]
+    setting = f"steps={steps};seed={seed}+index" if defaults else "deterministic"
+    return OurModel(codec, ",".join([name, *overrides]), setting, label, bool(codec.is_trained), source,
+                    None, steps, seed)
 
-    v = {"python": platform.python_version()}
-    for pkg in ("diffeic", "torch", "torchvision", "numpy", "pillow", "lpips", "pytorch-msssim", "torch-fidelity",
-                "dists-pytorch", "compressai", "scipy", "scikit-image", "pyiqa"):
-        try:
-            v[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            continue
-    if "diffeic" not in v:
-        import diffeic
 
-        v["diffeic"] = diffeic.__version__
-    return v
+def _rate_points(codec: Any, point: str, rates: Optional[List[float]]) -> List[Tuple[str, Optional[float]]]:
+    """``(point, q)`` per requested rate for a variable-rate model; one ``(point, None)`` otherwise."""
+    from diffeic.lfgcm.rate import check_rate
+
+    if codec.rate_range is None or not rates:
+        return [(point, None)]
+    qs = [check_rate(q, codec.config.lfgcm.rate) for q in rates]     # refuse a bad q before any work
+    return [(f"{point},rate={q:g}", q) for q in qs]
 
 
 def _to_uint8(x: torch.Tensor) -> np.ndarray:
@@ -135,10 +150,11 @@ class Runner:
     def __init__(self, cfg: EvalConfig, log=print) -> None:
         self.cfg = cfg
         self.log = log
-        self.out = cfg.out_dir()
+        self.out = Path(cfg.out) if cfg.out else Path()   # the default is named once the models are loaded
         self.device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.csv_path = self.out / "results.csv"
         self.notes: List[str] = []
+        # Time per codec spent in this call (search, coding, metrics): wall and process CPU seconds.
+        self.seconds: Dict[str, Dict[str, float]] = {}
         self.fid_skipped: Optional[str] = None
         self._inception: Optional[fidmod.InceptionFeatures] = None
         self.work_done = 0          # rows computed in this call (0 on a fully resumed rerun)
@@ -181,32 +197,56 @@ class Runner:
             p.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(rec).save(p)
 
+    @property
+    def csv_path(self) -> Path:
+        return self.out / "results.csv"
+
     def _row(self, ds: Dataset, image: str, codec: str, point: str, setting: str, ref: np.ndarray,
-             n_bytes: int, target: Optional[float], metrics: Dict, enc_s: float, dec_s: float) -> Dict:
+             n_bytes: int, target: Optional[float], metrics: Dict, enc_s: float, dec_s: float,
+             official: Optional[float] = None, seed: Optional[int] = None, tiling: str = "") -> Dict:
         h, w = ref.shape[:2]
         return {"dataset": ds.name, "image": image, "codec": codec, "point": point, "setting": setting,
                 "H": h, "W": w, "bytes": n_bytes, "bpp": bpp(n_bytes, h, w), "bpp_padded": bpp_padded(n_bytes, h, w),
-                "target_bpp": target, **metrics, "enc_s": round(enc_s, 4), "dec_s": round(dec_s, 4)}
+                "bpp_official": official, "target_bpp": target, **metrics, "enc_s": round(enc_s, 4),
+                "dec_s": round(dec_s, 4), "seed": seed, "tiling": tiling}
 
     def _stream_path(self, models: Sequence[OurModel], m: OurModel, image: str) -> Path:
         sub = "" if len(models) == 1 else f"{_safe(m.point)}/"
         return self.out / "bitstreams" / f"{sub}{_safe(image)}.deic"
 
-    def _run_ours(self, ds, models, m: OurModel, image: str, ref: np.ndarray, suite: MetricSuite) -> Dict:
+    def _run_ours(self, ds, models, m: OurModel, index: int, image: str, ref: np.ndarray,
+                  suite: MetricSuite) -> Dict:
         x = torch.from_numpy(ref).permute(2, 0, 1).float().div(255.0).to(self.device)
+        h, w = ref.shape[:2]
+        tiling = protocol.tiling_record(m.codec, h, w)
         t0 = time.perf_counter()
-        bits = m.codec.compress(x)
+        bits = m.codec.compress(x) if m.rate is None else m.codec.compress(x, rate=m.rate)
         enc_s = time.perf_counter() - t0
         path = self._stream_path(models, m, image)
         n_bytes = write_and_measure(path, bits)
         data = path.read_bytes()                 # decode what is on disk, not the in-memory copy
-        t0 = time.perf_counter()
-        x_hat = m.codec.decompress(data, steps=self.cfg.steps, sampler=self.cfg.sampler, seed=self.cfg.seed)
-        dec_s = time.perf_counter() - t0
+        seed = protocol.image_seed(m.seed, index) if m.seed is not None else None
+
+        def decode():
+            t0 = time.perf_counter()
+            x_hat = m.codec.decompress(data, steps=m.steps, sampler=m.sampler, seed=seed)
+            return x_hat, time.perf_counter() - t0
+        try:
+            x_hat, dec_s = decode()
+        except torch.OutOfMemoryError:
+            if tiling != "none":
+                raise
+            torch.cuda.empty_cache()
+            with protocol.forced_tiling(m.codec):        # untiled does not fit: tile, and say so
+                tiling = protocol.tiling_record(m.codec, h, w) + " (out of memory untiled)"
+                x_hat, dec_s = decode()
+            self.notes.append(f"{OURS} {m.point} {image}: decoded tiled ({tiling}) because it did not fit untiled")
         rec = _to_uint8(x_hat)
         self._save_recon(OURS, m.point, image, rec)
         self._features((OURS, m.point), image, rec)
-        return self._row(ds, image, OURS, m.point, m.setting, ref, n_bytes, None, suite(ref, rec, image), enc_s, dec_s)
+        official = bpp_official(*official_string_sizes(m.codec, data), h, w) if hasattr(m.codec, "lfgcm") else None
+        return self._row(ds, image, OURS, m.point, m.setting, ref, n_bytes, None, suite(ref, rec, image), enc_s,
+                         dec_s, official=official, seed=seed, tiling=tiling)
 
     def _run_baseline(self, ds, b: Baseline, point: str, image: str, ref: np.ndarray, target: float,
                       suite: MetricSuite) -> Dict:
@@ -243,13 +283,27 @@ class Runner:
         return out
 
     # -- the run ---------------------------------------------------------------------------
+    def _claim_output(self, ds: Dataset, models: Sequence[OurModel]) -> None:
+        """Name the output folder by the models' fingerprint (default) and refuse one made by others."""
+        if not self.cfg.out:
+            self.out = self.cfg.out_dir(protocol.folder_tag([m.fingerprint() for m in models]))
+        if protocol.runs_untiled(ds.name):
+            for m in models:
+                protocol.run_untiled(m.codec)
+        identity = {f"{ds.name}/{m.point}": protocol.point_identity(
+            m.fingerprint(), m.codec.config.name, m.trained, m.source, m.sampler, m.steps, m.seed,
+            protocol.precision(m.codec), self.device, protocol.tiling_policy(m.codec)) for m in models}
+        protocol.claim_folder(self.out, identity, has_rows=bool(read_rows(self.csv_path)))
+
     def run(self) -> Dict:
         from tqdm import tqdm
 
         cfg = self.cfg
-        self.out.mkdir(parents=True, exist_ok=True)
         ds = load_dataset(cfg.dataset, cfg.data_dir, cfg.limit, download=cfg.download)
         models = _load_models(cfg, self.device)
+        if cfg.rates and not any(m.rate is not None for m in models):
+            raise ValueError("--rates needs a variable-rate model (e.g. tiny_vr); none of --model is one")
+        self._claim_output(ds, models)
         baselines, base_skipped = available_baselines(cfg.baselines, self.device)
         for line in base_skipped.values():
             self.log(line)
@@ -259,7 +313,7 @@ class Runner:
 
         with CsvWriter(self.csv_path) as writer:
             bar = tqdm(ds.images, desc=f"eval {ds.name}", unit="img", disable=not cfg.progress, file=sys.stderr)
-            for item in bar:
+            for index, item in enumerate(bar):
                 ref: Optional[np.ndarray] = None
 
                 def reference() -> np.ndarray:
@@ -268,34 +322,47 @@ class Runner:
                         ref = item.load()
                         self._features(("reference", "reference"), item.name, ref)
                     return ref
+
+                def compute(codec: str, make) -> Dict:
+                    t0, c0 = time.perf_counter(), time.process_time()
+                    row = writer.write(make())
+                    spent = self.seconds.setdefault(codec, {"wall_s": 0.0, "cpu_s": 0.0})
+                    spent["wall_s"] += time.perf_counter() - t0
+                    spent["cpu_s"] += time.process_time() - c0
+                    self.work_done += 1
+                    return row
                 for m in models:
                     key = (ds.name, item.name, OURS, m.point)
                     if key not in done:
                         bar.set_postfix_str(f"{item.name}: {OURS} {m.point}")
-                        done[key] = writer.write(self._run_ours(ds, models, m, item.name, reference(), suite))
-                        self.work_done += 1
+                        done[key] = compute(OURS, lambda: self._run_ours(ds, models, m, index, item.name,
+                                                                         reference(), suite))
                     for b in baselines:
                         for f in cfg.rate_factors:
-                            point = m.point if f == 1 else f"{m.point}x{f:g}"
+                            point = _baseline_point(m.point, f)
                             bkey = (ds.name, item.name, b.name, point)
                             if bkey in done:
                                 continue
                             bar.set_postfix_str(f"{item.name}: {b.name} @ {point}")
                             target = f * done[key]["bpp"]
-                            done[bkey] = writer.write(self._run_baseline(ds, b, point, item.name, reference(),
-                                                                         target, suite))
-                            self.work_done += 1
+                            done[bkey] = compute(b.name, lambda: self._run_baseline(ds, b, point, item.name,
+                                                                                    reference(), target, suite))
                 for name, line in suite.skipped.items():      # say each skip once, as soon as it happens
                     if name not in reported:
                         reported.add(name)
                         self._say(line)
             bar.close()
-        return self._finish(ds, models, baselines, base_skipped, suite, done)
+        return self._finish(ds, models, baselines, base_skipped, suite)
 
-    def _finish(self, ds, models, baselines, base_skipped, suite, done) -> Dict:
+    def _finish(self, ds, models, baselines, base_skipped, suite) -> Dict:
         cfg = self.cfg
         names = {im.name for im in ds.images}
-        rows = [r for r in read_rows(self.csv_path) if r["dataset"] == ds.name and r["image"] in names]
+        # Only this run's codecs and points: rows of baselines or points asked for earlier stay in the
+        # CSV but are not summarised with these.
+        wanted = {(OURS, m.point) for m in models}
+        wanted |= {(b.name, _baseline_point(m.point, f)) for m in models for b in baselines for f in cfg.rate_factors}
+        all_rows = [r for r in read_rows(self.csv_path) if r["dataset"] == ds.name]
+        rows = [r for r in all_rows if r["image"] in names and (r["codec"], r["point"]) in wanted]
         means = group_means(rows)
         # On a resumed run nothing may have touched the learned metrics: find out (and record) why
         # their columns are empty, so the summary always says what was skipped.
@@ -319,53 +386,95 @@ class Runner:
             skipped["fid"] = skipped["kid"] = self.fid_skipped
         elif not cfg.fid:
             skipped["fid"] = skipped["kid"] = "FID/KID skipped: disabled (--no-fid)"
-        notes = list(suite.notes.values())
+        notes = list(suite.notes.values()) + self.notes
         if fk and ds.name not in ("tecnick", "clic2020"):
             notes.append("FID/KID on few patches are unreliable; the protocol reports them only on Tecnick/CLIC2020")
         for m in means:
             if m["n_floor"]:
                 notes.append(f"{m['codec']} @ {m['point']}: {m['n_floor']}/{m['n']} images at the codec's lowest "
                              f"quality (floor) — it cannot reach the target rate there; achieved bpp reported")
+        others = sorted({r["image"] for r in all_rows} - names)
+        if others:
+            notes.append(f"results.csv also holds {len(others)} image(s) of earlier runs not in this one's "
+                         f"{len(names)}; they are not in these means")
+        ours_rows = [r for r in rows if r["codec"] == OURS]
+        tiled = {f"{r['image']} ({r['point']})": r["tiling"] for r in ours_rows if r["tiling"] != "none"}
         untrained = [m.label for m in models if not m.trained]
         ref_ds = reference_dataset(ds.name)
-        plots = self._plots(ds, models, series, metrics, ref_ds)
+        labels = {OURS: " + ".join(dict.fromkeys(m.label for m in models)), **{b.name: b.label for b in baselines}}
+        plots = self._plots(ds, models, series, metrics, ref_ds, labels)
+        compressai_files = self._compressai_json(ds, models, baselines, series, labels)
 
         summary = {
             "dataset": ds.name, "preprocessing": ds.preprocessing, "source": ds.source, "n_images": len(ds.images),
             "models": [{"point": m.point, "label": m.label, "config": m.codec.config.name, "source": m.source,
-                        "is_trained": m.trained, "setting": m.setting} for m in models],
+                        "fingerprint": m.fingerprint(), "is_trained": m.trained, "setting": m.setting,
+                        "sampler": m.sampler, "steps": m.steps, "seed": m.seed, "seed_policy": protocol.SEED_POLICY,
+                        "precision": protocol.precision(m.codec), "tiling_policy": protocol.tiling_policy(m.codec)}
+                       for m in models],
             "untrained": bool(untrained),
-            "device": self.device, "seed": cfg.seed, "steps": cfg.steps, "sampler": cfg.sampler,
+            "device": self.device, "seed": models[0].seed, "seed_policy": protocol.SEED_POLICY,
+            "steps": models[0].steps, "sampler": models[0].sampler, "precision": protocol.precision(models[0].codec),
+            "tiling": {"policy": ("untiled (paper dataset), unless out of memory" if protocol.runs_untiled(ds.name)
+                                  else protocol.tiling_policy(models[0].codec)),
+                       "n_tiled": len(tiled), "tiled": tiled},
             "means": means, "metrics_skipped": skipped, "baselines_skipped": base_skipped, "notes": notes,
+            "baselines": {b.name: b.label for b in baselines},
+            "seconds_this_run": {k: {n: round(t, 2) for n, t in v.items()} for k, v in self.seconds.items()},
             "bd": {"anchor": anchor, "method": "pchip on ln(bpp)", "results": bd},
             "published_reference": {"dataset": ref_ds, "same_dataset": ref_ds == ds.name},
-            "versions": _versions(), "config": asdict(cfg),
+            "versions": protocol.versions(), "config": asdict(cfg),
             "files": {"csv": str(self.csv_path), "plots": [str(p) for p in plots],
-                      "bitstreams": str(self.out / "bitstreams")},
-            "bpp_definition": "8 * size of the written file / (H * W of the original); bpp_padded uses H, W "
-                              "rounded up to multiples of 64 (paper-compatible)",
+                      "compressai": [str(p) for p in compressai_files],
+                      "bitstreams": str(self.out / "bitstreams"), "run": str(self.out / protocol.RUN_FILE)},
+            "bpp_definition": BPP_DEFINITION,
         }
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default,
                                                           allow_nan=True))
         self.log(f"\n{ds.name}: {len(ds.images)} images -> {self.out}")
         if untrained:
             self.log(f"NOTE: {', '.join(untrained)} — random weights; numbers check the pipeline, not the method")
+        if tiled:
+            self.log(f"tiled: {len(tiled)} image(s) ({', '.join(f'{k}: {v}' for k, v in tiled.items())})")
         self.log(format_table(means, extra=("fid", "kid")))
         self.log(format_bd(bd))
+        if self.seconds:
+            self.log("time this run (wall / CPU): " + ", ".join(f"{k} {v['wall_s']:.1f} / {v['cpu_s']:.1f} s"
+                                                               for k, v in self.seconds.items()))
         return summary
 
-    def _plots(self, ds, models, series, metrics, ref_ds) -> List[Path]:
+    def _compressai_json(self, ds, models, baselines, series, labels) -> List[Path]:
+        """One CompressAI-format file per codec under ``compressai/``."""
+        meta = {"dataset": {"name": ds.name, "n_images": len(ds.images), "preprocessing": ds.preprocessing},
+                "protocol": {"rate": BPP_DEFINITION, "seed_policy": protocol.SEED_POLICY,
+                             "metrics": "per image, then averaged: PSNR on 8-bit RGB; MS-SSIM on RGB (5 scales); "
+                                        "LPIPS-Alex; DISTS; FID/KID on 256x256 patches (HiFiC's FID/256)",
+                             "baselines": "quality-searched per image to factor x our bpp (factors "
+                                          f"{', '.join(f'{f:g}' for f in self.cfg.rate_factors)})"},
+                "model": [{"point": m.point, "label": m.label, "fingerprint": m.fingerprint(), "trained": m.trained,
+                           "source": m.source, "setting": m.setting} for m in models],
+                "device": self.device, "generated_by": f"diffeic eval.py {protocol.versions()['diffeic']}"}
+        docs = {}
+        for codec, pts in series.items():
+            if codec == OURS:
+                desc = "DiffEIC, real bitstreams (" + "; ".join(m.setting for m in models) + ")"
+            else:
+                desc = f"{labels.get(codec, codec)}, quality-searched to DiffEIC's rates"
+            docs[_safe(codec)] = codec_document(labels.get(codec, codec), desc, pts, meta)
+        return write_documents(self.out / COMPRESSAI_FOLDER, docs)
+
+    def _plots(self, ds, models, series, metrics, ref_ds, labels) -> List[Path]:
         curves = []
         for codec, pts in series.items():
             ours = codec == OURS
-            label = (" + ".join(dict.fromkeys(m.label for m in models)) if ours else codec)
+            label = labels.get(codec, codec)
             if any(p.get("n_floor") for p in pts):
                 label += " (some at its lowest quality)"
             curves.append(Curve(label, [p["bpp"] for p in pts], {k: [p.get(k) for p in pts] for k in metrics},
                                 ours=ours))
         published = published_series(ref_ds)
         untrained = any(not m.trained for m in models)
-        title = f"{ds.name}: {' + '.join(dict.fromkeys(m.label for m in models))}"
+        title = f"{ds.name}: {labels[OURS]}"
         if ref_ds != ds.name:
             title += f"\npublished points are on {ref_ds} (other images: orientation only)"
         elif untrained:
@@ -375,6 +484,17 @@ class Runner:
             paths += rd_plot(metric, curves, published, title, self.out / "plots" / f"rd_{metric}",
                              published_label=f"published, {ref_ds}")
         return paths
+
+
+BPP_DEFINITION = ("bpp = 8 * size of the written file / (H * W of the original image); bpp_padded: the same file "
+                  "over H, W rounded up to multiples of 64; bpp_official (DiffEIC only): the official file format "
+                  "(20-byte header + separate y and z strings) over the padded pixels, as the published tables "
+                  "count it")
+
+
+def _baseline_point(point: str, factor: float) -> str:
+    """A baseline's point: the point it was matched to, with the rate factor unless it is 1."""
+    return point if factor == 1 else f"{point}x{factor:g}"
 
 
 def _json_default(o):

@@ -3,6 +3,10 @@
 One row per image per codec per rate point.  ``point`` names the rate point a row belongs to (our
 model's label, or for a baseline the point it was quality-matched to); rows are averaged per
 ``(codec, point)`` in the summary.  ``setting`` is the codec's own parameter (e.g. ``q=12``).
+Three rates: ``bpp`` (the written file over the original pixels, the honest figure), ``bpp_padded``
+(the same file over the 64-padded pixels) and, for DiffEIC, ``bpp_official`` (the official file
+format — 20-byte header + separate y and z strings — over the padded pixels, as the published
+tables count).  ``seed`` and ``tiling`` say how our image was decoded (empty for baselines).
 """
 from __future__ import annotations
 
@@ -15,11 +19,12 @@ from .metrics import IMAGE_METRICS
 
 #: Column order of ``results.csv``; the only definition of the schema.
 CSV_COLUMNS: Tuple[str, ...] = (
-    "dataset", "image", "codec", "point", "setting", "H", "W", "bytes", "bpp", "bpp_padded", "target_bpp",
-    *IMAGE_METRICS, "enc_s", "dec_s",
+    "dataset", "image", "codec", "point", "setting", "H", "W", "bytes", "bpp", "bpp_padded", "bpp_official",
+    "target_bpp", *IMAGE_METRICS, "enc_s", "dec_s", "seed", "tiling",
 )
 INT_COLUMNS = frozenset({"H", "W", "bytes"})
-FLOAT_COLUMNS = frozenset({"bpp", "bpp_padded", "target_bpp", *IMAGE_METRICS, "enc_s", "dec_s"})
+OPTIONAL_INT_COLUMNS = frozenset({"seed"})
+FLOAT_COLUMNS = frozenset({"bpp", "bpp_padded", "bpp_official", "target_bpp", *IMAGE_METRICS, "enc_s", "dec_s"})
 #: A row is identified (for resuming) by these columns.
 KEY_COLUMNS = ("dataset", "image", "codec", "point")
 
@@ -39,6 +44,9 @@ def validate_row(row: Mapping) -> Row:
     for c in INT_COLUMNS:
         if not isinstance(row[c], int) or row[c] < 0:
             raise ValueError(f"column {c} must be a non-negative int, got {row[c]!r}")
+    for c in OPTIONAL_INT_COLUMNS:
+        if row[c] is not None and (not isinstance(row[c], int) or row[c] < 0):
+            raise ValueError(f"column {c} must be a non-negative int or None, got {row[c]!r}")
     for c in FLOAT_COLUMNS:
         if row[c] is not None and not isinstance(row[c], (int, float)):
             raise ValueError(f"column {c} must be a number or None, got {row[c]!r}")
@@ -56,6 +64,8 @@ def _format(v) -> str:
 def _parse(col: str, text: str):
     if col in INT_COLUMNS:
         return int(text)
+    if col in OPTIONAL_INT_COLUMNS:
+        return None if text == "" else int(text)
     if col in FLOAT_COLUMNS:
         return None if text == "" else float(text)
     return text
@@ -69,8 +79,8 @@ def read_rows(path: Union[str, Path]) -> List[Row]:
     with path.open(newline="") as f:
         reader = csv.DictReader(f)
         if tuple(reader.fieldnames or ()) != CSV_COLUMNS:
-            raise ValueError(f"{path} has columns {reader.fieldnames}, expected {list(CSV_COLUMNS)}; "
-                             f"use another --out folder")
+            raise ValueError(f"{path} has columns {reader.fieldnames}, expected {list(CSV_COLUMNS)} (written by "
+                             f"another eval version); use another --out folder")
         return [{c: _parse(c, r[c]) for c in CSV_COLUMNS} for r in reader]
 
 

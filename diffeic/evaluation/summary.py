@@ -9,7 +9,7 @@ import numpy as np
 from .bdrate import bd_metric, bd_rate
 from .metrics import IMAGE_METRICS
 
-MEAN_COLUMNS = ("bpp", "bpp_padded", *IMAGE_METRICS, "enc_s", "dec_s")
+MEAN_COLUMNS = ("bpp", "bpp_padded", "bpp_official", *IMAGE_METRICS, "enc_s", "dec_s")
 
 
 def _mean(values: Iterable[Optional[float]]) -> Optional[float]:
@@ -79,14 +79,45 @@ def _fmt(v, digits: int = 4) -> str:
 
 
 def format_table(means: Sequence[Mapping], extra: Sequence[str] = ()) -> str:
-    """A plain-text table of the per-(codec, point) means (columns of skipped metrics dropped)."""
+    """A plain-text table of the per-(codec, point) means (columns of skipped metrics dropped).
+
+    A baseline point ``<model>x0.5`` / ``x2`` is that baseline quality-searched to 0.5× / 2× our bpp on
+    each image; ``floor`` counts images where the codec's lowest quality still overshot its target.
+    Both are explained under the table.
+    """
     cols = ["codec", "point", "n", "bpp", "bpp_padded"]
-    cols += [c for c in (*IMAGE_METRICS, *extra) if any(m.get(c) is not None for m in means)]
+    cols += [c for c in ("bpp_official", *IMAGE_METRICS, *extra) if any(m.get(c) is not None for m in means)]
     cols += ["enc_s", "dec_s"]
-    rows = [[_fmt(m.get(c), 3 if c in ("enc_s", "dec_s", "psnr") else 4) for c in cols] for m in means]
+    floors = any(m.get("n_floor") for m in means)
+    if floors:
+        cols.append("floor")
+
+    def cell(m: Mapping, c: str) -> str:
+        if c == "floor":
+            return f"{m['n_floor']}/{m['n']} *" if m.get("n_floor") else ""
+        return _fmt(m.get(c), 3 if c in ("enc_s", "dec_s", "psnr") else 4)
+
+    rows = [[cell(m, c) for c in cols] for m in means]
     widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c) for i, c in enumerate(cols)]
-    line = lambda cells: "  ".join(s.ljust(w) for s, w in zip(cells, widths))  # noqa: E731
-    return "\n".join([line(cols), line(["-" * w for w in widths]), *(line(r) for r in rows)])
+    line = lambda cells: "  ".join(s.ljust(w) for s, w in zip(cells, widths)).rstrip()  # noqa: E731
+    notes = []
+    factors = sorted({p.rsplit("x", 1)[1] for p in (str(m.get("point", "")) for m in means)
+                      if "x" in p and _is_number(p.rsplit("x", 1)[1])}, key=float)
+    if factors:
+        notes.append(f"points <model>x{'/x'.join(factors)}: the baseline quality-searched to {'× / '.join(factors)}× "
+                     f"our bpp on each image (a short curve around each of our points); the others are at 1×")
+    if floors:
+        notes.append("floor k/n *: k of n images at the codec's lowest quality, which still overshoots the target "
+                     "rate; the achieved bpp is reported")
+    return "\n".join([line(cols), line(["-" * w for w in widths]), *(line(r) for r in rows), *notes])
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def format_bd(results: Sequence[Mapping]) -> str:

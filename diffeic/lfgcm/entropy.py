@@ -349,6 +349,31 @@ class SliceCheckerboardEntropyModel(CompressionModel):
         Returns ``(string, y_hat, z_hat)`` where the latents are exactly those the decoder rebuilds,
         on any device: σ and μ come from the exact integer path, on a 2^-8 grid.
         """
+        (z_sym, z_idx), (y_sym, y_idx), y_hat, z_hat = self._latent_symbols(y, z)
+        eb_tab, gc_tab, _ = self._coding_state(y.device)
+        encoder = BufferedRansEncoder()
+        encoder.encode_with_indexes(z_sym, z_idx, eb_tab.cdf, eb_tab.lengths, eb_tab.offsets)
+        # One call for every pass of y: the CDF table crosses into C++ once, not once per pass.
+        encoder.encode_with_indexes(y_sym, y_idx, gc_tab.cdf, gc_tab.lengths, gc_tab.offsets)
+        return encoder.flush(), y_hat, z_hat
+
+    @torch.no_grad()
+    def official_strings(self, y: torch.Tensor, z: torch.Tensor) -> Tuple[bytes, bytes]:
+        """The same symbols as :meth:`encode_latents`, coded as the official file stores them (spec §4.7):
+        ``(y_string, z_string)``, each its own rANS stream.  For rate comparisons only (evaluation's
+        ``bpp_official``); ``(ŷ, ẑ)`` from a decoded stream give the same strings as ``(y, z)``.
+        """
+        (z_sym, z_idx), (y_sym, y_idx), _, _ = self._latent_symbols(y, z)
+        eb_tab, gc_tab, _ = self._coding_state(y.device)
+        strings = []
+        for sym, idx, tab in ((y_sym, y_idx, gc_tab), (z_sym, z_idx, eb_tab)):
+            encoder = BufferedRansEncoder()
+            encoder.encode_with_indexes(sym, idx, tab.cdf, tab.lengths, tab.offsets)
+            strings.append(encoder.flush())
+        return strings[0], strings[1]
+
+    def _latent_symbols(self, y: torch.Tensor, z: torch.Tensor):
+        """``((z symbols, indexes), (y symbols, indexes), y_hat, z_hat)`` in coding order, as lists."""
         if y.shape[0] != 1 or z.shape[0] != 1:
             raise ValueError("encode_latents codes one image at a time (batch size 1)")
         # NaN becomes INT_MIN as a symbol, on which compressai's escape coding never ends; values past the
@@ -359,12 +384,9 @@ class SliceCheckerboardEntropyModel(CompressionModel):
             if t.abs().max().item() > LATENT_LIMIT - 1:
                 raise ValueError(f"latent {name} reaches {t.abs().max().item():.4g}, beyond the coder's exact range "
                                  f"±{LATENT_LIMIT - 1:g}: the weights are not those of a working model")
-        eb_tab, gc_tab, exact = self._coding_state(y.device)
-        encoder = BufferedRansEncoder()
+        _, _, exact = self._coding_state(y.device)
         z_sym = _check_symbols(torch.round(z.double() - from_grid(exact.z_medians, torch.float64)).int())
         z_idx = torch.arange(z.shape[1], dtype=torch.int32).view(1, -1, 1, 1).expand(z_sym.shape)
-        encoder.encode_with_indexes(z_sym.reshape(-1).tolist(), z_idx.reshape(-1).tolist(),
-                                    eb_tab.cdf, eb_tab.lengths, eb_tab.offsets)
         z_hat = exact.z_hat(z_sym)
         psi = exact.psi(z_hat)
         anchor, nonanchor = checkerboard_masks(y.shape[-2], y.shape[-1], y.device)
@@ -377,11 +399,10 @@ class SliceCheckerboardEntropyModel(CompressionModel):
             scales_n, means_n = exact.nonanchor_params(k, psi, y_a, ctx)
             y_n = self._encode_pass(symbols, indexes, y_k, scales_n, means_n, nonanchor)
             decoded.append(y_a + y_n)
-        # One call for every pass of y: the CDF table crosses into C++ once, not once per pass.
-        encoder.encode_with_indexes(_check_symbols(torch.cat(symbols)).tolist(), torch.cat(indexes).tolist(),
-                                    gc_tab.cdf, gc_tab.lengths, gc_tab.offsets)
         dtype = self.entropy_bottleneck.quantiles.dtype
-        return encoder.flush(), from_grid(torch.cat(decoded, dim=1), dtype), from_grid(z_hat, dtype)
+        return ((z_sym.reshape(-1).tolist(), z_idx.reshape(-1).tolist()),
+                (_check_symbols(torch.cat(symbols)).tolist(), torch.cat(indexes).tolist()),
+                from_grid(torch.cat(decoded, dim=1), dtype), from_grid(z_hat, dtype))
 
     def _encode_pass(self, symbols: list, indexes: list, y_k, scales, means, mask) -> torch.Tensor:
         sym = torch.round(y_k[0][:, mask] - means[0][:, mask] / ACT_SCALE).int()

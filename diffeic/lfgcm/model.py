@@ -3,15 +3,19 @@
 ``x`` (and its SD-VAE latent ``z_g`` as guidance) → ``y`` → ``z`` → one rANS string; the decoder
 rebuilds ``ŷ, ẑ`` from the string and synthesises the content variables ``z_c``.  Inputs must be
 padded to multiples of 64 (the codec does that).
+
+A variable-rate LFGCM (``cfg.rate`` set) takes a rate parameter ``rate`` (q) in every pass and applies
+gain units to y (:mod:`.rate`); a fixed-rate one refuses it.
 """
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 
 from ..config import LFGCMConfig
 from .entropy import SliceCheckerboardEntropyModel
+from .rate import RateGains, RateLike
 from .transforms import (AnalysisTransform, HyperAnalysisTransform, HyperSynthesisTransform, SynthesisTransform,
                          information_extraction)
 
@@ -31,42 +35,55 @@ class LFGCM(SliceCheckerboardEntropyModel):
         self.hyper_dec = HyperSynthesisTransform(cfg)
         self.f_c = information_extraction(cfg)
         self.decoder = SynthesisTransform(cfg)
+        # Last, and without drawing random numbers: the other weights equal the fixed-rate model's.
+        self.rate_gains = RateGains(cfg.M, cfg.rate) if cfg.rate is not None else None
 
-    def bounded_z(self, z: torch.Tensor) -> torch.Tensor:
-        """``z`` clipped to the range the entropy bottleneck's CDF tables cover (its learned quantiles).
+    def _rate(self, rate: Optional[RateLike], batch: int, device: torch.device) -> Optional[torch.Tensor]:
+        if self.rate_gains is None:
+            if rate is not None:
+                raise ValueError("this LFGCM is fixed-rate (trained for one λ); a rate needs a variable-rate "
+                                 "model (config lfgcm.rate, presets tiny_vr / sd21_vr)")
+            return None
+        if rate is None:
+            raise ValueError("this LFGCM is variable-rate: pass rate=q in "
+                             f"[{self.rate_gains.q_min:g}, {self.rate_gains.q_max:g}]")
+        return self.rate_gains.as_batch(rate, batch, device)
 
-        The factorised prior's likelihood has a floor, so in training a hyper-latent far outside that
-        range costs a bounded rate while still carrying information: ``z`` then grows without limit
-        (the divergence of official issue #14) and the coder would need absurd bypass symbols.  Clipping
-        (no gradient outside) removes that loophole; codecs whose ``z`` stays in range are unaffected.
-        """
-        q = self.entropy_bottleneck.quantiles.detach()
-        lower, upper = q[:, 0, 0].view(1, -1, 1, 1), q[:, 0, 2].view(1, -1, 1, 1)
-        return torch.maximum(torch.minimum(z, upper), lower)
+    def hyper_analyse(self, y: torch.Tensor, z_g: torch.Tensor,
+                      rate: Optional[RateLike] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(ỹ, z)``: y with the rate's gain applied (variable-rate only), and its hyper-latent."""
+        q = self._rate(rate, y.shape[0], y.device)
+        if q is not None:
+            y = y * self.rate_gains.gain(q)
+        return y, self.hyper_enc(y, z_g)
 
-    def synthesize(self, y_hat: torch.Tensor, z_hat: torch.Tensor) -> torch.Tensor:
-        """``z_c = N_d(ŷ, f_c(ẑ))``."""
+    def synthesize(self, y_hat: torch.Tensor, z_hat: torch.Tensor,
+                   rate: Optional[RateLike] = None) -> torch.Tensor:
+        """``z_c = N_d(ŷ, f_c(ẑ))`` (ŷ times the rate's inverse gain for a variable-rate model)."""
+        q = self._rate(rate, y_hat.shape[0], y_hat.device)
+        if q is not None:
+            y_hat = y_hat * self.rate_gains.inverse_gain(q)
         return self.decoder(y_hat, self.f_c(z_hat))
 
-    def forward(self, x: torch.Tensor, z_g: torch.Tensor) -> Dict[str, object]:
+    def forward(self, x: torch.Tensor, z_g: torch.Tensor, rate: Optional[RateLike] = None) -> Dict[str, object]:
         """Training / rate-estimation pass: ``z_c``, ``y_hat``, ``z_hat`` and ``likelihoods`` {y, z}."""
-        y = self.encoder(x, z_g)
-        z = self.bounded_z(self.hyper_enc(y, z_g))
+        y, z = self.hyper_analyse(self.encoder(x, z_g), z_g, rate)
         out = self.latent_forward(y, z)
-        out["z_c"] = self.synthesize(out["y_hat"], out["z_hat"])
+        out["z_c"] = self.synthesize(out["y_hat"], out["z_hat"], rate)
         return out
 
     @torch.no_grad()
-    def compress(self, x: torch.Tensor, z_g: torch.Tensor) -> Tuple[bytes, torch.Tensor, torch.Tensor]:
+    def compress(self, x: torch.Tensor, z_g: torch.Tensor,
+                 rate: Optional[RateLike] = None) -> Tuple[bytes, torch.Tensor, torch.Tensor]:
         """Code one padded image ``(1,3,H,W)`` → ``(string, y_hat, z_hat)``."""
-        y = self.encoder(x, z_g)
-        z = self.bounded_z(self.hyper_enc(y, z_g))
+        y, z = self.hyper_analyse(self.encoder(x, z_g), z_g, rate)
         return self.encode_latents(y, z)
 
     @torch.no_grad()
-    def decompress(self, string: bytes, padded_hw: Tuple[int, int],
-                   device: torch.device) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def decompress(self, string: bytes, padded_hw: Tuple[int, int], device: torch.device,
+                   rate: Optional[RateLike] = None) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Decode a string for a padded image size → ``(z_c, y_hat, z_hat)``."""
+        self._rate(rate, 1, device)           # refuse a bad rate before decoding anything
         h, w = padded_hw
         y_hat, z_hat = self.decode_latents(string, (h // Y_STRIDE, w // Y_STRIDE), device)
-        return self.synthesize(y_hat, z_hat), y_hat, z_hat
+        return self.synthesize(y_hat, z_hat, rate), y_hat, z_hat

@@ -181,9 +181,10 @@ def center_view(img: Image.Image, size: Optional[int]) -> torch.Tensor:
 class RandomCropDataset(Dataset):
     """Paper crops of a list of images; indexed by *sample keys* (``epoch · N + index``).
 
-    An unreadable file is reported once (a warning naming it) and replaced by the next readable
-    image, so one bad file never stops a 300K-step run.  ``crops_per_image`` makes an epoch draw that
-    many independent crops of every image (a handful of photos still fills a batch).
+    An unreadable file — corrupt, or over Pillow's decompression-bomb limit — is reported once (a warning
+    naming it), counted in :attr:`skipped` and replaced by the next readable image, so one bad file never
+    stops a 300K-step run.  ``crops_per_image`` makes an epoch draw that many independent crops of every
+    image (a handful of photos still fills a batch).
     """
 
     def __init__(self, sources: Sequence[Source], crop: CropSpec, seed: int = 0, crops_per_image: int = 1) -> None:
@@ -200,6 +201,11 @@ class RandomCropDataset(Dataset):
     def __len__(self) -> int:
         return len(self.sources) * self.crops_per_image
 
+    @property
+    def skipped(self) -> int:
+        """How many files this process found unreadable and skipped."""
+        return len(self._bad)
+
     def __getitem__(self, key: int) -> torch.Tensor:
         # String seeding hashes with SHA-512: independent streams per (seed, key), same on every platform.
         rng = random.Random(f"diffeic-crop-{self.seed}-{int(key)}")
@@ -210,7 +216,7 @@ class RandomCropDataset(Dataset):
                 continue
             try:
                 return paper_crop(open_rgb(source), self.crop, rng)
-            except (OSError, ValueError, UnidentifiedImageError, SyntaxError) as err:
+            except (OSError, ValueError, UnidentifiedImageError, SyntaxError, Image.DecompressionBombError) as err:
                 self._bad.add(source)
                 warnings.warn(f"skipping unreadable training image {source}: {err}", RuntimeWarning, stacklevel=2)
         raise RuntimeError(f"none of the {n} training images could be read")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import math
 import os
 import time
@@ -36,7 +37,7 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 
 from ..codec import DiffEICCodec
-from ..config import get_config
+from ..config import RateConfig, get_config
 from ..diffusion.sampling import add_noise, sample_timesteps, training_scheduler
 from ..lfgcm import LFGCM
 
@@ -53,7 +54,8 @@ class TrainingDiverged(RuntimeError):
 def build_codec(preset: str, init_from: Optional[str] = None, sd_path: Optional[str] = None) -> DiffEICCodec:
     """The codec to train.
 
-    * ``init_from`` (stage 2, spec §7.3): a checkpoint folder; weights only.
+    * ``init_from`` (stage 2, spec §7.3): a checkpoint folder; weights only.  A variable-rate
+      ``preset`` (``tiny_vr``, ``sd21_vr``) over a fixed-rate folder adds freshly initialised gain units.
     * otherwise ``preset`` (name or YAML): random trainable parts; for presets with pretrained frozen
       parts (``sd21``) the VAE/UNet/embedding are SD2.1-base from ``sd_path`` and the control module is
       crop-initialised from that UNet (spec §5.3).  A preset without published weights (``tiny``) given
@@ -62,6 +64,9 @@ def build_codec(preset: str, init_from: Optional[str] = None, sd_path: Optional[
     """
     if init_from:
         codec = DiffEICCodec.from_pretrained(init_from, sd_path=sd_path)
+        rate = get_config(preset).lfgcm.rate
+        if rate is not None and codec.config.lfgcm.rate is None:
+            codec = _with_rate_gains(codec, rate)
     else:
         config = get_config(preset)
         if sd_path and not config.backbone.pretrained:
@@ -69,6 +74,20 @@ def build_codec(preset: str, init_from: Optional[str] = None, sd_path: Optional[
         codec = DiffEICCodec.from_config(config, pretrained_backbone=True, sd_path=sd_path)
     codec.is_trained = False           # set on export
     return codec
+
+
+def _with_rate_gains(codec: DiffEICCodec, rate: RateConfig) -> DiffEICCodec:
+    """The fixed-rate ``codec`` made variable-rate: same weights, new gain units (stage 2 from stage 1)."""
+    cfg = codec.config.replace(lfgcm=dataclasses.replace(codec.config.lfgcm, rate=rate))
+    cfg.name = codec.config.name + "_vr"
+    lfgcm = LFGCM(cfg.lfgcm)
+    missing, unexpected = lfgcm.load_state_dict(codec.lfgcm.state_dict(), strict=False)
+    if unexpected or any(not k.startswith("rate_gains.") for k in missing):
+        raise ValueError(f"cannot add rate gains: the checkpoint's LFGCM does not match (missing {missing}, "
+                         f"unexpected {unexpected})")
+    out = DiffEICCodec(cfg, lfgcm.to(codec.device), codec.backbone, codec.control, trained=codec.is_trained)
+    out.eval()
+    return out
 
 
 @contextlib.contextmanager
@@ -87,20 +106,30 @@ def _autocast_off(device: torch.device) -> contextlib.AbstractContextManager:
 
 def training_losses(codec: DiffEICCodec, noise_scheduler: Any, x: Tensor, lmbda: float,
                     l_simple_weight: float = 1.0, l_guide_weight: float = 2.0, t: Optional[Tensor] = None,
-                    noise: Optional[Tensor] = None) -> Dict[str, Tensor]:
+                    noise: Optional[Tensor] = None, rate: Optional[float] = None) -> Dict[str, Tensor]:
     """All loss terms for a batch ``x`` (B,3,H,W) in [0,1] (spec §7.1); ``t``/``noise`` may be fixed.
 
     The one definition of the objective: the trainer and ``benchmarks/bench_train.py`` both call it.
     Precision: only the frozen UNet with the control module follows the trainer's autocast (bf16 under
     ``bf16-mixed``); the VAE target, the LFGCM (entropy model, ŷ, z_c), the rate and every loss term run
     in float32 as in the paper, so the rate estimate is the coder's and the targets are not rounded to bf16.
+    A variable-rate codec ignores ``lmbda``: the batch gets one rate q (``rate``, else drawn uniformly
+    from the model's range) and the paper's loss with λ = λ_max·2^-q; q is returned as ``rate``.
     """
     b, _, h, w = x.shape
     x = x.float()
+    extra: Dict[str, Tensor] = {}
+    if codec.rate_range is not None:
+        q_min, q_max = codec.rate_range
+        q = float(q_min + (q_max - q_min) * torch.rand(())) if rate is None else rate
+        lmbda = codec.lfgcm.rate_gains.lmbda(q)
+        extra["rate"] = torch.tensor(q)
+    else:
+        q = rate                      # None, or a fixed-rate model's clear refusal below
     with _autocast_off(x.device):
         with torch.no_grad():
             z0 = codec.backbone.encode(x, sample=True)           # posterior *sample* in training (spec §2)
-        out = codec.lfgcm(x, z0)
+        out = codec.lfgcm(x, z0, rate=q)
         z_c = out["z_c"]
         if t is None:
             t = sample_timesteps(b, codec.config.schedule, device=x.device)
@@ -119,7 +148,7 @@ def training_losses(codec: DiffEICCodec, noise_scheduler: Any, x: Tensor, lmbda:
         # Latent magnitudes are logged because a hyper-latent that grows without bound (its rate is capped by the
         # likelihood floor) is the first sign of a diverging run, long before the coder sees absurd symbols.
         return {"loss": loss, "l_ne": l_ne, "bpp": bpp, "l_sa": l_sa, "aux": codec.lfgcm.aux_loss(),
-                "z_absmax": out["z_hat"].detach().abs().max(), "y_absmax": out["y_hat"].detach().abs().max()}
+                "z_absmax": out["z_hat"].detach().abs().max(), "y_absmax": out["y_hat"].detach().abs().max(), **extra}
 
 
 class DiffEICModule(LightningModule):
@@ -130,7 +159,8 @@ class DiffEICModule(LightningModule):
         init_from: a checkpoint folder (``save_pretrained`` / the export callback) to start from,
             weights only with a fresh optimiser (stage 2, spec §7.3).
         sd_path: SD2.1-base weights (hub id, diffusers folder or single file) for ``sd21``.
-        lmbda: rate weight λ (``l_bpp_weight``; 1, 2, 4, 8, 16 in the paper).
+        lmbda: rate weight λ (``l_bpp_weight``; 1, 2, 4, 8, 16 in the paper).  Variable-rate models
+            (``tiny_vr``, ``sd21_vr``) draw λ per batch from their ``lfgcm.rate`` range instead.
         lr: main learning rate (1e-4 stage 1, 2e-5 stage 2).
         aux_lr: learning rate of the entropy bottleneck's ``quantiles`` (1e-3).
         weight_decay: AdamW weight decay of both groups (0.01, torch default, as the official code).
@@ -153,6 +183,13 @@ class DiffEICModule(LightningModule):
         self.save_hyperparameters()
         self.automatic_optimization = False     # needed to skip non-finite steps (spec §10)
         self.codec = build_codec(preset, init_from, sd_path)
+        # Codecs are built in eval mode, and Lightning (>= 2.2) keeps each submodule's mode: without this the
+        # LFGCM would train on hard-rounded likelihoods, whose rate has no gradient through y or z, and its
+        # latents would grow without bound (the frozen backbone keeps itself in eval mode).
+        self.codec.train()
+        if self.codec.rate_range is not None and lmbda != 1.0:
+            raise ValueError(f"lmbda={lmbda} given for a variable-rate model, which draws λ per batch from "
+                             f"[lmbda_min, lmbda_max] of its config (lfgcm.rate); leave lmbda unset")
         self.codec.control.gradient_checkpointing = bool(gradient_checkpointing)
         self.noise_scheduler = training_scheduler(self.codec.config.schedule)
         # Guard/RNG counters; saved in the checkpoint (on_save_checkpoint) so a resume continues them.
@@ -301,7 +338,9 @@ class DiffEICModule(LightningModule):
         snapshot = DiffEICCodec(codec.config, copy.deepcopy(codec.lfgcm), codec.backbone,
                                 copy.deepcopy(codec.control), trained=True)
         hp = self.hparams
-        meta = {"step": int(self.global_step), "lmbda": float(hp.lmbda), "lr": float(hp.lr),
+        rc = codec.config.lfgcm.rate
+        lmbda = float(hp.lmbda) if rc is None else [rc.lmbda_min, rc.lmbda_max]
+        meta = {"step": int(self.global_step), "lmbda": lmbda, "lr": float(hp.lr),
                 "init_from": hp.init_from, "preset": str(hp.preset), **metadata}
         return snapshot.save_pretrained(path, **meta)        # atomic: diffeic.checkpoint.write
 

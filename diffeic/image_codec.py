@@ -1,0 +1,378 @@
+"""What the non-DiffEIC codec families share: the user-facing codec around a transform codec whose
+latent is coded by :class:`~diffeic.hyperprior.MeanScaleHyperprior`, and its checkpoint folder.
+
+A family provides a config dataclass and a model with ``encoder`` (image → y), ``hyperprior`` and
+``reconstruct(y_hat, **settings)`` (ŷ → padded image in [0, 1]).  This class adds what every codec
+of the library offers: ``compress``/``decompress``/``inspect``/``estimate_bits``, the container
+header with the family's id (so each family refuses the others' streams by name), a model
+fingerprint, input checks, and ``save_pretrained``/``from_pretrained`` for a folder holding
+``config.yaml`` + ``model.safetensors`` (weights and the coder's CDF tables).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import shutil
+from pathlib import Path
+from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import nn
+
+from . import __version__
+from .bitstream import FORMAT_VERSION, MAX_SIDE, BitstreamError, StreamHeader, describe, pack, unpack
+
+Bits = Union[bytes, bytearray]
+CONFIG_FILE = "config.yaml"
+MODEL_FILE = "model.safetensors"
+#: Images are padded to multiples of this (y has stride 16, z stride 64).
+PAD_MULTIPLE = 64
+Y_STRIDE = 16
+
+
+def padded_size(height: int, width: int, multiple: int = PAD_MULTIPLE) -> Tuple[int, int]:
+    return -(-height // multiple) * multiple, -(-width // multiple) * multiple
+
+
+def pad_image(x: torch.Tensor) -> torch.Tensor:
+    """Bottom/right replicate padding to multiples of 64 (edge pixels, not black bars the decoder must learn)."""
+    h, w = x.shape[-2:]
+    hp, wp = padded_size(h, w)
+    return F.pad(x, (0, wp - w, 0, hp - h), mode="replicate") if (hp, wp) != (h, w) else x
+
+
+def check_images(x: Any, device: torch.device, max_pixels: int, owner: str) -> Tuple[torch.Tensor, bool]:
+    """Validate an image ``(3,H,W)`` or batch ``(B,3,H,W)`` in [0,1] → ``(batch float32 on device, was_single)``."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"expected a torch.Tensor image of shape (3,H,W) or (B,3,H,W) in [0,1], got {type(x).__name__}")
+    if not torch.is_floating_point(x):
+        raise TypeError(f"expected a floating-point image in [0,1], got dtype {x.dtype} (for uint8 data use x.float() / 255)")
+    if x.dim() not in (3, 4):
+        raise ValueError(f"expected shape (3,H,W) or (B,3,H,W), got {tuple(x.shape)}")
+    single = x.dim() == 3
+    batch = x.unsqueeze(0) if single else x
+    if batch.shape[1] != 3:
+        raise ValueError(f"expected 3 colour channels (RGB) in dimension {0 if single else 1}, got shape {tuple(x.shape)}")
+    if batch.numel() == 0:
+        raise ValueError(f"empty image: shape {tuple(x.shape)}")
+    h, w = batch.shape[-2:]
+    if h > MAX_SIDE or w > MAX_SIDE or h * w > max_pixels:
+        raise ValueError(f"image {h}x{w} is larger than this codec accepts (sides ≤ {MAX_SIDE}, ≤ {max_pixels} pixels; "
+                         f"raise {owner}.max_pixels if you have the memory)")
+    if not torch.isfinite(batch).all():
+        raise ValueError("image contains NaN or Inf values")
+    lo, hi = batch.min().item(), batch.max().item()
+    if lo < 0 or hi > 1:
+        raise ValueError(f"image values must be in [0,1], got min {lo:.4g}, max {hi:.4g}")
+    return batch.to(device, torch.float32), single
+
+
+def config_from_dict(cls: type, data: Dict[str, Any], where: str = "config") -> Any:
+    """A flat config dataclass from a mapping: unknown keys are an error, YAML lists become tuples."""
+    if not isinstance(data, dict):
+        raise TypeError(f"a {cls.__name__} must be a mapping, got {type(data).__name__}")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ValueError(f"unknown key(s) in {where}: {', '.join(unknown)}; expected some of {', '.join(known)}")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+def write_folder_atomic(path: Union[str, Path], write: Any) -> Path:
+    """Write a folder through ``write(tmp_folder)`` and swap it in atomically (a crash leaves the old one)."""
+    folder = Path(path)
+    tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
+    old = folder.with_name(f"{folder.name}.old-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        write(tmp)
+        if folder.exists():
+            folder.rename(old)
+        tmp.rename(folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+    return folder
+
+
+def read_checkpoint_meta(folder: Union[str, Path]) -> Dict[str, Any]:
+    """``config.yaml`` of a checkpoint folder as a dict (``{}`` contents allowed); clear error if absent."""
+    folder = Path(folder)
+    meta_path = folder / CONFIG_FILE
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{folder}: not a diffeic checkpoint folder (no {CONFIG_FILE})")
+    meta = yaml.safe_load(meta_path.read_text()) or {}
+    if not isinstance(meta, dict):
+        raise ValueError(f"{meta_path}: expected a mapping, got {type(meta).__name__}")
+    return meta
+
+
+class HyperpriorImageCodec(nn.Module):
+    """Base of the HiFiC and refinement codecs (see the module docstring).
+
+    Subclasses set ``family`` (a name in :data:`diffeic.bitstream.FAMILY_IDS`), ``config_class``,
+    ``presets`` and implement :meth:`build_model` and, when decoding takes settings, :meth:`decode_defaults`.
+    """
+
+    family: ClassVar[str] = ""
+    config_class: ClassVar[type]
+    presets: ClassVar[Dict[str, Any]] = {}
+    #: Largest image (pixels) compress/decompress accept; streams declaring more are refused before allocating.
+    max_pixels: int = 64 * 1024 * 1024
+
+    def __init__(self, config: Any, model: nn.Module, trained: bool = False) -> None:
+        super().__init__()
+        self.config = config
+        self.model = model
+        self.is_trained = bool(trained)
+        self._fingerprint_key: Optional[tuple] = None
+        self._fingerprint: Optional[str] = None
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def build_model(cls, config: Any) -> nn.Module:
+        raise NotImplementedError
+
+    @classmethod
+    def get_config(cls, config: Union[str, Path, Any]) -> Any:
+        """A fresh config from a preset name, a YAML file (a checkpoint's ``config.yaml`` too) or a config."""
+        if isinstance(config, cls.config_class):
+            return dataclasses.replace(config)
+        key = str(config)
+        if key in cls.presets:
+            return cls.presets[key]()
+        path = Path(key)
+        if path.is_dir():
+            path = path / CONFIG_FILE
+        if path.suffix in (".yaml", ".yml") and path.is_file():
+            data = yaml.safe_load(path.read_text()) or {}
+            return config_from_dict(cls.config_class, data.get("model", data), str(path))
+        raise ValueError(f"unknown {cls.family} preset or config file {key!r}; presets: {', '.join(cls.presets)}")
+
+    @classmethod
+    def from_config(cls, config: Union[str, Path, Any]) -> "HyperpriorImageCodec":
+        """Random, deterministic initialisation (``config.init_seed``) from a preset name, YAML file or config."""
+        cfg = cls.get_config(config)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.init_seed)
+            model = cls.build_model(cfg)
+        codec = cls(cfg, model, trained=False)
+        codec.eval()
+        codec.model.hyperprior.update(force=True)
+        return codec
+
+    @classmethod
+    def from_pretrained(cls, path: Union[str, Path],
+                        device: Union[str, torch.device, None] = None) -> "HyperpriorImageCodec":
+        """Load a checkpoint folder written by :meth:`save_pretrained` (or the trainer's export)."""
+        from safetensors.torch import load_file
+
+        folder = Path(path)
+        meta = read_checkpoint_meta(folder)
+        family = meta.get("family", "diffeic")
+        if family != cls.family:
+            raise ValueError(f"{folder} holds a {family!r} model, not a {cls.family!r} one; load it with "
+                             f"diffeic.load_codec({str(folder)!r})")
+        if not (folder / MODEL_FILE).is_file():
+            raise FileNotFoundError(f"{folder}: checkpoint folder lacks {MODEL_FILE}")
+        cfg = config_from_dict(cls.config_class, meta.get("model", {}), f"{folder / CONFIG_FILE}: model")
+        codec = cls(cfg, cls.build_model(cfg), trained=bool(meta.get("trained", True)))
+        codec.model.load_state_dict(load_file(str(folder / MODEL_FILE)))
+        codec.eval()
+        if codec.model.hyperprior.entropy_bottleneck._offset.numel() == 0:
+            codec.model.hyperprior.update(force=True)
+        return codec.to(device) if device is not None else codec
+
+    def save_pretrained(self, path: Union[str, Path], **metadata: Any) -> Path:
+        """Write ``config.yaml`` + ``model.safetensors`` (weights and the coder's CDF tables), atomically."""
+        from safetensors.torch import save_file
+
+        self.model.hyperprior.refresh_tables()      # store tables that match the weights being saved
+        meta = {"diffeic_version": __version__, "format_version": FORMAT_VERSION, "family": self.family,
+                "trained": self.is_trained, "fingerprint": self.fingerprint(), **metadata,
+                "model": dataclasses.asdict(self.config)}
+        meta["model"] = {k: list(v) if isinstance(v, tuple) else v for k, v in meta["model"].items()}
+        state = {k: v.detach().to("cpu").contiguous() for k, v in self.model.state_dict().items()}
+
+        def write(folder: Path) -> None:
+            save_file(state, str(folder / MODEL_FILE))
+            (folder / CONFIG_FILE).write_text(yaml.safe_dump(meta, sort_keys=False))
+        return write_folder_atomic(path, write)
+
+    # ------------------------------------------------------------------ identity
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def fingerprint(self) -> str:
+        """16 hex digits over family, config, weights and coding tables; streams carry the first 8."""
+        hp = self.model.hyperprior
+        hp.refresh_tables()
+        if getattr(self, "_param_list", None) is None:
+            self._param_list = list(self.model.named_parameters())
+        tensors = self._param_list + sorted(hp.table_tensors().items())
+        key = tuple((name, t.data_ptr(), t._version) for name, t in tensors)
+        if key != self._fingerprint_key:
+            h = hashlib.sha256(self.family.encode())
+            h.update(yaml.safe_dump(dataclasses.asdict(self.config), sort_keys=True).encode())
+            for name, t in tensors:
+                h.update(name.encode())
+                t = t.detach().cpu()
+                h.update((t.float() if t.is_floating_point() else t).contiguous().numpy().tobytes())
+            self._fingerprint, self._fingerprint_key = h.hexdigest()[:16], key
+        return self._fingerprint
+
+    # ------------------------------------------------------------------ decode settings
+    def decode_defaults(self) -> Dict[str, Optional[int]]:
+        """The model's default ``steps`` and ``seed`` (``{}``: decoding takes no settings)."""
+        return {}
+
+    def _header_settings(self, steps: Optional[int], seed: Optional[int]) -> Dict[str, Optional[int]]:
+        """Validate encoder-chosen settings → the header fields (only those that differ from the defaults)."""
+        defaults = self.decode_defaults()
+        given = {"steps": steps, "seed": seed}
+        for name, value in given.items():
+            if value is not None and name not in defaults:
+                raise ValueError(f"a {self.family} codec takes no {name!r} setting")
+        self._check_settings(steps, seed, allow_zero_steps=False)
+        return {k: (None if v is None or v == defaults.get(k) else v) for k, v in given.items()}
+
+    @staticmethod
+    def _check_settings(steps: Optional[int], seed: Optional[int], allow_zero_steps: bool) -> None:
+        from .bitstream import MAX_STEPS
+
+        low = 0 if allow_zero_steps else 1
+        if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or not low <= steps <= MAX_STEPS):
+            raise ValueError(f"steps must be an integer in {low}..{MAX_STEPS}, got {steps!r}")
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2 ** 64):
+            raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")
+
+    def describe_settings(self, header: Optional[StreamHeader] = None, steps: Optional[int] = None,
+                          seed: Optional[int] = None) -> str:
+        """The settings a decode with these overrides uses (of a stream with ``header``, if given), as
+        ``steps=S;seed=N`` — or ``deterministic`` for a family whose decoder takes none."""
+        settings = self.resolve_settings(header, steps, seed)
+        return ";".join(f"{k}={v}" for k, v in settings.items()) or "deterministic"
+
+    def resolve_settings(self, header: Optional[StreamHeader], steps: Optional[int] = None,
+                         seed: Optional[int] = None) -> Dict[str, int]:
+        """Override > header (if any) > model default, for the settings this family takes."""
+        defaults = self.decode_defaults()
+        if not defaults:
+            if steps is not None or seed is not None:
+                raise ValueError(f"a {self.family} codec decodes deterministically and takes no steps or seed")
+            return {}
+        self._check_settings(steps, seed, allow_zero_steps=True)
+        stored = {"steps": getattr(header, "steps", None), "seed": getattr(header, "seed", None)}
+        given = {"steps": steps, "seed": seed}
+        return {k: next(v for v in (given[k], stored[k], defaults[k]) if v is not None) for k in defaults}
+
+    # ------------------------------------------------------------------ coding
+    def _no_sampler(self, sampler: Optional[str]) -> None:
+        # Accepted (as None) so callers can treat every family alike; these families have one decoder each.
+        if sampler is not None:
+            raise ValueError(f"a {self.family} codec has no sampler choice (got sampler={sampler!r})")
+
+    def compress(self, x: torch.Tensor, *, sampler: Optional[str] = None, steps: Optional[int] = None,
+                 seed: Optional[int] = None) -> Union[bytes, List[bytes]]:
+        """Compress ``(3,H,W)`` in [0,1] → bytes, or ``(B,3,H,W)`` → list of bytes.
+
+        ``steps``/``seed`` (families with a sampling decoder only) are stored as the decoder's defaults;
+        ``sampler`` must be ``None`` (it exists so that every family is called alike).
+        """
+        self._no_sampler(sampler)
+        batch, single = check_images(x, self.device, self.max_pixels, type(self).__name__)
+        settings = self._header_settings(steps, seed)
+        h, w = batch.shape[-2:]
+        fp = self.fingerprint()[:8]
+        with torch.no_grad():
+            y = self.model.encoder(pad_image(batch))
+        streams = [pack(StreamHeader(fingerprint=fp, height=h, width=w, family=self.family, **settings),
+                        self.model.hyperprior.compress(y[i:i + 1])[0]) for i in range(batch.shape[0])]
+        return streams[0] if single else streams
+
+    @torch.no_grad()
+    def estimate_bits(self, x: torch.Tensor) -> Union[float, List[float]]:
+        """Entropy-model estimate of the payload bits for ``x`` (hard rounding, as coded)."""
+        batch, single = check_images(x, self.device, self.max_pixels, type(self).__name__)
+        hp = self.model.hyperprior
+        was_training = hp.training
+        hp.eval()
+        try:
+            out = hp(self.model.encoder(pad_image(batch)))
+        finally:
+            hp.train(was_training)
+        bits = sum(-torch.log2(lik).flatten(1).sum(1) for lik in out["likelihoods"].values())
+        values = [float(b) for b in bits]
+        return values[0] if single else values
+
+    @staticmethod
+    def inspect(bits: Bits) -> Dict[str, Any]:
+        """The stream's header as a dict (no model needed): :func:`diffeic.bitstream.describe`."""
+        return describe(bits)
+
+    def _open(self, bits: Bits) -> Tuple[StreamHeader, bytes]:
+        header, payload = unpack(bits)
+        if header.family != self.family:
+            raise BitstreamError(f"stream was made by a {header.family!r} codec, not by a {self.family!r} one; "
+                                 f"load that codec (diffeic.load_codec) to decode it")
+        mine = self.fingerprint()[:8]
+        if header.fingerprint != mine:
+            raise BitstreamError(f"stream was made by model {header.fingerprint}, but this codec is model {mine} "
+                                 f"({self.config.name}); decode it with the model that encoded it")
+        if header.height * header.width > self.max_pixels:
+            raise BitstreamError(f"stream declares a {header.height}x{header.width} image, more than this codec's limit "
+                                 f"of {self.max_pixels} pixels (raise {type(self).__name__}.max_pixels to decode it)")
+        if header.rate is not None or header.sampler is not None:
+            raise BitstreamError(f"corrupt header: a {self.family} stream carries no rate or sampler field")
+        if not self.decode_defaults() and (header.steps is not None or header.seed is not None):
+            raise BitstreamError(f"corrupt header: a {self.family} stream carries no steps or seed")
+        return header, payload
+
+    @torch.no_grad()
+    def decompress_latent(self, bits: Bits) -> Tuple[StreamHeader, torch.Tensor]:
+        """Entropy-decode a stream → ``(header, y_hat)`` without the synthesis."""
+        header, payload = self._open(bits)
+        hp, wp = padded_size(header.height, header.width)
+        try:
+            y_hat = self.model.hyperprior.decompress(payload, (hp // Y_STRIDE, wp // Y_STRIDE), self.device)
+        except (RuntimeError, ValueError, OverflowError) as err:
+            raise BitstreamError(f"corrupt payload: {err}") from err
+        if not torch.isfinite(y_hat).all():
+            raise BitstreamError("corrupt payload: it decodes to non-finite latents")
+        return header, y_hat
+
+    def decompress(self, bits: Union[Bits, Sequence[Bits]], steps: Optional[int] = None,
+                   seed: Optional[int] = None, sampler: Optional[str] = None,
+                   progress: bool = False) -> Union[torch.Tensor, List[torch.Tensor]]:
+        """Decode a stream → ``(3,H,W)`` in [0,1] at the original size; a list of streams → list of images.
+
+        ``steps``/``seed`` (sampling decoders) override the stream's header, which overrides the model's
+        defaults; ``sampler`` must be ``None`` and ``progress`` is ignored (both exist for uniform calls).
+        """
+        self._no_sampler(sampler)
+        if isinstance(bits, (list, tuple)):
+            return [self.decompress(b, steps=steps, seed=seed) for b in bits]
+        if not isinstance(bits, (bytes, bytearray, memoryview)):
+            raise TypeError(f"expected bytes (or a list of bytes), got {type(bits).__name__}")
+        header, y_hat = self.decompress_latent(bits)
+        settings = self.resolve_settings(header, steps, seed)
+        with torch.no_grad():
+            image = self.model.reconstruct(y_hat, **settings)
+        if not torch.isfinite(image).all():
+            raise BitstreamError("decoding produced non-finite pixels: the payload is corrupt or the weights are broken")
+        return image[0, :, :header.height, :header.width].clamp(0, 1)
+
+
+def build_config_presets(*configs: Any) -> Dict[str, Any]:
+    """``{name: factory}`` for configs made by zero-argument functions (kept fresh per call)."""
+    return {fn().name: fn for fn in configs}
+
+
+__all__ = ["HyperpriorImageCodec", "check_images", "pad_image", "padded_size", "config_from_dict",
+           "write_folder_atomic", "read_checkpoint_meta", "build_config_presets", "CONFIG_FILE", "MODEL_FILE",
+           "PAD_MULTIPLE"]
