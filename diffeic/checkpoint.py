@@ -21,7 +21,7 @@ import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Union
 
 import torch
 import yaml
@@ -63,8 +63,7 @@ class Checkpoint:
         """The LFGCM with the folder's weights and (checked) coding tables; empty tables are rebuilt."""
         from .lfgcm import LFGCM
 
-        with torch.device("meta"):            # shapes only: a config that disagrees with the file allocates nothing
-            shapes = LFGCM(self.config.lfgcm)
+        shapes = shapes_only(lambda: LFGCM(self.config.lfgcm))
         check_keys(self.folder / LFGCM_FILE, self.lfgcm_state, shapes, resizable=LFGCM.coding_table_names())
         lfgcm = LFGCM(self.config.lfgcm)
         try:
@@ -145,6 +144,8 @@ def _check_meta(meta: Dict[str, Any], config: DiffEICConfig) -> None:
         if timestep >= config.schedule.num_train_timesteps:
             raise ValueError(f"onestep.timestep = {timestep}: must be below schedule.num_train_timesteps "
                              f"({config.schedule.num_train_timesteps})")
+        if meta.get("files") is not None and ONESTEP_FILE not in meta["files"]:
+            raise ValueError(f"files names no SHA-256 of {ONESTEP_FILE}, which the one-step decoder needs")
 
 
 def check_common_meta(meta: Dict[str, Any], allowed: Iterable[str], required: Iterable[str]) -> None:
@@ -188,6 +189,21 @@ def load_tensors(path: Path) -> Dict[str, torch.Tensor]:
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise CheckpointError(f"{path}: tensor {name} holds NaN or Inf values: the weights are broken")
     return state
+
+
+def shapes_only(build: Callable[[], nn.Module]) -> nn.Module:
+    """``build()`` without allocating its tensors, to compare its state-dict shapes with a file's: a config
+    that disagrees with the file (asking for huge widths, say) then costs nothing."""
+    try:
+        with torch.device("meta"):
+            return build()
+    except RuntimeError:
+        # Modules that combine their tensors with CPU constants while being built (compressai's GDN adds
+        # its CPU `pedestal`) fail on the meta device; fake tensors accept that and allocate nothing either.
+        from torch._subclasses.fake_tensor import FakeTensorMode
+
+        with FakeTensorMode(allow_non_fake_inputs=True):
+            return build()
 
 
 def check_keys(path: PathLike, state: Mapping[str, torch.Tensor], module: nn.Module,
@@ -323,4 +339,4 @@ def _sha256(path: Path) -> str:
 
 __all__ = ["CONFIG_FILE", "CONTROL_FILE", "Checkpoint", "CheckpointError", "FILES", "LFGCM_FILE", "ONESTEP_FILE",
            "OPTIONAL_FILES", "WEIGHT_FILES", "check_common_meta", "check_hashes", "check_keys", "check_target",
-           "load_tensors", "read", "write", "write_folder"]
+           "load_tensors", "read", "shapes_only", "write", "write_folder"]

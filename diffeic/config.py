@@ -69,7 +69,19 @@ def check_bool(name: str, value: Any) -> bool:
     return value
 
 
-def _check_ints(name: str, values: Any, lo: int = 1, hi: int = MAX_WIDTH) -> Tuple[int, ...]:
+def check_scale_table(prefix: str, scale_min: Any, scale_max: Any, levels: Any) -> Tuple[float, float, int]:
+    """The Gaussian coder's scale table settings of any codec family, checked: ``0 < min < max <= 1024``,
+    ``2 <= levels <= 256``."""
+    scale_min = check_float(f"{prefix}scale_min", scale_min, 0.0)
+    # The coder's CDF tables grow with the largest scale and the number of levels (compressai: 0.11..256,
+    # 64 levels); the bounds keep a config from asking for gigabytes of tables.
+    scale_max = check_float(f"{prefix}scale_max", scale_max, scale_min, 1024.0)
+    # At least two levels: the log-spaced steps divide by levels - 1.
+    return scale_min, scale_max, check_int(f"{prefix}scale_levels", levels, 2, 256)
+
+
+def check_ints(name: str, values: Any, lo: int = 1, hi: int = MAX_WIDTH) -> Tuple[int, ...]:
+    """A non-empty list of integers in ``[lo, hi]`` as a tuple (:func:`check_int` for each)."""
     if isinstance(values, (str, bytes)) or not isinstance(values, (list, tuple)) or not values:
         raise ValueError(f"{name} = {values!r}: must be a non-empty list of integers in [{lo}, {hi}]")
     return tuple(check_int(f"{name}[{i}]", v, lo, hi) for i, v in enumerate(values))
@@ -127,13 +139,9 @@ class LFGCMConfig:
         for name in ("in_ch", "latent_ch", "N", "M", "prior_ch", "sft_hidden"):
             setattr(self, name, check_int(f"lfgcm.{name}", getattr(self, name), 1, MAX_WIDTH))
         for name in ("enc_mid", "guide_hidden", "slices", "context_hidden"):
-            setattr(self, name, _check_ints(f"lfgcm.{name}", getattr(self, name)))
-        self.scale_min = check_float("lfgcm.scale_min", self.scale_min, 0.0)
-        # The coder's CDF tables grow with the largest scale and the number of levels (compressai: 0.11..256,
-        # 64 levels); the bounds keep a config from asking for gigabytes of tables.
-        self.scale_max = check_float("lfgcm.scale_max", self.scale_max, self.scale_min, 1024.0)
-        # At least two levels: the log-spaced steps divide by levels - 1.
-        self.scale_levels = check_int("lfgcm.scale_levels", self.scale_levels, 2, 256)
+            setattr(self, name, check_ints(f"lfgcm.{name}", getattr(self, name)))
+        self.scale_min, self.scale_max, self.scale_levels = check_scale_table(
+            "lfgcm.", self.scale_min, self.scale_max, self.scale_levels)
         if len(self.guide_hidden) != 2 or len(self.context_hidden) != 2:
             raise ValueError(f"lfgcm.guide_hidden = {list(self.guide_hidden)}, lfgcm.context_hidden = "
                              f"{list(self.context_hidden)}: each must hold exactly 2 widths")

@@ -141,19 +141,80 @@ def check_quantiles(quantiles: torch.Tensor) -> None:
                          f"up to {q.abs().max().item():.4g}: these weights cannot code")
 
 
-def _check_symbols(symbols: torch.Tensor) -> torch.Tensor:
+def check_symbols(symbols: torch.Tensor) -> torch.Tensor:
     # The last guard before C++: an out-of-range int32 (INT_MIN from a NaN) loops forever in its escape coder.
     if symbols.numel() and symbols.abs().max().item() > 2 * ACT_CLIP:
         raise ValueError("symbols outside the coder's range: the model's weights are broken")
     return symbols
 
 
-def _in_range(name: str, grid: torch.Tensor) -> torch.Tensor:
+def in_range(name: str, grid: torch.Tensor) -> torch.Tensor:
     """Decoded latents (on the activation grid) must lie in the range any encoder can write (±2^10):
     a payload that decodes past it is refused here, before the next pass or any diffusion runs."""
     if grid.numel() and grid.abs().max().item() > ACT_CLIP:
         raise ValueError(f"the payload decodes to {name} values beyond the coder's range ±{LATENT_LIMIT:g}")
     return grid
+
+
+# The checks below are shared by every latent coder built on compressai's EntropyBottleneck +
+# GaussianConditional and the rANS coder (this LFGCM, diffeic.hyperprior): one rule for all families.
+
+def check_entropy_tables(entropy_bottleneck: EntropyBottleneck, gaussian_conditional: GaussianConditional) -> None:
+    """Raise ``ValueError`` naming the table unless every CDF table is safe for the C++ coder."""
+    table = gaussian_conditional.scale_table
+    if (table.dim() != 1 or table.numel() < 2 or not torch.isfinite(table).all() or (table <= 0).any()
+            or (table[1:] <= table[:-1]).any()):
+        raise ValueError("coding table gaussian_conditional.scale_table is corrupt: it must be a rising list of "
+                         "at least 2 positive finite scales")
+    for name, m, rows in (("entropy_bottleneck", entropy_bottleneck, entropy_bottleneck.channels),
+                          ("gaussian_conditional", gaussian_conditional, table.numel())):
+        check_cdf_table(name, m._quantized_cdf, m._cdf_length, m._offset, rows)
+
+
+def check_encoder_latents(**latents: torch.Tensor) -> None:
+    """Latents about to be coded must be finite and inside the exact coder's range.
+
+    NaN becomes INT_MIN as a symbol, on which compressai's escape coding never ends; values past the exact
+    path's range would decode inexactly. Neither reaches the coder.
+    """
+    for name, t in latents.items():
+        if not torch.isfinite(t).all():
+            raise ValueError(f"the encoder produced non-finite latents ({name}): its weights are broken")
+        if t.numel() and t.abs().max().item() > LATENT_LIMIT - 1:
+            raise ValueError(f"latent {name} reaches {t.abs().max().item():.4g}, beyond the coder's exact range "
+                             f"±{LATENT_LIMIT - 1:g}: the weights are not those of a working model")
+
+
+def check_payload_size(string: bytes, symbols: Sequence[Tuple[int, "_CodingTables"]], what: str) -> None:
+    """Refuse a payload too short for the symbols it must hold, before anything is allocated.
+
+    ``symbols``: ``(count, tables)`` per group of symbols.  A rANS payload is whole 32-bit words, at least the
+    8-byte final state; and every symbol adds at least ``min_bits`` (from the tables) to a state that starts
+    at 2^31 and is flushed below 2^63, so a payload of ``n`` bytes holds at most ``8n - 32`` bits of symbols
+    (plus the rounding slack of one rANS step for each 32-bit word written).
+    """
+    if len(string) < 8 or len(string) % 4:
+        raise ValueError(f"a payload of {len(string)} bytes is not a rANS stream (whole 32-bit words, at "
+                         f"least 8 bytes)")
+    need = sum(n * tab.min_bits for n, tab in symbols)
+    room = 8 * len(string) - 32 + (len(string) // 4) * _RANS_STEP_SLACK
+    if need > room + 1:                        # + 1: float rounding of the bound never refuses a real one
+        raise ValueError(f"a payload of {len(string)} bytes cannot hold the {sum(n for n, _ in symbols)} symbols "
+                         f"of {what} (these tables need at least {math.ceil((need + 32) / 8)} bytes)")
+
+
+def check_canonical(string: bytes, parts: Sequence[Tuple[list, list, list, list, list]]) -> None:
+    """A payload is valid only if it is exactly what coding its decoded symbols gives (the coder is
+    deterministic): this refuses unused trailing bytes and any other encoding of the same symbols.
+
+    ``parts``: ``(symbols, indexes, cdf, lengths, offsets)`` in coding order.
+    """
+    encoder = BufferedRansEncoder()
+    for symbols, indexes, cdf, lengths, offsets in parts:
+        encoder.encode_with_indexes(symbols, indexes, cdf, lengths, offsets)
+    if encoder.flush() != bytes(string):
+        raise ValueError("the payload is not the coding of the symbols it decodes to (unused, altered or "
+                         "non-canonical bytes)")
 
 
 class SliceCheckerboardEntropyModel(CompressionModel):
@@ -234,16 +295,7 @@ class SliceCheckerboardEntropyModel(CompressionModel):
 
     def check_coding_tables(self) -> None:
         """Raise ``ValueError`` naming the table unless every CDF table is safe for the C++ coder."""
-        gc = self.gaussian_conditional
-        table = gc.scale_table
-        if (table.dim() != 1 or table.numel() < 2 or not torch.isfinite(table).all() or (table <= 0).any()
-                or (table[1:] <= table[:-1]).any()):
-            raise ValueError("coding table gaussian_conditional.scale_table is corrupt: it must be a rising list of "
-                             "at least 2 positive finite scales")
-        for name, rows in (("entropy_bottleneck", self.entropy_bottleneck.channels),
-                           ("gaussian_conditional", table.numel())):
-            m = getattr(self, name)
-            check_cdf_table(name, m._quantized_cdf, m._cdf_length, m._offset, rows)
+        check_entropy_tables(self.entropy_bottleneck, self.gaussian_conditional)
 
     def fingerprint_tensors(self) -> List[Tuple[str, torch.Tensor]]:
         """Everything the coder depends on, by name: all parameters and all buffers (the CDF tables, the
@@ -376,16 +428,9 @@ class SliceCheckerboardEntropyModel(CompressionModel):
         """``((z symbols, indexes), (y symbols, indexes), y_hat, z_hat)`` in coding order, as lists."""
         if y.shape[0] != 1 or z.shape[0] != 1:
             raise ValueError("encode_latents codes one image at a time (batch size 1)")
-        # NaN becomes INT_MIN as a symbol, on which compressai's escape coding never ends; values past the
-        # exact path's range would decode inexactly. Neither reaches the coder.
-        for name, t in (("y", y), ("z", z)):
-            if not torch.isfinite(t).all():
-                raise ValueError(f"the LFGCM produced non-finite latents ({name}): its weights are broken")
-            if t.abs().max().item() > LATENT_LIMIT - 1:
-                raise ValueError(f"latent {name} reaches {t.abs().max().item():.4g}, beyond the coder's exact range "
-                                 f"±{LATENT_LIMIT - 1:g}: the weights are not those of a working model")
+        check_encoder_latents(y=y, z=z)
         _, _, exact = self._coding_state(y.device)
-        z_sym = _check_symbols(torch.round(z.double() - from_grid(exact.z_medians, torch.float64)).int())
+        z_sym = check_symbols(torch.round(z.double() - from_grid(exact.z_medians, torch.float64)).int())
         z_idx = torch.arange(z.shape[1], dtype=torch.int32).view(1, -1, 1, 1).expand(z_sym.shape)
         z_hat = exact.z_hat(z_sym)
         psi = exact.psi(z_hat)
@@ -401,7 +446,7 @@ class SliceCheckerboardEntropyModel(CompressionModel):
             decoded.append(y_a + y_n)
         dtype = self.entropy_bottleneck.quantiles.dtype
         return ((z_sym.reshape(-1).tolist(), z_idx.reshape(-1).tolist()),
-                (_check_symbols(torch.cat(symbols)).tolist(), torch.cat(indexes).tolist()),
+                (check_symbols(torch.cat(symbols)).tolist(), torch.cat(indexes).tolist()),
                 from_grid(torch.cat(decoded, dim=1), dtype), from_grid(z_hat, dtype))
 
     def _encode_pass(self, symbols: list, indexes: list, y_k, scales, means, mask) -> torch.Tensor:
@@ -433,27 +478,6 @@ class SliceCheckerboardEntropyModel(CompressionModel):
         h, w = y_hw
         return sum(self.slices) * h * w + self.entropy_bottleneck.channels * (h // 4) * (w // 4)
 
-    def _check_payload_size(self, string: bytes, y_hw: Tuple[int, int], eb_tab: _CodingTables,
-                            gc_tab: _CodingTables) -> None:
-        """Refuse a payload too short for the symbols a latent of ``y_hw`` has, before anything is allocated.
-
-        A rANS payload is whole 32-bit words, at least the 8-byte final state; and every symbol adds at least
-        ``min_bits`` (from the tables) to a state that starts at 2^31 and is flushed below 2^63, so a payload
-        of ``n`` bytes holds at most ``8n - 32`` bits of symbols (plus the rounding slack of one rANS step for
-        each 32-bit word written).
-        """
-        h, w = y_hw
-        n_z = self.entropy_bottleneck.channels * (h // 4) * (w // 4)
-        n_y = sum(self.slices) * h * w
-        if len(string) < 8 or len(string) % 4:
-            raise ValueError(f"a payload of {len(string)} bytes is not a rANS stream (whole 32-bit words, at "
-                             f"least 8 bytes)")
-        need = n_z * eb_tab.min_bits + n_y * gc_tab.min_bits
-        room = 8 * len(string) - 32 + (len(string) // 4) * _RANS_STEP_SLACK
-        if need > room + 1:                        # + 1: float rounding of the bound never refuses a real one
-            raise ValueError(f"a payload of {len(string)} bytes cannot hold the {n_z + n_y} symbols of a "
-                             f"{h}x{w} latent (these tables need at least {math.ceil((need + 32) / 8)} bytes)")
-
     @torch.no_grad()
     def decode_latents(self, string: bytes, y_hw: Tuple[int, int],
                        device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -464,10 +488,11 @@ class SliceCheckerboardEntropyModel(CompressionModel):
         bytes that are not exactly the coding of the decoded symbols (unused, altered or non-canonical).
         """
         eb_tab, gc_tab, exact = self._coding_state(device)
-        self._check_payload_size(string, y_hw, eb_tab, gc_tab)
         h, w = y_hw
         hz, wz = h // 4, w // 4
         n_ch = self.entropy_bottleneck.channels
+        check_payload_size(string, [(n_ch * hz * wz, eb_tab), (sum(self.slices) * h * w, gc_tab)],
+                           f"a {h}x{w} latent")
         decoder = RansDecoder()
         # The C++ decoder reads 32-bit words without bounds checks; zero padding bounded by the
         # symbol count (≤ one word per symbol, escapes bounded by the payload's own bits) keeps a
@@ -477,7 +502,7 @@ class SliceCheckerboardEntropyModel(CompressionModel):
         z_idx = torch.arange(n_ch, dtype=torch.int32).view(-1, 1, 1).expand(n_ch, hz, wz)
         z_rows = z_idx.reshape(-1).tolist()
         z_sym = decoder.decode_stream(z_rows, eb_tab.cdf, eb_tab.lengths, eb_tab.offsets)
-        z_hat = _in_range("z", exact.z_hat(torch.tensor(z_sym, dtype=torch.int32, device=device).view(1, n_ch, hz, wz)))
+        z_hat = in_range("z", exact.z_hat(torch.tensor(z_sym, dtype=torch.int32, device=device).view(1, n_ch, hz, wz)))
         psi = exact.psi(z_hat)
         anchor, nonanchor = checkerboard_masks(h, w, device)
         decoded: List[torch.Tensor] = []
@@ -489,17 +514,11 @@ class SliceCheckerboardEntropyModel(CompressionModel):
             scales_n, means_n = exact.nonanchor_params(k, psi, y_a, ctx)
             y_n = self._decode_pass(decoder, gc_tab, scales_n, means_n, nonanchor, y_sym, y_rows)
             decoded.append(y_a + y_n)
-        # The coder is deterministic: a payload is valid only if it is exactly what coding its symbols
-        # gives. This refuses unused trailing bytes and any other encoding of the same symbols.
-        encoder = BufferedRansEncoder()
-        encoder.encode_with_indexes(z_sym, z_rows, eb_tab.cdf, eb_tab.lengths, eb_tab.offsets)
         used, local = torch.unique(torch.cat(y_rows), return_inverse=True)   # only the rows used (as decoding)
         rows = used.tolist()
-        encoder.encode_with_indexes(torch.cat(y_sym).tolist(), local.tolist(), [gc_tab.cdf[r] for r in rows],
-                                    [gc_tab.lengths[r] for r in rows], [gc_tab.offsets[r] for r in rows])
-        if encoder.flush() != bytes(string):
-            raise ValueError("the payload is not the coding of the symbols it decodes to (unused, altered or "
-                             "non-canonical bytes)")
+        check_canonical(string, [(z_sym, z_rows, eb_tab.cdf, eb_tab.lengths, eb_tab.offsets),
+                                 (torch.cat(y_sym).tolist(), local.tolist(), [gc_tab.cdf[r] for r in rows],
+                                  [gc_tab.lengths[r] for r in rows], [gc_tab.offsets[r] for r in rows])])
         dtype = self.entropy_bottleneck.quantiles.dtype
         return from_grid(torch.cat(decoded, dim=1), dtype), from_grid(z_hat, dtype)
 
@@ -515,4 +534,4 @@ class SliceCheckerboardEntropyModel(CompressionModel):
         sym = torch.tensor(values, dtype=torch.int32)
         symbols.append(sym)
         rows_used.append(idx.cpu())
-        return _in_range("y", self._place(sym.to(means.device).view(means.shape[1], -1), means, mask))
+        return in_range("y", self._place(sym.to(means.device).view(means.shape[1], -1), means, mask))
