@@ -15,14 +15,18 @@ import pytest
 
 FUZZ = Path(__file__).parent / "fuzzing.py"
 STREAM_CASES = 10_000
+RATE_CASES = 400             # a variable-rate stream's float32 rate field
+FAMILY_CASES = 1_000         # HiFiC streams (the hyperprior coder the refinement family shares)
 CHECKPOINT_CASES = 400
+FAMILY_CHECKPOINT_CASES = 100
 CASE_LIMIT_S = 60.0          # a case takes milliseconds; minutes only on a machine stalled by other jobs
 START_LIMIT_S = 300.0        # imports, building the codec and a checkpoint
 
 
-def run_fuzz(n_streams: int, n_checkpoints: int, seed: int):
-    """Run the harness; return (outcome lines, done line). Fails naming the case on a hang or a crash."""
-    proc = subprocess.Popen([sys.executable, str(FUZZ), str(n_streams), str(n_checkpoints), str(seed)],
+def run_fuzz(*counts: int, seed: int):
+    """Run the harness (``counts`` as ``fuzzing.py`` takes them); return (outcome lines, done line). Fails
+    naming the case on a hang or a crash."""
+    proc = subprocess.Popen([sys.executable, str(FUZZ), *map(str, counts), str(seed)],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=FUZZ.parent.parent)
     selector = selectors.DefaultSelector()
     selector.register(proc.stdout, selectors.EVENT_READ)
@@ -51,7 +55,8 @@ def run_fuzz(n_streams: int, n_checkpoints: int, seed: int):
 @pytest.mark.timeout(3600)     # the per-case limit is the guard; the whole run scales with the machine
 def test_fuzzed_streams_and_tampered_checkpoints_only_raise_documented_errors():
     start = time.perf_counter()
-    cases, done = run_fuzz(STREAM_CASES, CHECKPOINT_CASES, seed=1234)
+    cases, done = run_fuzz(STREAM_CASES, RATE_CASES, FAMILY_CASES, CHECKPOINT_CASES, FAMILY_CHECKPOINT_CASES,
+                           seed=1234)
     failures = [c for c in cases if " FAIL " in c]
     counts = {}
     for c in cases:
@@ -59,7 +64,10 @@ def test_fuzzed_streams_and_tampered_checkpoints_only_raise_documented_errors():
         counts[(kind.split(":")[0], outcome)] = counts.get((kind.split(":")[0], outcome), 0) + 1
     print(f"fuzz: {len(cases)} cases in {time.perf_counter() - start:.0f} s; {counts}; {done}")
     assert not failures, failures[:10]
-    assert len(cases) == STREAM_CASES + CHECKPOINT_CASES >= 10_000
-    assert counts.get(("stream", "ok"), 0) >= 1                 # well-formed mutations still decode
-    assert counts.get(("checkpoint", "ok"), 0) >= 1             # harmless tampering (a weight nudged) loads
+    assert len(cases) == STREAM_CASES + RATE_CASES + FAMILY_CASES + CHECKPOINT_CASES + FAMILY_CHECKPOINT_CASES
+    assert STREAM_CASES >= 10_000
+    for group in ("stream", "rate", "family", "checkpoint", "family_checkpoint"):
+        assert counts.get((group, "refused"), 0) >= 1, group
+    for group in ("stream", "rate", "checkpoint", "family_checkpoint"):
+        assert counts.get((group, "ok"), 0) >= 1, group        # well-formed mutations / harmless tampering pass
     assert counts.get(("checkpoint", "refused"), 0) >= CHECKPOINT_CASES // 4
