@@ -337,6 +337,8 @@ class DiffEICCodec(nn.Module):
         """
         batch, single = self._check_images(x)
         header_kw = self._decode_settings(sampler, steps, seed)
+        d = self.config.sampler
+        self._check_steps(sampler or d.name, steps or d.steps, from_stream=False)   # never write what decode refuses
         h, w = batch.shape[-2:]
         q, budget = self._rate_request(rate, target_bpp, target_bytes, h * w)
         warn_if_untrained(self)
@@ -409,6 +411,18 @@ class DiffEICCodec(nn.Module):
         return {"sampler": None if sampler in (None, d.name) else sampler,
                 "steps": None if steps in (None, d.steps) else steps,
                 "seed": None if seed in (None, d.seed) else seed}
+
+    def _check_steps(self, sampler: str, steps: int, from_stream: bool) -> None:
+        """Refuse more steps than ``sampler`` has timesteps (one per timestep of its range, spec §6), before
+        any diffusion: a stream asking for them is corrupt (``BitstreamError``), a caller's choice a ``ValueError``."""
+        if sampler == ONESTEP:          # one network call whatever the count (explicit counts: _decode_settings)
+            return
+        d = self.config
+        limit = d.sampler.fewstep_start + 1 if sampler == "fewstep" else d.schedule.num_train_timesteps
+        if steps > limit:
+            problem = (f"{steps} steps for sampler {sampler!r}, which takes at most {limit} with this model "
+                       f"(one per timestep{' up to fewstep_start' if sampler == 'fewstep' else ''})")
+            raise BitstreamError(f"corrupt header: {problem}") if from_stream else ValueError(problem)
 
     @torch.no_grad()
     def estimate_bits(self, x: torch.Tensor, rate: Optional[float] = None) -> Union[float, List[float]]:
@@ -496,6 +510,7 @@ class DiffEICCodec(nn.Module):
         d = self.config.sampler
         name = sampler or header.sampler or d.name
         n_steps = steps or header.steps or d.steps
+        self._check_steps(name, n_steps, from_stream=sampler is None and steps is None)
         use_seed = seed if seed is not None else (header.seed if header.seed is not None else d.seed)
         if sampler is None and name == ONESTEP:
             self._check_stream_one_step()
@@ -609,6 +624,7 @@ class DiffEICCodec(nn.Module):
             lat = self.decompress_latents(b)
             h: StreamHeader = lat["header"]
             key = (tuple(lat["z_c"].shape), sampler or h.sampler or d.name, steps or h.steps or d.steps)
+            self._check_steps(key[1], key[2], from_stream=sampler is None and steps is None)
             if sampler is None and key[1] == ONESTEP:
                 self._check_stream_one_step()
             use_seed = seed if seed is not None else (h.seed if h.seed is not None else d.seed)

@@ -168,3 +168,27 @@ def test_numpy_integers_are_accepted_and_booleans_refused(tiny_codec):
                             ({"seed": 2 ** 70}, r"seed = 1180591620717411303424: must be an integer in \[0, ")]:
         with pytest.raises(ValueError, match=message):
             tiny_codec.compress(x, **kwargs)
+
+
+def test_the_encoder_never_writes_steps_the_decoder_refuses(tiny_codec, monkeypatch):
+    """Issue #14 item 5: ``compress(x, steps=5000)`` and ``sampler="fewstep", steps=500`` wrote streams that
+    ``decompress`` then rejected with a plain ValueError (the container allows 10,000 steps). Now the
+    encoder refuses them; a stream that asks for them anyway is corrupt (BitstreamError, before diffusion)."""
+    x = photo("rocket", (32, 32))
+    limit = tiny_codec.config.schedule.num_train_timesteps
+    fewstep_limit = tiny_codec.config.sampler.fewstep_start + 1
+    with pytest.raises(ValueError, match=f"5000 steps for sampler 'ddpm', which takes at most {limit}"):
+        tiny_codec.compress(x, steps=5000)
+    with pytest.raises(ValueError, match=f"for sampler 'fewstep', which takes at most {fewstep_limit}"):
+        tiny_codec.compress(x, sampler="fewstep", steps=fewstep_limit + 1)
+    bits = tiny_codec.compress(x, sampler="fewstep", steps=fewstep_limit)     # the limit itself is fine
+    header, payload = unpack(bits)
+    crafted = pack(StreamHeader(fingerprint=header.fingerprint, height=32, width=32, sampler="fewstep",
+                                steps=fewstep_limit + 1), payload)
+    monkeypatch.setattr(tiny_codec, "generate", lambda *a, **k: pytest.fail("diffusion ran"))
+    for decode in (tiny_codec.decompress, lambda b: tiny_codec.decompress_batch([b])):
+        with pytest.raises(BitstreamError, match="corrupt header: .* steps for sampler 'fewstep'"):
+            decode(crafted)
+    with pytest.raises(ValueError, match="steps for sampler 'ddpm'") as err:        # the caller's override
+        tiny_codec.decompress(bits, sampler="ddpm", steps=limit + 1)
+    assert not isinstance(err.value, BitstreamError)
