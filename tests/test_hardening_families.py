@@ -151,10 +151,10 @@ def test_family_config_values_are_checked_by_name():
 
 def test_family_stream_of_no_data_is_refused_at_once(hific):
     stream = pack(StreamHeader(fingerprint=hific.fingerprint()[:8], height=2048, width=2048, family="hific"), b"")
-    start = time.perf_counter()
+    start = time.process_time()                   # CPU time: a loaded machine does not inflate it
     with pytest.raises(BitstreamError, match="payload of 0 bytes"):
         hific.decompress(stream)
-    assert time.perf_counter() - start < 30       # milliseconds; the bound only catches a decode of 4 M pixels
+    assert time.process_time() - start < 5        # milliseconds; the bound only catches a decode of 4 M pixels
 
 
 def test_family_payload_that_is_not_the_coding_of_its_symbols_is_refused(hific):
