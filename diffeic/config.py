@@ -111,8 +111,11 @@ class RateConfig:
 
     def __post_init__(self) -> None:
         self.lmbda_min = check_float("lfgcm.rate.lmbda_min", self.lmbda_min, 0.0)
-        # The rate range q_max = log2(lmbda_max / lmbda_min) must be a positive, finite float32.
-        self.lmbda_max = check_float("lfgcm.rate.lmbda_max", self.lmbda_max, self.lmbda_min, 2.0 ** 64 * self.lmbda_min)
+        self.lmbda_max = check_float("lfgcm.rate.lmbda_max", self.lmbda_max, 0.0)
+        # The rate range q_max = log2(lmbda_max / lmbda_min) must be a positive float32 (at most 64).
+        if not self.lmbda_min < self.lmbda_max <= 2.0 ** 64 * self.lmbda_min:
+            raise ValueError(f"lfgcm.rate: need lmbda_min < lmbda_max <= 2^64 * lmbda_min, got lmbda_min = "
+                             f"{self.lmbda_min:g}, lmbda_max = {self.lmbda_max:g}")
         self.levels = check_int("lfgcm.rate.levels", self.levels, 2, 256)
 
 

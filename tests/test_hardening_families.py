@@ -143,8 +143,10 @@ def test_family_config_values_are_checked_by_name():
         RefineConfig(flow_noise=float("nan"))
     with pytest.raises(ValueError, match=r"lfgcm.rate.levels = 1: must be an integer in \[2, 256\]"):
         RateConfig(levels=1)
-    with pytest.raises(ValueError, match="lfgcm.rate.lmbda_max = 0.5: must be a finite number"):
+    with pytest.raises(ValueError, match="lmbda_min < lmbda_max .*got lmbda_min = 1, lmbda_max = 0.5"):
         RateConfig(lmbda_min=1.0, lmbda_max=0.5)
+    with pytest.raises(ValueError, match="lfgcm.rate.lmbda_min = 'no': must be a number"):
+        RateConfig(lmbda_min="no")
 
 
 # ------------------------------------------------------------------------------------ family streams
