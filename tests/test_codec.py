@@ -1,9 +1,6 @@
-"""DiffEICCodec on the tiny preset: exact coding on real photos, rate bound, API, input checks, fuzzing."""
-import random
+"""DiffEICCodec on the tiny preset: exact coding on real photos, rate bound, API, input checks (fuzzing: test_fuzz.py)."""
 import subprocess
 import sys
-import time
-import zlib
 
 import pytest
 import torch
@@ -12,8 +9,6 @@ from conftest import photo
 from diffeic import BitstreamError, DiffEICCodec
 from diffeic.bitstream import container_overhead, unpack
 from diffeic.codec import padded_size
-
-FUZZ_CASES = 10_000
 
 
 def _bytes_bound(codec, x, bits):
@@ -137,7 +132,7 @@ def test_bad_images_raise_clear_errors(tiny_codec, bad, error, message):
 
 
 @pytest.mark.parametrize("kwargs, message", [({"sampler": "euler"}, "unknown sampler"),
-                                             ({"steps": 0}, "positive"), ({"seed": -1}, "seed")])
+                                             ({"steps": 0}, r"steps = 0: must be an integer"), ({"seed": -1}, "seed")])
 def test_bad_decode_settings(tiny_codec, kwargs, message):
     with pytest.raises(ValueError, match=message):
         tiny_codec.compress(photo("rocket", (16, 16)), **kwargs)
@@ -149,58 +144,6 @@ def test_bad_streams_raise_bitstream_error(tiny_codec):
                           (bits[:-3], "checksum"), (bits[:5] + bytes([bits[5] ^ 1]) + bits[6:], "checksum")]:
         with pytest.raises(BitstreamError, match=message):
             tiny_codec.decompress(data)
-
-
-def _mutations(bits: bytes, rng: random.Random, n: int):
-    """Random bytes, every truncation, bit flips, and header/payload edits with a *valid* checksum."""
-    body = bits[:-4]
-    for cut in range(len(bits)):
-        yield bits[:cut]
-    cases = len(bits)
-    while cases < n:
-        # Mix: random bytes, bit flips, header edits and (the costly, fully decoded) payload edits.
-        kind = rng.choices(range(4), weights=(40, 35, 19, 6))[0]
-        if kind == 0:
-            data = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 64)))
-        elif kind == 1:
-            flipped = bytearray(bits)
-            for _ in range(rng.randrange(1, 4)):
-                flipped[rng.randrange(len(flipped))] ^= 1 << rng.randrange(8)
-            data = bytes(flipped)
-        else:                               # edit the body, then make the checksum right again
-            edited = bytearray(body)
-            pos = rng.randrange(2, 12) if kind == 2 else rng.randrange(len(edited))
-            edited[pos] = rng.randrange(256)
-            data = bytes(edited) + zlib.crc32(bytes(edited)).to_bytes(4, "big")
-        cases += 1
-        yield data
-
-
-def test_fuzzed_streams_only_raise_bitstream_error(tiny_codec):
-    codec = tiny_codec
-    limit, codec.max_pixels = codec.max_pixels, 256 * 256   # keep valid-looking mutations cheap to decode
-    # Thousands of tiny decodes are latency-bound: one intra-op thread avoids OpenMP stalls on a busy machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    bits = codec.compress(photo("astronaut", (48, 64)))
-    rng = random.Random(1234)
-    start, count, decoded = time.time(), 0, 0
-    try:
-        for data in _mutations(bits, rng, FUZZ_CASES):
-            count += 1
-            try:
-                codec.decompress_latents(data)
-                decoded += 1
-            except BitstreamError:
-                pass
-    finally:
-        codec.max_pixels = limit
-        torch.set_num_threads(threads)
-    assert count >= FUZZ_CASES
-    assert decoded >= 1                      # payload edits with a recomputed checksum still decode
-    elapsed = time.time() - start
-    print(f"fuzz: {count} cases, {decoded} decoded, {elapsed:.1f} s")
-    assert elapsed < 60
 
 
 def test_overhead_of_a_real_kodak_sized_stream_is_16_bytes(tiny_codec):

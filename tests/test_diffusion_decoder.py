@@ -59,12 +59,22 @@ def test_decode_rejects_bad_latents(parts):
 
 
 def test_tiny_256_decode_speed(parts):
-    """Tiny preset, 256x256, batch 1: a few steps must take well under a second each on CPU."""
+    """Tiny preset, 256x256, batch 1: a few steps must take well under a second each on CPU.
+
+    Measured as this process's CPU time on one thread, not as wall-clock time: on a machine loaded by other
+    jobs the wall clock measured the load (53 s for these 4 steps), the CPU time does not (issue #14 item 7).
+    """
     import time
 
     _, backbone, control = parts
     z_c = torch.randn(1, 4, 32, 32, generator=torch.Generator().manual_seed(1))
-    start = time.perf_counter()
-    x = decode_latent(backbone, control, z_c, "ddpm", 4, torch.Generator().manual_seed(0))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)            # idle threads spin on a loaded machine, adding CPU time of their own
+    try:
+        start = time.process_time()
+        x = decode_latent(backbone, control, z_c, "ddpm", 4, torch.Generator().manual_seed(0))
+        cpu_s = time.process_time() - start
+    finally:
+        torch.set_num_threads(threads)
     assert x.shape == (1, 3, 256, 256)
-    assert time.perf_counter() - start < 10
+    assert cpu_s < 4 * 1.0, f"{cpu_s:.1f} s of CPU for 4 steps"       # ~0.6 s measured

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..config import MAX_WIDTH, SEED_LIMIT, check_int, check_scale_table
+
 
 @dataclass
 class HiFiCConfig:
@@ -32,15 +34,17 @@ class HiFiCConfig:
     init_seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.num_down != 4:
-            raise ValueError(f"num_down must be 4 (y at stride 16, as the container's padding assumes), got {self.num_down}")
+        # Checked when built (from YAML or a checkpoint): one line naming the field, the value and what is allowed.
+        for key in ("latent_channels", "enc_base", "hyper_channels", "disc_base", "disc_layers", "disc_latent_channels"):
+            setattr(self, key, check_int(key, getattr(self, key), 1, MAX_WIDTH))
+        self.res_blocks = check_int("res_blocks", self.res_blocks, 0, 1024)
+        self.num_down = check_int("num_down", self.num_down, 4, 4)     # y at stride 16, as the container's padding assumes
         if self.disc_norm not in ("spectral", "instance"):
             raise ValueError(f"disc_norm must be 'spectral' or 'instance', got {self.disc_norm!r}")
-        if not 1 <= self.disc_scales <= 3:
-            raise ValueError(f"disc_scales must be 1, 2 or 3, got {self.disc_scales}")
-        for key in ("latent_channels", "enc_base", "hyper_channels", "disc_base", "disc_layers", "disc_latent_channels"):
-            if int(getattr(self, key)) < 1:
-                raise ValueError(f"{key} must be positive, got {getattr(self, key)}")
+        self.disc_scales = check_int("disc_scales", self.disc_scales, 1, 3)
+        self.scale_min, self.scale_max, self.scale_levels = check_scale_table(
+            "", self.scale_min, self.scale_max, self.scale_levels)
+        self.init_seed = check_int("init_seed", self.init_seed, 0, SEED_LIMIT - 1)
 
 
 def _hific() -> HiFiCConfig:

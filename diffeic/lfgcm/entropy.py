@@ -26,8 +26,20 @@ from compressai.models import CompressionModel
 from torch import nn
 
 from ..config import LFGCMConfig
-from .exact import ACT_SCALE, ExactEntropyPath, from_grid
+from .exact import ACT_CLIP, ACT_SCALE, LATENT_LIMIT, ExactEntropyPath, from_grid
 from .layers import conv
+
+#: The buffers the rANS coder reads, per entropy model: built by ``update``, saved with the weights,
+#: checked when loaded (:meth:`SliceCheckerboardEntropyModel.check_coding_tables`), and part of the
+#: model fingerprint. The one list of them.
+CODING_TABLES: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
+    ("entropy_bottleneck", ("_offset", "_quantized_cdf", "_cdf_length")),
+    ("gaussian_conditional", ("_offset", "_quantized_cdf", "_cdf_length", "scale_table")),
+)
+CDF_PRECISION = 16                     # compressai's CDFs end at 2^16
+#: A symbol costs at least log2(2^16 / largest frequency) bits, less what one rANS step can lose to
+#: rounding: the state before a step is at least 2^15 x frequency, so x' / x > (2^16 / f)(1 - 2^-15).
+_RANS_STEP_SLACK = math.log2(1 + 2.0 ** -15)
 
 
 class Fusion(nn.Module):
@@ -77,12 +89,132 @@ def _grid(v: torch.Tensor) -> torch.Tensor:
 
 
 class _CodingTables:
-    """Python-list copies of an entropy model's CDF tables, made once per ``update``."""
+    """Python-list copies of an entropy model's CDF tables, made once per ``update``.
+
+    ``min_bits``: a lower bound on the bits any symbol coded with these tables adds to a stream.
+    """
 
     def __init__(self, model) -> None:
         self.cdf = model._quantized_cdf.tolist()
         self.lengths = model._cdf_length.reshape(-1).int().tolist()
         self.offsets = model._offset.reshape(-1).int().tolist()
+        f_max = max(max(row[j + 1] - row[j] for j in range(n - 1)) for row, n in zip(self.cdf, self.lengths))
+        self.min_bits = max(0.0, CDF_PRECISION - math.log2(f_max) - _RANS_STEP_SLACK)
+
+
+def check_cdf_table(name: str, cdf: torch.Tensor, lengths: torch.Tensor, offsets: torch.Tensor, rows: int) -> None:
+    """Refuse a CDF table that compressai's C++ coder would trust blindly (it divides by frequencies and
+    indexes rows without bounds checks): ``rows`` rows of ``lengths[i] >= 2`` entries rising strictly from
+    0 to 2^16, offsets in ``[-(length-2), 0]``, all int32."""
+    def bad(what: str, index: Optional[torch.Tensor] = None) -> ValueError:
+        row = f" (row {int(index.nonzero()[0, 0])})" if index is not None else ""
+        return ValueError(f"coding table {name} is corrupt: {what}{row}; rebuild it with lfgcm.update(force=True)")
+
+    if any(t.dtype != torch.int32 for t in (cdf, lengths, offsets)):
+        raise bad(f"dtypes {cdf.dtype}, {lengths.dtype}, {offsets.dtype} instead of int32")
+    if cdf.dim() != 2 or cdf.shape[0] != rows or tuple(lengths.shape) != (rows,) or tuple(offsets.shape) != (rows,):
+        raise bad(f"shapes {tuple(cdf.shape)}, {tuple(lengths.shape)}, {tuple(offsets.shape)} do not describe "
+                  f"{rows} rows")
+    cdf, n, off = cdf.long().cpu(), lengths.long().cpu(), offsets.long().cpu()
+    if ((n < 2) | (n > cdf.shape[1])).any():
+        raise bad(f"a CDF length outside 2..{cdf.shape[1]}", (n < 2) | (n > cdf.shape[1]))
+    inside = torch.arange(cdf.shape[1] - 1)[None, :] < (n[:, None] - 1)
+    if (cdf[:, 0] != 0).any():
+        raise bad("a CDF that does not start at 0", cdf[:, 0] != 0)
+    steps_bad = ((cdf[:, 1:] - cdf[:, :-1] <= 0) & inside).any(1)
+    if steps_bad.any():
+        raise bad("a CDF that does not rise strictly", steps_bad)
+    end_bad = cdf.gather(1, (n - 1)[:, None])[:, 0] != (1 << CDF_PRECISION)
+    if end_bad.any():
+        raise bad(f"a CDF that does not end at 2^{CDF_PRECISION}", end_bad)
+    off_bad = (off > 0) | (off < -(n - 2))
+    if off_bad.any():
+        raise bad("an offset outside [-(length-2), 0]", off_bad)
+
+
+def check_quantiles(quantiles: torch.Tensor) -> None:
+    """z's quantiles set its CDF tables' lengths and its symbols' offsets (the medians): they must be finite
+    and inside the exact coder's range, or compressai would build garbage or gigantic tables."""
+    q = quantiles.detach()
+    if not torch.isfinite(q).all() or q.abs().max().item() > LATENT_LIMIT - 1:
+        raise ValueError(f"entropy_bottleneck.quantiles must be finite and within ±{LATENT_LIMIT - 1:g}, got values "
+                         f"up to {q.abs().max().item():.4g}: these weights cannot code")
+
+
+def check_symbols(symbols: torch.Tensor) -> torch.Tensor:
+    # The last guard before C++: an out-of-range int32 (INT_MIN from a NaN) loops forever in its escape coder.
+    if symbols.numel() and symbols.abs().max().item() > 2 * ACT_CLIP:
+        raise ValueError("symbols outside the coder's range: the model's weights are broken")
+    return symbols
+
+
+def in_range(name: str, grid: torch.Tensor) -> torch.Tensor:
+    """Decoded latents (on the activation grid) must lie in the range any encoder can write (±2^10):
+    a payload that decodes past it is refused here, before the next pass or any diffusion runs."""
+    if grid.numel() and grid.abs().max().item() > ACT_CLIP:
+        raise ValueError(f"the payload decodes to {name} values beyond the coder's range ±{LATENT_LIMIT:g}")
+    return grid
+
+
+# The checks below are shared by every latent coder built on compressai's EntropyBottleneck +
+# GaussianConditional and the rANS coder (this LFGCM, diffeic.hyperprior): one rule for all families.
+
+def check_entropy_tables(entropy_bottleneck: EntropyBottleneck, gaussian_conditional: GaussianConditional) -> None:
+    """Raise ``ValueError`` naming the table unless every CDF table is safe for the C++ coder."""
+    table = gaussian_conditional.scale_table
+    if (table.dim() != 1 or table.numel() < 2 or not torch.isfinite(table).all() or (table <= 0).any()
+            or (table[1:] <= table[:-1]).any()):
+        raise ValueError("coding table gaussian_conditional.scale_table is corrupt: it must be a rising list of "
+                         "at least 2 positive finite scales")
+    for name, m, rows in (("entropy_bottleneck", entropy_bottleneck, entropy_bottleneck.channels),
+                          ("gaussian_conditional", gaussian_conditional, table.numel())):
+        check_cdf_table(name, m._quantized_cdf, m._cdf_length, m._offset, rows)
+
+
+def check_encoder_latents(**latents: torch.Tensor) -> None:
+    """Latents about to be coded must be finite and inside the exact coder's range.
+
+    NaN becomes INT_MIN as a symbol, on which compressai's escape coding never ends; values past the exact
+    path's range would decode inexactly. Neither reaches the coder.
+    """
+    for name, t in latents.items():
+        if not torch.isfinite(t).all():
+            raise ValueError(f"the encoder produced non-finite latents ({name}): its weights are broken")
+        if t.numel() and t.abs().max().item() > LATENT_LIMIT - 1:
+            raise ValueError(f"latent {name} reaches {t.abs().max().item():.4g}, beyond the coder's exact range "
+                             f"±{LATENT_LIMIT - 1:g}: the weights are not those of a working model")
+
+
+def check_payload_size(string: bytes, symbols: Sequence[Tuple[int, "_CodingTables"]], what: str) -> None:
+    """Refuse a payload too short for the symbols it must hold, before anything is allocated.
+
+    ``symbols``: ``(count, tables)`` per group of symbols.  A rANS payload is whole 32-bit words, at least the
+    8-byte final state; and every symbol adds at least ``min_bits`` (from the tables) to a state that starts
+    at 2^31 and is flushed below 2^63, so a payload of ``n`` bytes holds at most ``8n - 32`` bits of symbols
+    (plus the rounding slack of one rANS step for each 32-bit word written).
+    """
+    if len(string) < 8 or len(string) % 4:
+        raise ValueError(f"a payload of {len(string)} bytes is not a rANS stream (whole 32-bit words, at "
+                         f"least 8 bytes)")
+    need = sum(n * tab.min_bits for n, tab in symbols)
+    room = 8 * len(string) - 32 + (len(string) // 4) * _RANS_STEP_SLACK
+    if need > room + 1:                        # + 1: float rounding of the bound never refuses a real one
+        raise ValueError(f"a payload of {len(string)} bytes cannot hold the {sum(n for n, _ in symbols)} symbols "
+                         f"of {what} (these tables need at least {math.ceil((need + 32) / 8)} bytes)")
+
+
+def check_canonical(string: bytes, parts: Sequence[Tuple[list, list, list, list, list]]) -> None:
+    """A payload is valid only if it is exactly what coding its decoded symbols gives (the coder is
+    deterministic): this refuses unused trailing bytes and any other encoding of the same symbols.
+
+    ``parts``: ``(symbols, indexes, cdf, lengths, offsets)`` in coding order.
+    """
+    encoder = BufferedRansEncoder()
+    for symbols, indexes, cdf, lengths, offsets in parts:
+        encoder.encode_with_indexes(symbols, indexes, cdf, lengths, offsets)
+    if encoder.flush() != bytes(string):
+        raise ValueError("the payload is not the coding of the symbols it decodes to (unused, altered or "
+                         "non-canonical bytes)")
 
 
 class SliceCheckerboardEntropyModel(CompressionModel):
@@ -125,9 +257,9 @@ class SliceCheckerboardEntropyModel(CompressionModel):
         """
         if scale_table is None:
             scale_table = self._scale_table
+        check_quantiles(self.entropy_bottleneck.quantiles)
         updated = False
-        for name, buffers in (("entropy_bottleneck", ("_offset", "_quantized_cdf", "_cdf_length")),
-                              ("gaussian_conditional", ("_offset", "_quantized_cdf", "_cdf_length", "scale_table"))):
+        for name, buffers in CODING_TABLES:
             module = getattr(self, name)
             device = module.likelihood_lower_bound.bound.device
             cpu = copy.deepcopy(module).cpu().float()     # tables never depend on device or dtype
@@ -145,12 +277,32 @@ class SliceCheckerboardEntropyModel(CompressionModel):
 
     def load_state_dict(self, state_dict, strict: bool = True):
         """compressai's loader (resizes CDF buffers, remaps old EB names); loaded non-empty tables are
-        taken as current, so every machine codes with the tables that were saved."""
+        checked (:meth:`check_coding_tables`) and taken as current, so every machine codes with the tables
+        that were saved; empty ones are rebuilt from the weights."""
         result = super().load_state_dict(state_dict, strict=strict)
         self._coding = None
         has_tables = self.entropy_bottleneck._offset.numel() and self.gaussian_conditional._offset.numel()
+        check_quantiles(self.entropy_bottleneck.quantiles)
+        if has_tables:
+            self.check_coding_tables()
         self._tables_key = self._weights_key() if has_tables else None
         return result
+
+    @classmethod
+    def coding_table_names(cls) -> List[str]:
+        """State-dict names of the coder's tables (derived from the weights by ``update``)."""
+        return [f"{module}.{buf}" for module, bufs in CODING_TABLES for buf in bufs]
+
+    def check_coding_tables(self) -> None:
+        """Raise ``ValueError`` naming the table unless every CDF table is safe for the C++ coder."""
+        check_entropy_tables(self.entropy_bottleneck, self.gaussian_conditional)
+
+    def fingerprint_tensors(self) -> List[Tuple[str, torch.Tensor]]:
+        """Everything the coder depends on, by name: all parameters and all buffers (the CDF tables, the
+        scale table, the bounds), so a model that would decode differently has another fingerprint."""
+        if getattr(self, "_param_names", None) is None:    # Parameter objects are stable; gather once
+            self._param_names = list(self.named_parameters())
+        return self._param_names + list(self.named_buffers())   # buffers are replaced on update()
 
     def refresh_tables(self) -> None:
         """Rebuild the CDF tables if the weights changed since they were built or loaded."""
@@ -276,8 +428,9 @@ class SliceCheckerboardEntropyModel(CompressionModel):
         """``((z symbols, indexes), (y symbols, indexes), y_hat, z_hat)`` in coding order, as lists."""
         if y.shape[0] != 1 or z.shape[0] != 1:
             raise ValueError("encode_latents codes one image at a time (batch size 1)")
+        check_encoder_latents(y=y, z=z)
         _, _, exact = self._coding_state(y.device)
-        z_sym = torch.round(z.double() - from_grid(exact.z_medians, torch.float64)).int()
+        z_sym = check_symbols(torch.round(z.double() - from_grid(exact.z_medians, torch.float64)).int())
         z_idx = torch.arange(z.shape[1], dtype=torch.int32).view(1, -1, 1, 1).expand(z_sym.shape)
         z_hat = exact.z_hat(z_sym)
         psi = exact.psi(z_hat)
@@ -293,7 +446,7 @@ class SliceCheckerboardEntropyModel(CompressionModel):
             decoded.append(y_a + y_n)
         dtype = self.entropy_bottleneck.quantiles.dtype
         return ((z_sym.reshape(-1).tolist(), z_idx.reshape(-1).tolist()),
-                (torch.cat(symbols).tolist(), torch.cat(indexes).tolist()),
+                (check_symbols(torch.cat(symbols)).tolist(), torch.cat(indexes).tolist()),
                 from_grid(torch.cat(decoded, dim=1), dtype), from_grid(z_hat, dtype))
 
     def _encode_pass(self, symbols: list, indexes: list, y_k, scales, means, mask) -> torch.Tensor:
@@ -328,11 +481,18 @@ class SliceCheckerboardEntropyModel(CompressionModel):
     @torch.no_grad()
     def decode_latents(self, string: bytes, y_hw: Tuple[int, int],
                        device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Inverse of :meth:`encode_latents`: ``(y_hat, z_hat)`` for a y grid of ``y_hw``."""
+        """Inverse of :meth:`encode_latents`: ``(y_hat, z_hat)`` for a y grid of ``y_hw``.
+
+        Raises ``ValueError`` for a payload that cannot be one :meth:`encode_latents` wrote: too short for
+        its symbols (checked first), latents outside the exact coder's range (checked pass by pass), or
+        bytes that are not exactly the coding of the decoded symbols (unused, altered or non-canonical).
+        """
         eb_tab, gc_tab, exact = self._coding_state(device)
         h, w = y_hw
         hz, wz = h // 4, w // 4
         n_ch = self.entropy_bottleneck.channels
+        check_payload_size(string, [(n_ch * hz * wz, eb_tab), (sum(self.slices) * h * w, gc_tab)],
+                           f"a {h}x{w} latent")
         decoder = RansDecoder()
         # The C++ decoder reads 32-bit words without bounds checks; zero padding bounded by the
         # symbol count (≤ one word per symbol, escapes bounded by the payload's own bits) keeps a
@@ -340,21 +500,30 @@ class SliceCheckerboardEntropyModel(CompressionModel):
         pad = 4 * self.symbol_count(y_hw) + 16 * len(string) + 64
         decoder.set_stream(bytes(string) + bytes(pad))
         z_idx = torch.arange(n_ch, dtype=torch.int32).view(-1, 1, 1).expand(n_ch, hz, wz)
-        z_sym = decoder.decode_stream(z_idx.reshape(-1).tolist(), eb_tab.cdf, eb_tab.lengths, eb_tab.offsets)
-        z_hat = exact.z_hat(torch.tensor(z_sym, dtype=torch.int32, device=device).view(1, n_ch, hz, wz))
+        z_rows = z_idx.reshape(-1).tolist()
+        z_sym = decoder.decode_stream(z_rows, eb_tab.cdf, eb_tab.lengths, eb_tab.offsets)
+        z_hat = in_range("z", exact.z_hat(torch.tensor(z_sym, dtype=torch.int32, device=device).view(1, n_ch, hz, wz)))
         psi = exact.psi(z_hat)
         anchor, nonanchor = checkerboard_masks(h, w, device)
         decoded: List[torch.Tensor] = []
+        y_sym: List[torch.Tensor] = []
+        y_rows: List[torch.Tensor] = []
         for k in range(len(self.slices)):
             scales_a, means_a, ctx = exact.anchor_params(k, psi, decoded)
-            y_a = self._decode_pass(decoder, gc_tab, scales_a, means_a, anchor)
+            y_a = self._decode_pass(decoder, gc_tab, scales_a, means_a, anchor, y_sym, y_rows)
             scales_n, means_n = exact.nonanchor_params(k, psi, y_a, ctx)
-            y_n = self._decode_pass(decoder, gc_tab, scales_n, means_n, nonanchor)
+            y_n = self._decode_pass(decoder, gc_tab, scales_n, means_n, nonanchor, y_sym, y_rows)
             decoded.append(y_a + y_n)
+        used, local = torch.unique(torch.cat(y_rows), return_inverse=True)   # only the rows used (as decoding)
+        rows = used.tolist()
+        check_canonical(string, [(z_sym, z_rows, eb_tab.cdf, eb_tab.lengths, eb_tab.offsets),
+                                 (torch.cat(y_sym).tolist(), local.tolist(), [gc_tab.cdf[r] for r in rows],
+                                  [gc_tab.lengths[r] for r in rows], [gc_tab.offsets[r] for r in rows])])
         dtype = self.entropy_bottleneck.quantiles.dtype
         return from_grid(torch.cat(decoded, dim=1), dtype), from_grid(z_hat, dtype)
 
-    def _decode_pass(self, decoder, tab: _CodingTables, scales, means, mask) -> torch.Tensor:
+    def _decode_pass(self, decoder, tab: _CodingTables, scales, means, mask, symbols: list,
+                     rows_used: list) -> torch.Tensor:
         idx = self._indexes(scales, mask)
         # Hand the decoder only the CDF rows this pass uses (converting the full table per call
         # dominated decoding time); indexes are renumbered into that subset.
@@ -362,5 +531,7 @@ class SliceCheckerboardEntropyModel(CompressionModel):
         rows = used.tolist()
         values = decoder.decode_stream(local.tolist(), [tab.cdf[r] for r in rows],
                                        [tab.lengths[r] for r in rows], [tab.offsets[r] for r in rows])
-        sym = torch.tensor(values, dtype=torch.int32, device=means.device)
-        return self._place(sym.view(means.shape[1], -1), means, mask)
+        sym = torch.tensor(values, dtype=torch.int32)
+        symbols.append(sym)
+        rows_used.append(idx.cpu())
+        return in_range("y", self._place(sym.to(means.device).view(means.shape[1], -1), means, mask))

@@ -27,6 +27,7 @@ from torch import nn
 ACT_BITS = 8                       # activations: integer a means a / 2^8
 WEIGHT_BITS = 14                   # weights: integer w means w / 2^14
 ACT_CLIP = 1 << 18                 # |a| ≤ 2^18 grid steps (±1024 in real units)
+LATENT_LIMIT = ACT_CLIP / (1 << ACT_BITS)   # ±1024: the latents the coder can represent exactly
 _EXACT_LIMIT = 1 << 53             # float64 holds every integer below this exactly
 GELU_RANGE = 8 << ACT_BITS         # beyond ±8, GELU(x) rounds to x (x>0) or 0 (x<0) on the grid
 ACT_SCALE = float(1 << ACT_BITS)

@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Tuple
 
+from ..config import MAX_WIDTH, SEED_LIMIT, check_bool, check_float, check_int, check_ints, check_scale_table
+
 VARIANTS = ("diffusion", "flow")
 
 
@@ -40,6 +42,17 @@ class RefineConfig:
     init_seed: int = 0
 
     def __post_init__(self) -> None:
+        # Checked when built (from YAML or a checkpoint): one line naming the field, the value and what is allowed.
+        from ..bitstream import MAX_STEPS
+
+        for key in ("N", "M", "hyper_channels", "refiner_groups"):
+            setattr(self, key, check_int(key, getattr(self, key), 1, MAX_WIDTH))
+        self.refiner_layers = check_int("refiner_layers", self.refiner_layers, 1, 64)
+        self.refiner_channels = check_ints("refiner_channels", self.refiner_channels)
+        if not isinstance(self.refiner_attention, (list, tuple)):
+            raise ValueError(f"refiner_attention = {self.refiner_attention!r}: must be a list of true/false")
+        self.refiner_attention = tuple(check_bool(f"refiner_attention[{i}]", a)
+                                       for i, a in enumerate(self.refiner_attention))
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {', '.join(VARIANTS)}, got {self.variant!r}")
         if len(self.refiner_channels) != len(self.refiner_attention) or not self.refiner_channels:
@@ -49,10 +62,16 @@ class RefineConfig:
                              f"{self.refiner_groups}")
         if len(self.refiner_channels) > 7:
             raise ValueError("at most 7 UNet levels (the padded image is a multiple of 64)")
+        for key in ("logsnr_min", "logsnr_max", "logsnr_shift"):
+            setattr(self, key, check_float(key, getattr(self, key), -100.0, 100.0, lo_open=False))
         if not self.logsnr_min < self.logsnr_max:
             raise ValueError(f"need logsnr_min < logsnr_max, got {self.logsnr_min}, {self.logsnr_max}")
-        if self.steps < 1:
-            raise ValueError(f"steps must be positive, got {self.steps}")
+        self.flow_noise = check_float("flow_noise", self.flow_noise, 0.0, 10.0, lo_open=False)
+        self.steps = check_int("steps", self.steps, 1, MAX_STEPS)
+        self.seed = check_int("seed", self.seed, 0, SEED_LIMIT - 1)
+        self.scale_min, self.scale_max, self.scale_levels = check_scale_table(
+            "", self.scale_min, self.scale_max, self.scale_levels)
+        self.init_seed = check_int("init_seed", self.init_seed, 0, SEED_LIMIT - 1)
 
 
 def _refine() -> RefineConfig:

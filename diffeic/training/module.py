@@ -26,7 +26,6 @@ import copy
 import dataclasses
 import math
 import os
-import shutil
 import time
 import warnings
 from pathlib import Path
@@ -45,7 +44,7 @@ from ..lfgcm import LFGCM
 Tensor = torch.Tensor
 
 #: LFGCM buffers derived from the weights (CDF tables; rebuilt by ``update``) — not checkpointed.
-_DERIVED_SUFFIXES = ("._quantized_cdf", "._cdf_length", "._offset", ".scale_table")
+_DERIVED = frozenset("codec.lfgcm." + name for name in LFGCM.coding_table_names())
 
 
 class TrainingDiverged(RuntimeError):
@@ -160,21 +159,6 @@ def training_losses(codec: DiffEICCodec, noise_scheduler: Any, x: Tensor, lmbda:
         # likelihood floor) is the first sign of a diverging run, long before the coder sees absurd symbols.
         return {"loss": loss, "l_ne": l_ne, "bpp": bpp, "l_sa": l_sa, "aux": codec.lfgcm.aux_loss(),
                 "z_absmax": out["z_hat"].detach().abs().max(), "y_absmax": out["y_hat"].detach().abs().max(), **extra}
-
-
-def save_atomically(snapshot: DiffEICCodec, path: Union[str, Path], metadata: Dict[str, Any]) -> Path:
-    """``snapshot.save_pretrained`` into ``path.tmp``, then swap it in for ``path`` (never a half-written folder)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    snapshot.save_pretrained(tmp, **metadata)
-    old = path.with_name(path.name + ".old")
-    if path.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        path.rename(old)
-    tmp.rename(path)
-    shutil.rmtree(old, ignore_errors=True)
-    return path
 
 
 class DiffEICModule(LightningModule):
@@ -370,12 +354,12 @@ class DiffEICModule(LightningModule):
         lmbda = float(hp.lmbda) if rc is None else [rc.lmbda_min, rc.lmbda_max]
         meta = {"step": int(self.global_step), "lmbda": lmbda, "lr": float(hp.lr),
                 "init_from": hp.init_from, "preset": str(hp.preset), **metadata}
-        return save_atomically(snapshot, path, meta)
+        return snapshot.save_pretrained(path, **meta)        # atomic: diffeic.checkpoint.write
 
     # ------------------------------------------------------------------ checkpoints without the frozen SD weights
     @staticmethod
     def _excluded(key: str) -> bool:
-        return key.startswith("codec.backbone.") or (key.startswith("codec.lfgcm.") and key.endswith(_DERIVED_SUFFIXES))
+        return key.startswith("codec.backbone.") or (key in _DERIVED)
 
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         """Drop the frozen SD parts (≈3.5 GB for sd21) and derived CDF tables; record what they were."""

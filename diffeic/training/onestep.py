@@ -40,7 +40,7 @@ from torch import nn
 from ..codec import DiffEICCodec
 from ..diffusion.decoder import denoise
 from ..diffusion.onestep import OneStepConfig, OneStepDecoder
-from .module import DiffEICModule, save_atomically
+from .module import DiffEICModule
 from .perceptual import build_perceptual_loss
 
 Tensor = torch.Tensor
@@ -222,7 +222,7 @@ class OneStepModule(DiffEICModule):
             "lr": float(hp.lr), "perceptual": self.perceptual_name, "perceptual_weight": float(hp.perceptual_weight),
             "latent_weight": float(hp.latent_weight), "mse_weight": float(hp.mse_weight),
             "adv_weight": float(hp.adv_weight), "distill_weight": float(hp.distill_weight)}, **metadata}
-        return save_atomically(snapshot, path, meta)
+        return snapshot.save_pretrained(path, **meta)        # atomic: diffeic.checkpoint.write
 
     @staticmethod
     def _excluded(key: str) -> bool:

@@ -1,0 +1,342 @@
+"""The checkpoint folder: its file names, an atomic write, and a read that checks what the codec will trust.
+
+A checkpoint folder (written by ``DiffEICCodec.save_pretrained``, the trainer's export and ``diffeic convert``)::
+
+    config.yaml          metadata (trained, fingerprints, sd_path, ...), the model config, and the
+                         SHA-256 of each weights file (``files``)
+    lfgcm.safetensors    the LFGCM's weights and its entropy coder's tables
+    control.safetensors  the control module's weights
+    onestep.safetensors  optional: a one-step decoder's control module (``config.yaml`` key ``onestep``)
+
+It is written into a hidden sibling folder and renamed into place, so no reader ever sees a half-written
+or mixed folder.  Reading checks the config, the recorded hashes, every tensor (finite, the keys and shapes
+the model has) and the coding tables before any of it is used: safetensors runs no code when loaded, and
+the C++ entropy coder must not be handed tables or values that crash or hang it.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Union
+
+import torch
+import yaml
+from torch import nn
+
+from .config import DiffEICConfig, check_bool, load_yaml
+
+CONFIG_FILE = "config.yaml"
+LFGCM_FILE = "lfgcm.safetensors"
+CONTROL_FILE = "control.safetensors"
+ONESTEP_FILE = "onestep.safetensors"
+WEIGHT_FILES = (LFGCM_FILE, CONTROL_FILE)          # in every checkpoint
+OPTIONAL_FILES = (ONESTEP_FILE,)
+FILES = (CONFIG_FILE, *WEIGHT_FILES)
+
+PathLike = Union[str, Path]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder that cannot be loaded; the message names the file and what is wrong."""
+
+
+@dataclass
+class Checkpoint:
+    """A checked checkpoint folder: its config, its metadata and its tensors (not yet in modules)."""
+
+    folder: Path
+    config: DiffEICConfig
+    meta: Dict[str, Any]                 # config.yaml without the model config
+    lfgcm_state: Dict[str, torch.Tensor]
+    control_state: Dict[str, torch.Tensor]
+    onestep_state: Optional[Dict[str, torch.Tensor]] = None     # with meta["onestep"] (checked)
+
+    @property
+    def trained(self) -> bool:
+        return self.meta.get("trained", True)
+
+    def build_lfgcm(self) -> nn.Module:
+        """The LFGCM with the folder's weights and (checked) coding tables; empty tables are rebuilt."""
+        from .lfgcm import LFGCM
+
+        shapes = shapes_only(lambda: LFGCM(self.config.lfgcm))
+        check_keys(self.folder / LFGCM_FILE, self.lfgcm_state, shapes, resizable=LFGCM.coding_table_names())
+        lfgcm = LFGCM(self.config.lfgcm)
+        try:
+            lfgcm.load_state_dict(self.lfgcm_state)
+        except ValueError as err:                 # corrupt coding tables
+            raise CheckpointError(f"{self.folder / LFGCM_FILE}: {err}") from None
+        if lfgcm.entropy_bottleneck._offset.numel() == 0:
+            lfgcm.update(force=True)
+        return lfgcm
+
+    def load_control(self, control: nn.Module) -> None:
+        """Load the control module's weights into ``control`` (built for this config)."""
+        check_keys(self.folder / CONTROL_FILE, self.control_state, control)
+        control.load_state_dict(self.control_state)
+
+    def build_onestep(self, unet: nn.Module) -> Optional[nn.Module]:
+        """The checkpoint's one-step decoder (a control module of its own for ``unet``), or None."""
+        from .diffusion.control import ControlModule
+        from .diffusion.onestep import OneStepConfig, OneStepDecoder
+
+        if self.onestep_state is None:
+            return None
+        info = dict(self.meta["onestep"])
+        trained = info.pop("trained", False)
+        control = ControlModule.from_unet(unet, self.config.control, init_from_unet=False)
+        decoder = OneStepDecoder(control, OneStepConfig.from_dict(info), self.config.schedule, trained=trained)
+        check_keys(self.folder / ONESTEP_FILE, self.onestep_state, decoder)
+        decoder.load_state_dict(self.onestep_state)
+        return decoder
+
+
+def read(path: PathLike) -> Checkpoint:
+    """Read and check a checkpoint folder; raises ``FileNotFoundError`` or :class:`CheckpointError`."""
+    folder = Path(path)
+    meta_path = folder / CONFIG_FILE
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{folder}: not a diffeic checkpoint folder (no {CONFIG_FILE}); "
+                                f"expected {', '.join(FILES)}")
+    for name in WEIGHT_FILES:
+        if not (folder / name).is_file():
+            raise FileNotFoundError(f"{folder}: checkpoint folder lacks {name}")
+    try:
+        meta = load_yaml(meta_path)
+    except ValueError as err:
+        raise CheckpointError(str(err)) from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{meta_path}: must be a mapping of metadata and the model config, got "
+                              f"{type(meta).__name__}")
+    meta = dict(meta)
+    model = meta.pop("model", None)
+    try:
+        config = DiffEICConfig.from_dict(model if model is not None else meta)
+        _check_meta(meta, config)
+    except (ValueError, TypeError) as err:
+        raise CheckpointError(f"{meta_path}: {err}") from None
+    one_step = meta.get("onestep") is not None
+    if one_step and not (folder / ONESTEP_FILE).is_file():
+        raise FileNotFoundError(f"{folder}: {CONFIG_FILE} declares a one-step decoder but {ONESTEP_FILE} is missing")
+    check_hashes(folder, meta.get("files"))
+    return Checkpoint(folder, config, meta, load_tensors(folder / LFGCM_FILE), load_tensors(folder / CONTROL_FILE),
+                      load_tensors(folder / ONESTEP_FILE) if one_step else None)
+
+
+def _check_meta(meta: Dict[str, Any], config: DiffEICConfig) -> None:
+    check_common_meta(meta, WEIGHT_FILES + OPTIONAL_FILES, WEIGHT_FILES)
+    for key in ("backbone_fingerprint", "sd_path"):
+        if meta.get(key) is not None and not isinstance(meta[key], str):
+            raise ValueError(f"{key} = {meta[key]!r}: must be a string or null")
+    info = meta.get("onestep")
+    if info is not None:
+        from .diffusion.onestep import OneStepConfig
+
+        if not isinstance(info, dict):
+            raise ValueError(f"onestep = {info!r}: must be a mapping of one-step settings")
+        settings = dict(info)
+        check_bool("onestep.trained", settings.pop("trained", False))
+        timestep = OneStepConfig.from_dict(settings).timestep
+        if timestep >= config.schedule.num_train_timesteps:
+            raise ValueError(f"onestep.timestep = {timestep}: must be below schedule.num_train_timesteps "
+                             f"({config.schedule.num_train_timesteps})")
+        if meta.get("files") is not None and ONESTEP_FILE not in meta["files"]:
+            raise ValueError(f"files names no SHA-256 of {ONESTEP_FILE}, which the one-step decoder needs")
+
+
+def check_common_meta(meta: Dict[str, Any], allowed: Iterable[str], required: Iterable[str]) -> None:
+    """Checks of the metadata every checkpoint folder has (any codec family): ``trained``, ``fingerprint``
+    and ``files``, which must name each of ``required`` and only names in ``allowed``."""
+    if "trained" in meta:
+        check_bool("trained", meta["trained"])
+    if meta.get("fingerprint") is not None and not isinstance(meta["fingerprint"], str):
+        raise ValueError(f"fingerprint = {meta['fingerprint']!r}: must be a string or null")
+    files, allowed, required = meta.get("files"), set(allowed), set(required)
+    if files is not None and (not isinstance(files, dict) or not required <= set(files) <= allowed
+                              or not all(isinstance(v, str) for v in files.values())):
+        raise ValueError(f"files = {files!r}: must map {', '.join(sorted(required))} (and optionally "
+                         f"{', '.join(sorted(allowed - required)) or 'nothing else'}) to their SHA-256")
+
+
+def check_hashes(folder: Path, files: Any) -> None:
+    """Each file's SHA-256 must equal the one recorded in ``config.yaml`` (``files``, checked by
+    :func:`check_common_meta`)."""
+    # Folders written before hashes were recorded have none; those written since must match them, so a
+    # folder that mixes files of two saves (or was edited) is refused instead of loading silently.
+    for name, expected in (files or {}).items():
+        if not (folder / name).is_file():
+            raise FileNotFoundError(f"{folder}: checkpoint folder lacks {name} (recorded in {CONFIG_FILE})")
+        if _sha256(folder / name) != expected:
+            raise CheckpointError(f"{folder / name}: its SHA-256 differs from the one recorded in {CONFIG_FILE}: the "
+                                  f"folder mixes files of different saves or was modified")
+
+
+def load_tensors(path: Path) -> Dict[str, torch.Tensor]:
+    """A safetensors file's tensors; :class:`CheckpointError` for an unreadable file or NaN/Inf values."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({_first_line(err)}); official DiffEIC "
+                              f".ckpt files are converted with `diffeic convert`") from None
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise CheckpointError(f"{path}: tensor {name} holds NaN or Inf values: the weights are broken")
+    return state
+
+
+def shapes_only(build: Callable[[], nn.Module]) -> nn.Module:
+    """``build()`` without allocating its tensors, to compare its state-dict shapes with a file's: a config
+    that disagrees with the file (asking for huge widths, say) then costs nothing."""
+    try:
+        with torch.device("meta"):
+            return build()
+    except RuntimeError:
+        # Modules that combine their tensors with CPU constants while being built (compressai's GDN adds
+        # its CPU `pedestal`) fail on the meta device; fake tensors accept that and allocate nothing either.
+        from torch._subclasses.fake_tensor import FakeTensorMode
+
+        with FakeTensorMode(allow_non_fake_inputs=True):
+            return build()
+
+
+def check_keys(path: PathLike, state: Mapping[str, torch.Tensor], module: nn.Module,
+               resizable: Iterable[str] = ()) -> None:
+    """Refuse a state dict whose keys or shapes differ from ``module``'s, naming them in one line.
+
+    ``resizable``: keys whose shape the loader adapts (the CDF tables).
+    """
+    expected = module.state_dict()
+    skip = set(resizable)
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = [f"{k} {tuple(state[k].shape)} (model {tuple(expected[k].shape)})" for k in expected
+              if k in state and k not in skip and state[k].shape != expected[k].shape]
+    problems = [f"{what} {_brief(keys)}" for what, keys in (("missing key(s)", missing),
+                                                            ("unexpected key(s)", unexpected),
+                                                            ("wrong shape(s)", shapes)) if keys]
+    if problems:
+        raise CheckpointError(f"{path}: {'; '.join(problems)} — not a checkpoint of this model config")
+
+
+def _brief(items: List[str], shown: int = 3) -> str:
+    more = f" and {len(items) - shown} more" if len(items) > shown else ""
+    return ", ".join(items[:shown]) + more
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+# --------------------------------------------------------------------------- writing
+
+def check_target(path: PathLike, overwrite: bool, files: Iterable[str] = FILES + OPTIONAL_FILES) -> None:
+    """Refuse to write a checkpoint at ``path`` if that would lose something.
+
+    An existing checkpoint is replaced only with ``overwrite``; a file, or a folder holding anything but
+    checkpoint ``files``, is never replaced (the folder is swapped as a whole).
+    """
+    folder = Path(path)
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise FileExistsError(f"{folder} exists and is not a folder")
+    present = {p.name for p in folder.iterdir()}
+    foreign = sorted(present - set(files))
+    if foreign:
+        raise FileExistsError(f"{folder} holds files that are not part of a checkpoint ({_brief(foreign)}); a "
+                              f"checkpoint is written as a whole folder: choose a new or empty folder")
+    if present and not overwrite:
+        raise FileExistsError(f"{folder} already holds {', '.join(sorted(present))}; choose another folder or "
+                              f"overwrite it (--force / overwrite=True)")
+
+
+def write(path: PathLike, config: DiffEICConfig, lfgcm: nn.Module, control: nn.Module,
+          metadata: Mapping[str, Any], overwrite: bool = True, onestep: Optional[nn.Module] = None) -> Path:
+    """Write a DiffEIC checkpoint folder atomically (:func:`write_folder`); ``onestep``: a one-step decoder
+    stored as ``onestep.safetensors`` (its settings belong in ``metadata["onestep"]``)."""
+    weights = {LFGCM_FILE: lfgcm.state_dict(), CONTROL_FILE: control.state_dict()}
+    if onestep is not None:
+        weights[ONESTEP_FILE] = onestep.state_dict()
+    return write_folder(path, weights, metadata, config.to_dict(), overwrite)
+
+
+def write_folder(path: PathLike, weights: Mapping[str, Mapping[str, torch.Tensor]], metadata: Mapping[str, Any],
+                 model_config: Mapping[str, Any], overwrite: bool = True) -> Path:
+    """Write a checkpoint folder of any codec family atomically: ``weights`` (file name → state dict) as
+    safetensors files and ``config.yaml`` (``metadata``, the files' SHA-256, ``model_config``), into a hidden
+    sibling folder that is then renamed to ``path``.
+
+    An existing checkpoint at ``path`` is replaced (``overwrite``) by a rename too, so readers see the old
+    folder or the new one, never a mix; a write that fails leaves ``path`` as it was.
+    """
+    from safetensors.torch import save
+
+    from . import __version__
+    from .bitstream import FORMAT_VERSION
+
+    folder = Path(path)
+    check_target(folder, overwrite, (CONFIG_FILE, *weights, *FILES, *OPTIONAL_FILES))
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = folder.with_name(f".{folder.name[:64]}.{secrets.token_hex(4)}.tmp")
+    tmp.mkdir()
+    try:
+        for name, state in weights.items():
+            # Bytes, not safetensors' save_file (which creates files mode 0600): checkpoints get the user's umask.
+            (tmp / name).write_bytes(save({k: v.detach().to("cpu").contiguous() for k, v in state.items()}))
+        meta = {"diffeic_version": __version__, "format_version": FORMAT_VERSION, **metadata,
+                "files": {name: _sha256(tmp / name) for name in weights}, "model": dict(model_config)}
+        (tmp / CONFIG_FILE).write_text(yaml.safe_dump(meta, sort_keys=False))
+        for name in (*weights, CONFIG_FILE):
+            _fsync(tmp / name)
+        _swap_in(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def _swap_in(tmp: Path, folder: Path) -> None:
+    old = None
+    if folder.exists():
+        old = folder.with_name(f".{folder.name[:64]}.{secrets.token_hex(4)}.old")
+        folder.rename(old)
+    try:
+        tmp.rename(folder)
+    except BaseException:
+        if old is not None:
+            old.rename(folder)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    _fsync(folder.parent)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError:          # some file systems cannot fsync a directory; the rename is what matters
+        pass
+    finally:
+        os.close(fd)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+__all__ = ["CONFIG_FILE", "CONTROL_FILE", "Checkpoint", "CheckpointError", "FILES", "LFGCM_FILE", "ONESTEP_FILE",
+           "OPTIONAL_FILES", "WEIGHT_FILES", "check_common_meta", "check_hashes", "check_keys", "check_target",
+           "load_tensors", "read", "shapes_only", "write", "write_folder"]
