@@ -1,0 +1,111 @@
+"""Shared test helpers: hand-written 16-bit PNGs, exact photo crops, golden reference values.
+
+Golden values live in ``tests/data/*.json`` beside this file.  They pin what the code computes today
+from fixed weights and inputs; when a change is *meant* to alter them, regenerate with
+``DIFFEIC_REGEN_GOLDEN=1 python -m pytest <test file>`` and say why in the commit message.
+"""
+from __future__ import annotations
+
+import json
+import os
+import struct
+import zlib
+from pathlib import Path
+from typing import Dict, Sequence
+
+import numpy as np
+import torch
+
+DATA = Path(__file__).resolve().parent / "data"
+REGENERATE = os.environ.get("DIFFEIC_REGEN_GOLDEN", "") not in ("", "0")
+
+
+# ---------------------------------------------------------------------------------------------- images
+def write_png16(path, array: np.ndarray) -> None:
+    """A 16-bit PNG (gray, RGB or RGBA) written by hand — Pillow cannot write 16-bit colour.
+
+    Rows cycle through the None, Sub and Up filters so the decoder's unfiltering is exercised.
+    """
+    h, w, c = array.shape
+    rows = array.astype(">u2").reshape(h, w * c).view(np.uint8).reshape(h, w * c * 2)
+    bpp = 2 * c
+    raw = b""
+    for i in range(h):
+        kind = i % 3
+        row = rows[i].astype(np.int32)
+        if kind == 1:                              # Sub: minus the byte one pixel to the left
+            row = row - np.concatenate([np.zeros(bpp, np.int32), row[:-bpp]])
+        elif kind == 2:                            # Up: minus the byte above
+            row = row - rows[i - 1].astype(np.int32)
+        raw += bytes([kind]) + (row % 256).astype(np.uint8).tobytes()
+
+    def chunk(tag, data):
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    colour_type = {1: 0, 3: 2, 4: 6}[c]
+    header = struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw))
+                     + chunk(b"IEND", b""))
+
+
+def rgb16_values(h=5, w=7) -> np.ndarray:
+    # Spread over the full 16-bit range with non-zero low bytes, so 8-bit reading or /255 scaling fails.
+    return ((np.arange(h * w * 3).reshape(h, w, 3) * 6151 + 257 * 3 + 1) % 65536).astype(np.uint16)
+
+
+def photo_crop(name: str, top: int, left: int, height: int, width: int) -> torch.Tensor:
+    """An exact crop (no resampling, so no float rounding that could differ between CPUs) of a
+    scikit-image photo as a float ``(3,H,W)`` tensor in [0,1]."""
+    import skimage.data
+
+    img = getattr(skimage.data, name)()
+    if img.ndim == 2:
+        img = np.stack([img] * 3, -1)
+    crop = np.ascontiguousarray(img[top:top + height, left:left + width, :3])
+    assert crop.shape == (height, width, 3), f"{name} is too small for that crop"
+    return torch.from_numpy(crop).permute(2, 0, 1).float() / 255.0
+
+
+# ---------------------------------------------------------------------------------------------- goldens
+def summary(t: torch.Tensor) -> Dict[str, object]:
+    """A few float statistics of a tensor that move when any part of it moves: shape, sum, sum of
+    absolute values, a position-weighted sum (catches permutations), and a handful of entries."""
+    flat = t.detach().double().flatten().cpu()
+    ramp = torch.linspace(-1.0, 1.0, flat.numel(), dtype=torch.float64)
+    picks = torch.linspace(0, flat.numel() - 1, 5).round().long()
+    return {"shape": list(t.shape), "sum": float(flat.sum()), "abs_sum": float(flat.abs().sum()),
+            "ramp_sum": float((flat * ramp).sum()), "entries": [float(v) for v in flat[picks]]}
+
+
+def load_golden(name: str) -> dict:
+    return json.loads((DATA / name).read_text())
+
+
+def check_golden(name: str, values: Dict[str, object], rtol: float = 1e-4, atol: float = 1e-4) -> None:
+    """Compare ``values`` (nested dicts/lists of numbers and strings) with ``tests/data/<name>``.
+
+    Floats are compared with ``|a − b| ≤ atol + rtol·|b|`` — float32 kernels differ in the last bits
+    between CPUs — everything else exactly.  With ``DIFFEIC_REGEN_GOLDEN=1`` the file is rewritten.
+    """
+    if REGENERATE:
+        (DATA / name).write_text(json.dumps(values, indent=1, sort_keys=True) + "\n")
+    _compare(values, load_golden(name), name, rtol, atol)
+
+
+def _compare(got, want, where: str, rtol: float, atol: float) -> None:
+    if isinstance(want, dict):
+        assert isinstance(got, dict) and sorted(got) == sorted(want), f"{where}: keys {sorted(got)} != {sorted(want)}"
+        for key in want:
+            _compare(got[key], want[key], f"{where}.{key}", rtol, atol)
+    elif isinstance(want, list) and want and isinstance(want[0], float):
+        assert len(got) == len(want), f"{where}: {len(got)} values, expected {len(want)}"
+        for i, (g, w) in enumerate(zip(got, want)):
+            _compare(g, w, f"{where}[{i}]", rtol, atol)
+    elif isinstance(want, float):
+        assert abs(got - want) <= atol + rtol * abs(want), f"{where}: {got!r} != golden {want!r}"
+    else:
+        assert got == want, f"{where}: {got!r} != golden {want!r}"
+
+
+def tensor_stats(tensors: Dict[str, torch.Tensor], keys: Sequence[str]) -> Dict[str, Dict[str, object]]:
+    return {k: summary(tensors[k]) for k in keys}
