@@ -22,13 +22,12 @@ from torch import nn
 
 from .bitstream import MAX_SIDE, BitstreamError, StreamHeader, describe, pack, unpack
 from .config import load_yaml
+# The families share DiffEIC's padding and y stride (their transforms are built to them).
+from .lfgcm import PAD_MULTIPLE, Y_STRIDE
 
 Bits = Union[bytes, bytearray]
 CONFIG_FILE = "config.yaml"
 MODEL_FILE = "model.safetensors"
-#: Images are padded to multiples of this (y has stride 16, z stride 64).
-PAD_MULTIPLE = 64
-Y_STRIDE = 16
 
 
 def padded_size(height: int, width: int, multiple: int = PAD_MULTIPLE) -> Tuple[int, int]:

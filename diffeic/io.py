@@ -1,7 +1,8 @@
 """Image files in and out: ``load_image`` / ``save_image`` and input expansion for the command line.
 
-``load_image`` turns any PNG, JPEG, WebP, TIFF (or BMP) file into the codec's input convention, a
-float32 tensor ``(3,H,W)`` in [0,1]:
+``load_image`` turns any PNG, JPEG, WebP, TIFF (or BMP, PPM/PGM) file into the codec's input convention, a
+float32 tensor ``(3,H,W)`` in [0,1] (``load_image_8bit``: the same pixels rounded to 8 bits as an RGB Pillow
+image, for training and 8-bit metrics — the CLI, evaluation and training all read images here):
 
 * EXIF orientation is applied (``ImageOps.exif_transpose``), so the tensor is the image as viewers show it;
 * grayscale (``1``, ``L``, ``I;16``) is repeated to three channels; CMYK and palettes are converted to RGB;
@@ -44,8 +45,9 @@ if TYPE_CHECKING:      # numpy and torch are imported where arrays are made, so 
 
 PathLike = Union[str, os.PathLike]
 
-#: Suffixes (lower case) that directory and glob expansion treat as images.
-IMAGE_SUFFIXES: Tuple[str, ...] = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp")
+#: Suffixes (lower case) that folder and glob expansion treat as images — for the command line, evaluation
+#: folders and training data alike.
+IMAGE_SUFFIXES: Tuple[str, ...] = (".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".ppm", ".pgm")
 
 #: Output suffix → Pillow format name and save options (lossless unless JPEG).
 _SAVE_FORMATS = {
@@ -76,9 +78,33 @@ def load_image(path: PathLike, max_pixels: Optional[int] = None) -> torch.Tensor
     ``max_pixels``: refuse (``ValueError``) a file declaring more pixels, before decoding it; default
     Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``).
     """
-    path = Path(path)
+    import numpy as np
+    import torch
+
+    pixels = _decode(Path(path), max_pixels)
+    if isinstance(pixels, Image.Image):
+        pixels = np.asarray(pixels, dtype=np.float32) / 255.0
+    return torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
+
+
+def load_image_8bit(path: PathLike, max_pixels: Optional[int] = None) -> Image.Image:
+    """:func:`load_image` rounded to 8 bits, as an RGB Pillow image: its pixels equal ``to_uint8(load_image(path))``.
+
+    The same reader (orientation, modes, 16-bit scaling, checks, errors) for code that works on 8-bit
+    pixels (training augmentation, 8-bit metrics); 8-bit files are not converted to float and back.
+    """
+    import numpy as np
+
+    pixels = _decode(Path(path), max_pixels)
+    if isinstance(pixels, Image.Image):
+        return pixels
+    return Image.fromarray(np.round(np.clip(pixels, 0, 1) * np.float32(255)).astype(np.uint8))   # as to_uint8
+
+
+def _decode(path: Path, max_pixels: Optional[int]) -> Union[Image.Image, np.ndarray]:
+    """:func:`_read` with every failure turned into ``ValueError("<file>: <why>")``."""
     try:
-        array = _read_array(path, max_pixels)
+        return _read(path, max_pixels)
     except (_ImageError, MemoryError):
         raise
     except FileNotFoundError as err:
@@ -94,13 +120,10 @@ def load_image(path: PathLike, max_pixels: Optional[int] = None) -> torch.Tensor
         raise ValueError(f"{path}: image too large to decode safely ({err})") from err
     except Exception as err:  # Pillow's decoders raise many types (OSError, SyntaxError, struct.error, ...)
         raise ValueError(f"{path}: corrupt or truncated image data ({type(err).__name__}: {err})") from err
-    import torch
-
-    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 
-def _read_array(path: Path, max_pixels: Optional[int]) -> np.ndarray:
-    """Decode ``path`` → float32 array ``(H,W,3)`` in [0,1]."""
+def _read(path: Path, max_pixels: Optional[int]) -> Union[Image.Image, np.ndarray]:
+    """Decode ``path`` → an RGB Pillow image (8-bit data) or a float32 ``(H,W,3)`` array in [0,1] (higher depths)."""
     with Image.open(path) as im:
         check_declared_size(im, path, max_pixels)
         im.seek(0)
@@ -108,9 +131,9 @@ def _read_array(path: Path, max_pixels: Optional[int]) -> np.ndarray:
             _check_png_data_complete(path)
         if im.mode in _COLOUR16_MODES and _is_16bit(im):
             return _read_16bit_colour(path, im.mode)
-        _warn_if_alpha(im, path, stacklevel=3)    # attributed to load_image's caller
-        oriented = ImageOps.exif_transpose(im)     # also forces the full decode
-        return _to_rgb_float(oriented, path)
+        _warn_if_alpha(im, path, stacklevel=4)    # attributed to load_image's caller
+        ImageOps.exif_transpose(im, in_place=True)     # also forces the full decode; in place: no copy
+        return _to_rgb(im, path)
 
 
 def image_size(path: PathLike, max_pixels: Optional[int] = None) -> Tuple[int, int]:
@@ -206,8 +229,8 @@ def _warn_if_alpha(im: Image.Image, path: Path, stacklevel: int) -> None:
                       f"the colour values are coded as stored", UserWarning, stacklevel=stacklevel + 1)
 
 
-def _to_rgb_float(im: Image.Image, path: Path) -> np.ndarray:
-    """An 8-bit or high-depth grayscale image in any mode → float32 ``(H,W,3)`` in [0,1]."""
+def _to_rgb(im: Image.Image, path: Path) -> Union[Image.Image, np.ndarray]:
+    """An 8-bit image in any mode → a new RGB image; high-depth grayscale → float32 ``(H,W,3)`` in [0,1]."""
     import numpy as np
 
     if im.mode in _GRAY16_MODES:
@@ -222,7 +245,8 @@ def _to_rgb_float(im: Image.Image, path: Path) -> np.ndarray:
             im = im.convert("RGB")
         except ValueError as err:
             raise _ImageError(f"{path}: colour mode {im.mode} cannot be converted to RGB") from err
-    return np.asarray(im, dtype=np.float32) / 255.0
+        return im
+    return im.copy()                                # a copy outlives the open file
 
 
 def _wide_gray(values: np.ndarray, mode: str, path: Path) -> np.ndarray:
@@ -237,18 +261,18 @@ def _wide_gray(values: np.ndarray, mode: str, path: Path) -> np.ndarray:
     return values.astype(np.float32) / np.float32(limit)
 
 
-def _read_16bit_colour(path: Path, mode: str) -> np.ndarray:
+def _read_16bit_colour(path: Path, mode: str) -> Union[Image.Image, np.ndarray]:
     """Exact 16-bit RGB(A) via two Pillow decodes: as stored (high bytes) and byte-swapped (low bytes)."""
     import numpy as np
 
     with Image.open(path) as im:
-        _warn_if_alpha(im, path, stacklevel=4)
+        _warn_if_alpha(im, path, stacklevel=5)
     high = _decode_with_rawmode(path, swap=False)
     try:
         low = _decode_with_rawmode(path, swap=True)
     except (ValueError, OSError, AttributeError, TypeError):    # no swapped unpacker / layout changed
-        warnings.warn(f"{path}: 16-bit colour read at 8-bit precision", UserWarning, stacklevel=3)
-        return high[..., :3].astype(np.float32) / 255.0
+        warnings.warn(f"{path}: 16-bit colour read at 8-bit precision", UserWarning, stacklevel=5)
+        return Image.fromarray(np.ascontiguousarray(high[..., :3]))
     values = high[..., :3].astype(np.uint16) * 256 + low[..., :3]
     return values.astype(np.float32) / 65535.0
 

@@ -9,6 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers import rgb16_values, write_png16
+
 from diffeic.io import expand_images, expand_paths, image_size, load_image, save_image, to_uint8, \
     write_bytes_atomic
 
@@ -25,38 +27,6 @@ def as_tensor(array: np.ndarray, scale: float) -> torch.Tensor:
     if array.ndim == 2:
         array = np.repeat(array[..., None], 3, axis=2)
     return torch.from_numpy(array.astype(np.float32) / np.float32(scale)).permute(2, 0, 1)
-
-
-def write_png16(path, array: np.ndarray) -> None:
-    """A 16-bit PNG (gray, RGB or RGBA) written by hand — Pillow cannot write 16-bit colour.
-
-    Rows cycle through the None, Sub and Up filters so the decoder's unfiltering is exercised.
-    """
-    h, w, c = array.shape
-    rows = array.astype(">u2").reshape(h, w * c).view(np.uint8).reshape(h, w * c * 2)
-    bpp = 2 * c
-    raw = b""
-    for i in range(h):
-        kind = i % 3
-        row = rows[i].astype(np.int32)
-        if kind == 1:                              # Sub: minus the byte one pixel to the left
-            row = row - np.concatenate([np.zeros(bpp, np.int32), row[:-bpp]])
-        elif kind == 2:                            # Up: minus the byte above
-            row = row - rows[i - 1].astype(np.int32)
-        raw += bytes([kind]) + (row % 256).astype(np.uint8).tobytes()
-
-    def chunk(tag, data):
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
-
-    colour_type = {1: 0, 3: 2, 4: 6}[c]
-    header = struct.pack(">IIBBBBB", w, h, 16, colour_type, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(raw))
-                     + chunk(b"IEND", b""))
-
-
-def rgb16_values(h=5, w=7) -> np.ndarray:
-    # Spread over the full 16-bit range with non-zero low bytes, so 8-bit reading or /255 scaling fails.
-    return ((np.arange(h * w * 3).reshape(h, w, 3) * 6151 + 257 * 3 + 1) % 65536).astype(np.uint16)
 
 
 # ------------------------------------------------------------------------------------------ basics

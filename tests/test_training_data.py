@@ -6,8 +6,9 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers import rgb16_values, write_png16
 from diffeic.training.data import (CropSpec, DatasetNotFoundError, DiffEICDataModule, RandomCropDataset,
-                                   ResumableDistributedSampler, find_images, paper_crop)
+                                   ResumableDistributedSampler, ValidationDataset, find_images, paper_crop)
 
 
 def _image(h, w, seed=0):
@@ -184,3 +185,45 @@ def test_ordinary_photos_draw_the_same_crops_as_before():
         arr = arr[:, ::-1]
     want = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).float() / 255
     assert torch.equal(paper_crop(img, CropSpec(64, 64, 80), random.Random(3)), want)
+
+
+# ------------------------------------------------------------------------------ one image reader
+def _exif_rotated_jpeg(path):
+    exif = Image.Exif()
+    exif[0x0112] = 6                                    # "rotate 90° clockwise to display"
+    _image(24, 40, 7).save(path, quality=95, exif=exif)
+
+
+def _gray16_png(path):
+    # Values above 255: Pillow's I;16 → RGB conversion clips them to white.
+    write_png16(path, (np.arange(6 * 9).reshape(6, 9, 1) * 1201 + 300).astype(np.uint16))
+
+
+def _rgb16_png(path):
+    # Non-zero low bytes: reading the high byte only (truncation) differs from rounding v/65535·255.
+    write_png16(path, rgb16_values(6, 9))
+
+
+@pytest.mark.parametrize("name, write", [("rot.jpg", _exif_rotated_jpeg), ("g16.png", _gray16_png),
+                                         ("c16.png", _rgb16_png)])
+def test_training_sees_the_pixels_the_codec_reader_sees(tmp_path, name, write):
+    """Training reads files through diffeic.io.load_image (EXIF orientation, 16-bit scaling), rounded
+    to 8 bits for the augmentation, so it trains on the image that ``compress`` would be given."""
+    from diffeic.io import load_image, to_uint8
+
+    write(tmp_path / name)
+    want = torch.from_numpy(to_uint8(load_image(tmp_path / name))).permute(2, 0, 1).float() / 255
+    got = ValidationDataset([tmp_path / name], size=None)[0]
+    assert got.shape == want.shape and torch.equal(got, want)
+    assert (got - load_image(tmp_path / name)).abs().max() <= 0.5 / 255 + 1e-6
+
+
+def test_training_and_evaluation_find_the_same_image_suffixes(tmp_path):
+    from diffeic.evaluation.datasets import _list_images
+    from diffeic.io import IMAGE_SUFFIXES
+
+    for i, suffix in enumerate(IMAGE_SUFFIXES + (".txt", ".deic")):
+        (tmp_path / f"f{i}{suffix.upper() if i % 2 else suffix}").write_bytes(b"")
+    found = {p.suffix.lower() for p in find_images(tmp_path)}
+    assert found == set(IMAGE_SUFFIXES)
+    assert {p.suffix.lower() for p in _list_images(tmp_path)} == set(IMAGE_SUFFIXES)

@@ -297,7 +297,7 @@ class CompressAIZoo(Baseline):
 
         x = torch.from_numpy(img).permute(2, 0, 1)[None].float().div(255).to(self.device)
         h, w = img.shape[:2]
-        x = F.pad(x, (0, -w % 64, 0, -h % 64))
+        x = F.pad(x, (0, -w % 64, 0, -h % 64))      # CompressAI's own models' stride, not DiffEIC's padding
         with torch.no_grad():
             out = self._model(level).compress(x)
         strings = [s[0] for s in out["strings"]]

@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
-from PIL import Image
+
+from ..io import IMAGE_SUFFIXES, load_image_8bit
 
 NETWORK_TIMEOUT_S = 10.0
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 CROP_768 = "shorter side -> 768 px (torchvision resize, bilinear, antialias=True), centre crop 768x768"
 NATIVE = "none (native size and orientation)"
 CHECKSUM_FILE = "SHA256SUMS"
@@ -93,14 +93,9 @@ def default_data_dir() -> Path:
 # ---------------------------------------------------------------------------------------------
 # reading and preprocessing
 def read_rgb(path: Union[str, Path]) -> np.ndarray:
-    """An image file as uint8 RGB ``(H, W, 3)`` via the library's reader (:func:`diffeic.io.load_image`:
+    """An image file as uint8 RGB ``(H, W, 3)`` via the library's reader (:func:`diffeic.io.load_image_8bit`:
     EXIF orientation, greyscale → 3 channels, alpha dropped, 16-bit scaled), rounded to 8 bit."""
-    try:
-        from diffeic.io import load_image, to_uint8
-    except ImportError:                       # reader not available: plain Pillow
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
-    return to_uint8(load_image(path))
+    return np.array(load_image_8bit(path))
 
 
 def resize_crop(img: np.ndarray, size: int = 768) -> np.ndarray:
@@ -120,7 +115,7 @@ def _preprocessor(preprocessing: str) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def _list_images(folder: Path) -> List[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def _names(paths: Sequence[Path], root: Path) -> List[str]:
@@ -223,7 +218,7 @@ def load_folder(path: Union[str, Path]) -> Dataset:
         raise DatasetUnavailable(f"folder {root} does not exist")
     paths = _list_images(root)
     if not paths:
-        raise DatasetUnavailable(f"no images ({', '.join(IMAGE_EXTENSIONS)}) under {root}")
+        raise DatasetUnavailable(f"no images ({', '.join(IMAGE_SUFFIXES)}) under {root}")
     return Dataset(root.name or "folder", _file_images(paths, root, NATIVE), NATIVE, str(root))
 
 

@@ -5,15 +5,15 @@ import os
 from pathlib import Path
 from typing import Tuple, Union
 
-#: The DiffEIC codec (and the official code) pads to multiples of 64 before coding.
-PAD_MULTIPLE = 64
 #: The official DiffEIC file's header: latent h, w, string count, and one length per string (5 × uint32).
 OFFICIAL_HEADER_BYTES = 20
 
 
-def padded_hw(height: int, width: int, multiple: int = PAD_MULTIPLE) -> Tuple[int, int]:
-    """H and W rounded up to a multiple of ``multiple``."""
-    return -(-height // multiple) * multiple, -(-width // multiple) * multiple
+def padded_hw(height: int, width: int) -> Tuple[int, int]:
+    """H and W rounded up to the multiple the DiffEIC codec (and the official code) pads to before coding."""
+    from ..lfgcm import PAD_MULTIPLE      # imported here: `eval.py --help` does not pay for torch
+
+    return -(-height // PAD_MULTIPLE) * PAD_MULTIPLE, -(-width // PAD_MULTIPLE) * PAD_MULTIPLE
 
 
 def bpp(n_bytes: int, height: int, width: int) -> float:

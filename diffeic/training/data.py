@@ -24,10 +24,12 @@ from typing import Iterator, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".ppm")
+from ..io import IMAGE_SUFFIXES, load_image_8bit
+from ..lfgcm import PAD_MULTIPLE
+
 SAMPLES = "samples"                     # the bundled training photos (diffeic.samples.TRAIN_PHOTOS)
 HELDOUT = "samples-heldout"             # the bundled photos no training run sees (HELDOUT_PHOTOS)
 LSDIR_HF_REPO = "ofsoundof/LSDIR"
@@ -62,7 +64,7 @@ def find_images(root: Union[str, Path]) -> List[Source]:
 
         return [f"skimage:{name}" for name in (TRAIN_PHOTOS if str(root) == SAMPLES else HELDOUT_PHOTOS)]
     folder = Path(root).expanduser()
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()) \
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()) \
         if folder.is_dir() else []
     if not files:
         raise DatasetNotFoundError(lsdir_help(root))
@@ -70,14 +72,16 @@ def find_images(root: Union[str, Path]) -> List[Source]:
 
 
 def open_rgb(source: Source) -> Image.Image:
-    """Decode a file (or a bundled photo) to an RGB PIL image; raises ``OSError``/``ValueError`` if unreadable."""
+    """Decode a file (or a bundled photo) to an 8-bit RGB PIL image; ``ValueError`` if unreadable.
+
+    Files go through the codec's reader (:func:`diffeic.io.load_image_8bit`: EXIF orientation, 16-bit
+    and grayscale handling), so training sees the pixels ``compress`` would be given, rounded to 8 bits.
+    """
     if isinstance(source, str) and source.startswith("skimage:"):
         from ..samples import load_photo
 
         return Image.fromarray(load_photo(source.split(":", 1)[1]))
-    with Image.open(source) as img:
-        img.load()                      # decode now, inside the try of the caller
-        return img.convert("RGB")
+    return load_image_8bit(source)
 
 
 def download_lsdir(dest: Union[str, Path]) -> Path:
@@ -123,8 +127,9 @@ class CropSpec:
     hflip: bool = True
 
     def __post_init__(self) -> None:
-        if self.size % 64:
-            raise ValueError(f"crop size {self.size} must be a multiple of 64 (the LFGCM's stride, spec §3)")
+        if self.size % PAD_MULTIPLE:
+            raise ValueError(f"crop size {self.size} must be a multiple of {PAD_MULTIPLE} (the LFGCM's stride, "
+                             f"spec §3)")
         if not self.size <= self.short_min <= self.short_max:
             raise ValueError(f"need crop size ≤ short_min ≤ short_max, got {self.size}, {self.short_min}, "
                              f"{self.short_max}")
@@ -216,7 +221,7 @@ class RandomCropDataset(Dataset):
                 continue
             try:
                 return paper_crop(open_rgb(source), self.crop, rng)
-            except (OSError, ValueError, UnidentifiedImageError, SyntaxError, Image.DecompressionBombError) as err:
+            except (OSError, ValueError) as err:       # the reader's ValueError names the file and the reason
                 self._bad.add(source)
                 warnings.warn(f"skipping unreadable training image {source}: {err}", RuntimeWarning, stacklevel=2)
         raise RuntimeError(f"none of the {n} training images could be read")
@@ -272,7 +277,7 @@ class DiffEICDataModule(LightningDataModule):
         root: folder of training images (recursive; e.g. ``data/LSDIR``), or ``samples`` for the
             bundled scikit-image photos.
         val_root: folder of validation images, ``samples``, or ``None`` for no validation.
-        crop_size: training crop (512 in the paper; multiples of 64).
+        crop_size: training crop (512 in the paper; multiples of ``PAD_MULTIPLE``, 64).
         short_side: range of the random short side S before cropping ([512, 640] in the paper).
         batch_size: per-device batch (4 in the paper).
         num_workers: DataLoader workers per device.
