@@ -15,7 +15,7 @@ from helpers import DATA, REGENERATE, photo_crop
 from diffeic import DiffEICCodec
 
 STREAM = DATA / "tiny_v1.deic"
-SHA256 = "48a45157f341499bd471c620ec9d81834d59202a0bae548f17521703bf7ff4a6"
+SHA256 = "0bcc81e6f273e5f6724e9bc6ae86060422d5a286204a12cd642523a982a06bc9"
 
 
 def golden_photo() -> torch.Tensor:
