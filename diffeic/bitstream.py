@@ -55,6 +55,11 @@ _KNOWN_FLAGS = {1: _FLAG_SAMPLER | _FLAG_STEPS | _FLAG_SEED,
                 2: _FLAG_SAMPLER | _FLAG_STEPS | _FLAG_SEED | _FLAG_FAMILY | _FLAG_RATE}
 
 
+#: What a stream that decodes to NaN/Inf means (every codec family): the payload is corrupt, or its model
+#: is not this one.
+NON_FINITE_STREAM = "stream decodes to non-finite values: corrupt or made by another model"
+
+
 class BitstreamError(ValueError):
     """A byte string that is not a valid diffeic stream, or not one this model can decode."""
 

@@ -20,7 +20,8 @@ import yaml
 from torch import nn
 
 from . import checkpoint
-from .bitstream import MAX_SIDE, SAMPLER_IDS, BitstreamError, StreamHeader, describe, pack, unpack
+from .bitstream import (MAX_SIDE, NON_FINITE_STREAM, SAMPLER_IDS, BitstreamError, StreamHeader, describe, pack,
+                        unpack)
 from .config import SEED_LIMIT, DiffEICConfig, check_int, get_config
 from .diffusion.backbone import FrozenBackbone
 from .diffusion.control import ControlModule
@@ -33,8 +34,6 @@ from .target_size import TargetTooSmall, fit_to_budget
 Bits = Union[bytes, bytearray]
 #: The one-step decoding mode's sampler name (diffusion/onestep.py); needs one-step weights in trained checkpoints.
 ONESTEP = "onestep"
-#: What a stream that decodes to NaN/Inf means: the payload is corrupt, or its model is not this one.
-NON_FINITE_STREAM = "stream decodes to non-finite values: corrupt or made by another model"
 
 
 _warned_untrained = False

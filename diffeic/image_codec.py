@@ -20,7 +20,7 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from .bitstream import MAX_SIDE, BitstreamError, StreamHeader, describe, pack, unpack
+from .bitstream import MAX_SIDE, NON_FINITE_STREAM, BitstreamError, StreamHeader, describe, pack, unpack
 from .config import load_yaml
 # The families share DiffEIC's padding and y stride (their transforms are built to them).
 from .lfgcm import PAD_MULTIPLE, Y_STRIDE
@@ -344,7 +344,7 @@ class HyperpriorImageCodec(nn.Module):
         except (RuntimeError, ValueError, OverflowError) as err:
             raise BitstreamError(f"corrupt payload: {err}") from err
         if not torch.isfinite(y_hat).all():
-            raise BitstreamError("corrupt payload: it decodes to non-finite latents")
+            raise BitstreamError(NON_FINITE_STREAM)
         return header, y_hat
 
     def decompress(self, bits: Union[Bits, Sequence[Bits]], steps: Optional[int] = None,
@@ -365,7 +365,7 @@ class HyperpriorImageCodec(nn.Module):
         with torch.no_grad():
             image = self.model.reconstruct(y_hat, **settings)
         if not torch.isfinite(image).all():
-            raise BitstreamError("decoding produced non-finite pixels: the payload is corrupt or the weights are broken")
+            raise BitstreamError(NON_FINITE_STREAM)
         return image[0, :, :header.height, :header.width].clamp(0, 1)
 
 

@@ -38,7 +38,8 @@ class HiFiCConfig:
         for key in ("latent_channels", "enc_base", "hyper_channels", "disc_base", "disc_layers", "disc_latent_channels"):
             setattr(self, key, check_int(key, getattr(self, key), 1, MAX_WIDTH))
         self.res_blocks = check_int("res_blocks", self.res_blocks, 0, 1024)
-        self.num_down = check_int("num_down", self.num_down, 4, 4)     # y at stride 16, as the container's padding assumes
+        # y at stride 16, as the container's padding assumes
+        self.num_down = check_int("num_down", self.num_down, 4, 4)
         if self.disc_norm not in ("spectral", "instance"):
             raise ValueError(f"disc_norm must be 'spectral' or 'instance', got {self.disc_norm!r}")
         self.disc_scales = check_int("disc_scales", self.disc_scales, 1, 3)
