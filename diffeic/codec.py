@@ -489,7 +489,10 @@ class DiffEICCodec(nn.Module):
         """Decode a stream → ``(3,H,W)`` in [0,1] at the original size, or a list of streams → list.
 
         ``steps``, ``seed`` and ``sampler`` override what the stream's header asks for (which in turn
-        defaults to the model's config).  The same stream and seed give the same image on one device.
+        defaults to the model's config).  What is promised for the same stream and seed: ŷ, ẑ and z_c
+        (:meth:`decompress_latents`) are bit-identical on every machine and thread count (exact integer
+        coding); the image is equal to within one 8-bit step (float kernels differ with thread count and
+        batching: measured up to 8e-7 on the tiny preset, which can move a value across a rounding boundary).
         ``generator``: a CPU ``torch.Generator`` to draw the noise from instead of a seed (as in diffusers
         pipelines; its state advances, so a list of streams draws different noise for each).
         """
@@ -609,7 +612,8 @@ class DiffEICCodec(nn.Module):
         """Decode several streams, sampling those of the same padded size and settings together.
 
         Each stream keeps its own seed (one generator per batch item), so the images equal
-        ``[decompress(b) for b in bits]`` — on a GPU up to batch-size-dependent kernel choices.
+        ``[decompress(b) for b in bits]`` to within one 8-bit step (batched float kernels round differently,
+        on a CPU too); the latents are the same bits.
         """
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
