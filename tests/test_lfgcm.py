@@ -21,7 +21,7 @@ def sd21_lfgcm():
 
 
 def test_sd21_parameter_count_matches_spec(sd21_lfgcm):
-    # spec §3.7: 51,493,188 including the 576 EntropyBottleneck quantiles.
+    # computed from the official model definitions: 51,493,188 including the 576 EntropyBottleneck quantiles.
     assert sum(p.numel() for p in sd21_lfgcm.parameters()) == 51_493_188
     assert sum(p.numel() for n, p in sd21_lfgcm.named_parameters() if not n.endswith("quantiles")) == 51_492_612
     parts = {name: sum(p.numel() for p in getattr(sd21_lfgcm, name).parameters())

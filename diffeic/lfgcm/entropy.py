@@ -1,4 +1,4 @@
-"""The entropy model of the LFGCM: factorised z + channel-slice × checkerboard Gaussian y (spec §4).
+"""The entropy model of the LFGCM: factorised z + channel-slice × checkerboard Gaussian y ([Li2024] Sec. III-B).
 
 ``z`` uses compressai's ``EntropyBottleneck``; ``y`` is split into uneven channel slices, each coded
 in two checkerboard passes (anchors = positions with (i+j) odd, then non-anchors) whose Gaussian
@@ -66,7 +66,7 @@ def channel_context(in_ch: int, out_ch: int, hidden: Tuple[int, int]) -> Fusion:
 
 
 def checkerboard_masks(h: int, w: int, device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Boolean (h, w) masks: anchors where (i+j) is odd, non-anchors where it is even (spec §4.2)."""
+    """Boolean (h, w) masks: anchors where (i+j) is odd, non-anchors where it is even (official ``utils/ckbd.py``)."""
     ij = torch.arange(h, device=device)[:, None] + torch.arange(w, device=device)[None, :]
     anchor = (ij % 2) == 1
     return anchor, ~anchor
@@ -357,7 +357,7 @@ class SliceCheckerboardEntropyModel(CompressionModel):
         """Quantised latents and their likelihoods, with the coder's values.
 
         In training mode the likelihoods use additive uniform noise (the rate term) while the values
-        passed on use mean-shifted straight-through rounding (spec §4.4); in eval mode both use hard
+        passed on use mean-shifted straight-through rounding (official ``LFGCM.forward``); in eval mode both use hard
         rounding, so ``-log2`` of the likelihoods is the rate the coder will spend (up to CDF precision).
 
         Training codes the way the coder codes: σ and μ are those of the exact integer twin
@@ -411,7 +411,7 @@ class SliceCheckerboardEntropyModel(CompressionModel):
 
     @torch.no_grad()
     def official_strings(self, y: torch.Tensor, z: torch.Tensor) -> Tuple[bytes, bytes]:
-        """The same symbols as :meth:`encode_latents`, coded as the official file stores them (spec §4.7):
+        """The same symbols as :meth:`encode_latents`, coded as the official ``write_body`` stores them:
         ``(y_string, z_string)``, each its own rANS stream.  For rate comparisons only (evaluation's
         ``bpp_official``); ``(ŷ, ẑ)`` from a decoded stream give the same strings as ``(y, z)``.
         """

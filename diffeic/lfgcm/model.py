@@ -1,4 +1,4 @@
-"""LFGCM: the latent-feature-guided compression module (spec §3–4).
+"""LFGCM: the latent-feature-guided compression module ([Li2024] Sec. III-B).
 
 ``x`` (and its SD-VAE latent ``z_g`` as guidance) → ``y`` → ``z`` → one rANS string; the decoder
 rebuilds ``ŷ, ẑ`` from the string and synthesises the content variables ``z_c``.  Inputs must be
