@@ -19,6 +19,11 @@ hidden state (the next frozen block sees the modified feature, and so does the s
 the decoder-side injections to the hidden state *before* it is concatenated with the skip.
 diffusers' ``down_block_additional_residuals`` only touches the skips, so it would be a different
 model; :func:`controlled_unet_forward` walks the frozen UNet block by block instead.
+
+References:
+[Li2024] Z. Li, Y. Zhou, H. Wei, C. Ge, J. Jiang, "Toward Extreme Image Compression with Latent Feature
+    Guidance and Diffusion Prior", IEEE TCSVT 35(1):888–899, 2025 (arXiv:2404.18820, "Towards …").
+    "official ``path``" names a file of the authors' implementation, github.com/huai-chang/DiffEIC.
 """
 from __future__ import annotations
 

@@ -14,6 +14,13 @@
 
 Noise is always drawn on the CPU from a CPU generator and then moved, so CPU and GPU runs draw
 identical noise; the same generator state gives bit-identical results on the same device.
+
+References:
+[Li2024] Z. Li, Y. Zhou, H. Wei, C. Ge, J. Jiang, "Toward Extreme Image Compression with Latent Feature
+    Guidance and Diffusion Prior", IEEE TCSVT 35(1):888–899, 2025 (arXiv:2404.18820, "Towards …").
+    "official ``path``" names a file of the authors' implementation, github.com/huai-chang/DiffEIC.
+[Li2025] Z. Li, Y. Zhou, H. Wei, C. Ge, A. Mian, "RDEIC: Accelerating Diffusion-Based Extreme Image
+    Compression with Relay Residual Diffusion", IEEE TCSVT 35(11):11540–11552, 2025 (arXiv:2410.02640).
 """
 from __future__ import annotations
 

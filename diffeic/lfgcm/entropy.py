@@ -3,7 +3,8 @@
 ``z`` uses compressai's ``EntropyBottleneck``; ``y`` is split into uneven channel slices, each coded
 in two checkerboard passes (anchors = positions with (i+j) odd, then non-anchors) whose Gaussian
 parameters come from the hyper parameters ψ, a channel context over all earlier slices and, for
-non-anchors, a spatial context over the slice's decoded anchors (ELIC's SCCTX, as in DiffEIC).
+non-anchors, a spatial context over the slice's decoded anchors (ELIC's SCCTX [He2022] with checkerboard
+passes [He2021], as in DiffEIC).
 
 Differences from compressai's composed latent codecs, on purpose:
 * DiffEIC's channel context sees *all* previous slices and its parameter nets take
@@ -12,6 +13,15 @@ Differences from compressai's composed latent codecs, on purpose:
   each stream costs flush bytes and a Kodak image at 0.02 bpp is only ~1 KB;
 * coding computes σ and μ with the exact integer twin of the parameter networks
   (:mod:`diffeic.lfgcm.exact`), so any device decodes what any other device encoded.
+
+References:
+[Li2024] Z. Li, Y. Zhou, H. Wei, C. Ge, J. Jiang, "Toward Extreme Image Compression with Latent Feature
+    Guidance and Diffusion Prior", IEEE TCSVT 35(1):888–899, 2025 (arXiv:2404.18820, "Towards …").
+    "official ``path``" names a file of the authors' implementation, github.com/huai-chang/DiffEIC.
+[He2022] D. He, Z. Yang, W. Peng, R. Ma, H. Qin, Y. Wang, "ELIC: Efficient Learned Image Compression with
+    Unevenly Grouped Space-Channel Contextual Adaptive Coding", CVPR 2022.
+[He2021] D. He, Y. Zheng, B. Sun, Y. Wang, H. Qin, "Checkerboard Context Model for Efficient Learned Image
+    Compression", CVPR 2021.
 """
 from __future__ import annotations
 

@@ -6,6 +6,11 @@ padded to multiples of 64 (the codec does that).
 
 A variable-rate LFGCM (``cfg.rate`` set) takes a rate parameter ``rate`` (q) in every pass and applies
 gain units to y (:mod:`.rate`); a fixed-rate one refuses it.
+
+References:
+[Li2024] Z. Li, Y. Zhou, H. Wei, C. Ge, J. Jiang, "Toward Extreme Image Compression with Latent Feature
+    Guidance and Diffusion Prior", IEEE TCSVT 35(1):888–899, 2025 (arXiv:2404.18820, "Towards …").
+    "official ``path``" names a file of the authors' implementation, github.com/huai-chang/DiffEIC.
 """
 from __future__ import annotations
 
