@@ -4,7 +4,7 @@
 
 One step = forward + backward + AdamW update of the trainer's own loss,
 :func:`diffeic.training.training_losses` (``MSE(eps_θ(z_t, t, c, z_c), ε) + λ·bpp + 2·MSE(z_c, z_0)``
-plus the auxiliary loss; spec §7) through ``codec.lfgcm`` and ``codec.control`` (trainable) and the frozen
+plus the auxiliary loss; [Li2024] Eq. (13)) through ``codec.lfgcm`` and ``codec.control`` (trainable) and the frozen
 ``codec.backbone``.  The optimised path runs the whole loss under bf16 autocast, as ``train.py``'s
 ``bf16-mixed`` precision does, with channels_last.
 """

@@ -1,6 +1,6 @@
 """DiffEICCodec: the user-facing codec (load, compress, decompress, inspect, save).
 
-Pipeline (spec §1): pad x to multiples of 64 → z_g = VAE latent (posterior mode) → LFGCM →
+Pipeline ([Li2024] Fig. 2): pad x to multiples of 64 → z_g = VAE latent (posterior mode) → LFGCM →
 one rANS string in a versioned container.  Decoding: container → ŷ, ẑ → z_c → controlled
 diffusion sampling from noise (or from z_c for the few-step mode) → VAE decode → crop.
 """
@@ -56,7 +56,7 @@ def padded_size(height: int, width: int, multiple: int = PAD_MULTIPLE) -> Tuple[
 
 
 def _pad(x: torch.Tensor) -> torch.Tensor:
-    # Bottom/right zero padding, as the official code (spec §4.7); undone by cropping after decoding.
+    # Bottom/right zero padding, as the official ``utils/image/common.py`` ``pad``; undone by cropping after decoding.
     h, w = x.shape[-2:]
     hp, wp = padded_size(h, w)
     return F.pad(x, (0, wp - w, 0, hp - h)) if (hp, wp) != (h, w) else x
@@ -97,7 +97,7 @@ class DiffEICCodec(nn.Module):
                     sd_path: Optional[str] = None) -> "DiffEICCodec":
         """Random, deterministic initialisation from a preset name, a YAML file or a config.
 
-        The control module is crop-initialised from the UNet as in training (spec §5.3) and its zero
+        The control module is crop-initialised from the UNet as in training and its zero
         convolutions are zero, so this codec's decoder is the frozen UNet's prior alone.  By default the
         frozen parts are random too and nothing is downloaded; ``pretrained_backbone=True`` loads them
         from ``sd_path`` (the start of stage-1 training).
@@ -295,7 +295,7 @@ class DiffEICCodec(nn.Module):
     # ------------------------------------------------------------------ encoding
     @torch.no_grad()
     def _guidance(self, x_pad: torch.Tensor) -> torch.Tensor:
-        """The VAE latent ``z_g`` that guides the LFGCM encoder: the posterior mode at inference (spec §2).
+        """The VAE latent ``z_g`` that guides the LFGCM encoder: the posterior mode at inference, as the official code.
 
         Above ``FastOptions.auto_tile_pixels`` (and whenever ``vae_tiling`` is on) the VAE encoder runs
         in tiles, so a 4K image does not need tens of GB for its full-resolution activations.  Only the
@@ -412,7 +412,7 @@ class DiffEICCodec(nn.Module):
                 "seed": None if seed in (None, d.seed) else seed}
 
     def _check_steps(self, sampler: str, steps: int, from_stream: bool) -> None:
-        """Refuse more steps than ``sampler`` has timesteps (one per timestep of its range, spec §6), before
+        """Refuse more steps than ``sampler`` has timesteps (one per timestep of its range), before
         any diffusion: a stream asking for them is corrupt (``BitstreamError``), a caller's choice a ``ValueError``."""
         if sampler == ONESTEP:          # one network call whatever the count (explicit counts: _decode_settings)
             return
@@ -545,7 +545,7 @@ class DiffEICCodec(nn.Module):
                                           schedule=self.config.schedule,
                                           fewstep_start=self.config.sampler.fewstep_start, progress=progress)
 
-    # ------------------------------------------------------------------ one-step decoding (issue #19)
+    # ------------------------------------------------------------------ one-step decoding
     def one_step_decoder(self) -> OneStepDecoder:
         """The decoder of ``sampler="onestep"``: trained one-step weights, or (untrained codecs only) a default.
 
@@ -585,7 +585,7 @@ class DiffEICCodec(nn.Module):
             self.__dict__["_one_step_fast"] = decoder
         return decoder
 
-    # ------------------------------------------------------------------ speed (issue #8)
+    # ------------------------------------------------------------------ speed
     def fast_decoder(self) -> FastDecoder:
         """The decoder :meth:`generate` uses (set by :meth:`optimize`; plain options until then)."""
         decoder = getattr(self, "_fast_decoder", None)

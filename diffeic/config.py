@@ -1,9 +1,9 @@
 """Typed model configurations and the named presets.
 
 A :class:`DiffEICConfig` fully describes an architecture: the LFGCM widths and
-y-slices (spec §3–4), the frozen SD backbone's VAE/UNet configs and where its
-pretrained weights come from (spec §5.1), the control module (spec §5.2), the
-diffusion schedule (spec §6) and the default decode settings.  Configs are plain
+y-slices ([Li2024] Sec. III-B), the frozen SD backbone's VAE/UNet configs and where its
+pretrained weights come from, the control module ([Li2024] Sec. III-C), the
+diffusion schedule and the default decode settings.  Configs are plain
 data: they round-trip through YAML and a preset is just a named config.
 
 Presets
@@ -121,7 +121,7 @@ class RateConfig:
 
 @dataclass
 class LFGCMConfig:
-    """Widths of the latent-feature-guided compression module (spec §3, official ``preprocess_config``)."""
+    """Widths of the latent-feature-guided compression module ([Li2024] Sec. III-B, official ``preprocess_config``)."""
 
     in_ch: int = 3                      # RGB in [0, 1]
     latent_ch: int = 4                  # z_g and z_c channels (SD latent space)
@@ -158,7 +158,7 @@ class LFGCMConfig:
 
 @dataclass
 class BackboneConfig:
-    """The frozen Stable Diffusion parts (spec §2, §5.1).
+    """The frozen Stable Diffusion parts ([Li2024] Sec. III-C).
 
     ``vae`` and ``unet`` are diffusers ``AutoencoderKL`` / ``UNet2DConditionModel``
     constructor arguments; they define the architecture for random initialisation
@@ -192,7 +192,7 @@ class BackboneConfig:
 
 @dataclass
 class ControlConfig:
-    """The control module: a copy of the UNet encoder + middle block at ``width_ratio`` (spec §5.2)."""
+    """The control module: a copy of the UNet encoder + middle block at ``width_ratio`` ([Li2024] Sec. III-C)."""
 
     width_ratio: float = 0.2
     head_dim: int = 16
@@ -206,7 +206,7 @@ class ControlConfig:
 
 @dataclass
 class ScheduleConfig:
-    """The DDPM training schedule of SD2.1-base (spec §6)."""
+    """The DDPM training schedule of SD2.1-base (official ``diffeic.yaml``)."""
 
     num_train_timesteps: int = 1000
     beta_start: float = 0.00085
@@ -345,7 +345,7 @@ _OPTIONAL = {(LFGCMConfig, "rate")}
 # --------------------------------------------------------------------------- presets
 
 def _sd21_vae() -> Dict[str, Any]:
-    # SD2.1-base AutoencoderKL (spec §2): ch 128, mult (1,2,4,4), 2 res-blocks, 4 latent channels.
+    # SD2.1-base AutoencoderKL (``v2-1_512-ema-pruned``): ch 128, mult (1,2,4,4), 2 res-blocks, 4 latent channels.
     return dict(
         in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2,
         block_out_channels=[128, 256, 512, 512], norm_num_groups=32, sample_size=768,
@@ -355,7 +355,7 @@ def _sd21_vae() -> Dict[str, Any]:
 
 
 def _sd21_unet() -> Dict[str, Any]:
-    # SD2.1-base UNet (spec §5.1): 320 channels, mult (1,2,4,4), head dim 64, linear projections.
+    # SD2.1-base UNet (``v2-1_512-ema-pruned``): 320 channels, mult (1,2,4,4), head dim 64, linear projections.
     return dict(
         sample_size=64, in_channels=4, out_channels=4, layers_per_block=2,
         block_out_channels=[320, 640, 1280, 1280],

@@ -1,4 +1,4 @@
-"""Convert the official DiffEIC ``lc.ckpt`` files into diffeic checkpoint folders (issue #9).
+"""Convert the official DiffEIC ``lc.ckpt`` files into diffeic checkpoint folders.
 
 The official release (``huai-chang/DiffEIC``, five rate points λ ∈ {1, 2, 4, 8, 16}) ships the
 trainable parts only: ``preprocess_model.*`` (the LFGCM, 563 keys) and ``control_model.*`` (the
@@ -7,7 +7,7 @@ onto :class:`~diffeic.lfgcm.LFGCM` and :class:`~diffeic.diffusion.control.Contro
 the folder layout that :meth:`DiffEICCodec.from_pretrained <diffeic.codec.DiffEICCodec.from_pretrained>`
 reads (``config.yaml``, ``lfgcm.safetensors``, ``control.safetensors``).
 
-Rules (``official_checkpoint_layout.md`` §5–8):
+Rules:
 
 * strict — every expected key present, every present key used, every shape equal; otherwise one
   :class:`ConversionError` listing the missing / unexpected / mis-shaped keys;
@@ -19,7 +19,7 @@ Rules (``official_checkpoint_layout.md`` §5–8):
 * constant buffers (EB ``target``, ``*.bound``, ``scale_bound``, ``scale_list``) are checked against
   their known values and rebuilt; CDF tables are discarded and rebuilt with ``update(force=True)``.
   Caveat: compressai 1.2.8 builds EntropyBottleneck tables that differ slightly from the 1.2.4 ones
-  the official code used (``official_checkpoint_layout.md`` §7), so official bitstreams are not
+  the official code pinned (its ``requirements.txt``), so official bitstreams are not
   decodable bit-exactly; diffeic's own streams are lossless and only the z rate may differ marginally.
 
 Loading is ``weights_only=True``; unpickling arbitrary objects needs the explicit ``trust_pickle``

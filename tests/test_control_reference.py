@@ -1,4 +1,4 @@
-"""The controlled UNet against an independent reference forward (paper §III-C; official ``CDDM.forward``).
+"""The controlled UNet against an independent reference forward ([Li2024] Sec. III-C; official ``CDDM.forward``).
 
 The reference below is written from the equations, on diffusers' own block forwards:
 

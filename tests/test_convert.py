@@ -1,8 +1,8 @@
 """Conversion of the official DiffEIC ``lc.ckpt`` files (issue #9), on synthetic official-layout files.
 
 The synthetic file is built from the 912 ``control_model.``/``preprocess_model.`` lines of the
-official key list (``tests/data/official_lc_keys.tsv``, copied from
-``official_state_dict_keys.txt``): random float32 weights, int32 CDF bookkeeping buffers, empty CDF
+official key list (``tests/data/official_lc_keys.tsv``: the key names and
+shapes of the official ``lc.ckpt``): random float32 weights, int32 CDF bookkeeping buffers, empty CDF
 tables and ``scale_table``, and the documented constant buffers — the expected form of a released
 file.  It is ~76 M parameters (~300 MB), so it is built, saved and converted once per module.
 """
@@ -156,7 +156,7 @@ def test_control_names_follow_diffusers_and_the_zero_conv_table():
     mapping = official_to_ours()
     for official, ours in SPOT_CHECKS.items():
         assert mapping[official] == ours, official
-    # Spec §5.4 zero-conv channel table: (in, out) per conv.
+    # The zero convs of the official ``CDDM`` (``make_zero_conv``): (in, out) per conv.
     layout = expected_official_layout("sd21")
     table = {**{f"enc_zero_convs_out.{i}": (64, 320) for i in range(4)},
              **{f"enc_zero_convs_out.{i}": (128, 640) for i in range(4, 7)},

@@ -1,4 +1,4 @@
-"""Frozen backbone: loading sources, the cached empty-prompt embedding, clear offline errors (spec §5.1)."""
+"""Frozen backbone: loading sources, the cached empty-prompt embedding, clear offline errors ([Li2024] Sec. III-C)."""
 import json
 import os
 import shutil

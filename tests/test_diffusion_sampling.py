@@ -1,4 +1,4 @@
-"""Samplers and training noise (spec §6, §11)."""
+"""Samplers and training noise ([Li2024] Sec. IV-A; RDEIC [Li2025], arXiv:2410.02640)."""
 import math
 
 import pytest
@@ -69,7 +69,7 @@ def test_ddpm_respacing_uses_next_listed_timestep():
 # --------------------------------------------------------------------------- the DDPM algorithm
 
 def reference_spaced_ddpm(eps_fn, shape, steps, generator, last=999, start=None):
-    """Spec §6 written out in float64: respaced betas, fixed-small variance, no clip, no final noise."""
+    """The official sampler written out in float64: respaced betas, fixed-small variance, no clip, no final noise."""
     ac = alphas_cumprod(ScheduleConfig()).double()
     ts = spaced_timesteps(last, steps)
     z = torch.randn(shape, generator=generator, dtype=torch.float32).double()
@@ -180,8 +180,8 @@ def test_global_rng_used_without_generator():
 def test_schedule_values():
     ac = alphas_cumprod(ScheduleConfig())
     assert ac.shape == (1000,)
-    assert math.isclose(float(ac[999]), 0.00466, rel_tol=0.01)          # spec §6
-    assert math.isclose(float(ac[299]), 0.592, rel_tol=0.01)            # spec §11
+    assert math.isclose(float(ac[999]), 0.00466, rel_tol=0.01)          # SD2.1-base scaled-linear schedule
+    assert math.isclose(float(ac[299]), 0.592, rel_tol=0.01)            # RDEIC [Li2025], arXiv:2410.02640
 
 
 def test_add_noise_and_training_timesteps():

@@ -1,4 +1,4 @@
-"""FID/256 patch extraction (protocol §4.6), FID/KID from features, and the offline skip."""
+"""FID/256 patch extraction (Mentzer et al. 2020), FID/KID from features, and the offline skip."""
 import numpy as np
 import pytest
 

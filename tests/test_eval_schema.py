@@ -72,7 +72,7 @@ def test_bpp_from_written_file(tmp_path):
 
 
 def test_official_rate_counts_the_20_byte_header_over_padded_pixels():
-    # Spec §4.7: five big-endian uint32 (h_z, w_z, n_strings, len_y, len_z) + the two strings.
+    # Official ``write_body``: five big-endian uint32 (h_z, w_z, n_strings, len_y, len_z) + the two strings.
     assert rate.official_file_bytes(1000, 100) == 1120
     assert rate.bpp_official(1000, 100, 768, 512) == 8 * 1120 / (768 * 512)
     assert rate.bpp_official(1000, 100, 400, 600) == 8 * 1120 / (448 * 640)

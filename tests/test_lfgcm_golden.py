@@ -1,4 +1,4 @@
-"""Functional golden test of the LFGCM (paper §III-B, Eqs. 3–8): fixed weights and input → pinned y, z, z_c.
+"""Functional golden test of the LFGCM ([Li2024] Sec. III-B, Eqs. 3–8): fixed weights and input → pinned y, z, z_c.
 
 Shape tests pass for any wiring that keeps the channel counts; these values do not.  They move when a
 concatenation order is swapped (``[guide, y]`` vs ``[y, guide]``), when an SFT layer computes ``F·γ + β``

@@ -1,4 +1,4 @@
-"""Training data: the paper's crop augmentation (spec §7.4), unreadable files, LSDIR error, sampler."""
+"""Training data: the paper's crop augmentation ([Li2024] Sec. IV-A), unreadable files, LSDIR error, sampler."""
 import random
 
 import numpy as np
@@ -174,7 +174,7 @@ def test_ordinary_photos_draw_the_same_crops_as_before():
     rng = random.Random(3)
     s = rng.randint(64, 80)
     half = img
-    while min(half.size) >= 2 * s:                             # BOX halving first (spec §7.4)
+    while min(half.size) >= 2 * s:                             # BOX halving first (official ``random_crop_arr``)
         half = half.resize((half.size[0] // 2, half.size[1] // 2), resample=Image.BOX)
     w, h = half.size
     ref = half.resize((max(64, round(w * s / h)), max(64, round(h * s / h))), resample=Image.BICUBIC)

@@ -1,4 +1,4 @@
-"""Overfitting one photo on the tiny preset lowers every loss term (spec §7.1)."""
+"""Overfitting one photo on the tiny preset lowers every loss term ([Li2024] Eq. (13))."""
 import torch
 from lightning.pytorch import Trainer
 from PIL import Image

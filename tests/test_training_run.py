@@ -1,4 +1,4 @@
-"""Training runs on the tiny preset (CPU): CLI + export, exact resume, divergence guard (spec §7, §10)."""
+"""Training runs on the tiny preset (CPU): CLI + export, exact resume, divergence guard ([Li2024] Sec. IV-A)."""
 import math
 import os
 import subprocess

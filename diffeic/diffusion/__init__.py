@@ -1,4 +1,4 @@
-"""The CDDM side of DiffEIC: frozen SD2.1-base, the control module, samplers (spec §5, §6)."""
+"""The CDDM side of DiffEIC: frozen SD2.1-base, the control module, samplers ([Li2024] Sec. III-C, Sec. IV-A)."""
 from .backbone import FrozenBackbone
 from .control import ControlModule, controlled_unet_forward
 from .decoder import controlled_eps_fn, decode_latent, decode_with_config, denoise

@@ -10,7 +10,7 @@ Contract used by the rest of the library (keep these names):
 * ``FrozenBackbone.save_pretrained(folder)`` – a local diffusers folder (``vae/``, ``unet/``,
   ``empty_prompt.safetensors``) that ``from_pretrained`` loads without any text encoder.
 * ``FrozenBackbone.encode(x01, sample=False, generator=None)`` – ``scale_factor`` times the VAE
-  posterior mode (inference) or a posterior sample (training) of an image in [0, 1] (spec §2).
+  posterior mode (inference) or a posterior sample (training) of an image in [0, 1] (official ``model/diffeic.py``).
 * ``FrozenBackbone.decode(z)`` – image in [0, 1] from a scaled latent.
 * ``FrozenBackbone.text_embedding`` – buffer ``(1, text_len, cross_attention_dim)``.
 * ``FrozenBackbone.fingerprint()`` – short content hash of the UNet + VAE tensors (computed once).
@@ -68,7 +68,7 @@ class FrozenBackbone(nn.Module):
     @classmethod
     def from_pretrained(cls, cfg: BackboneConfig, sd_path: Optional[str] = None,
                         cache_dir: Optional[str] = None) -> "FrozenBackbone":
-        """Pretrained SD2.1-base VAE + UNet + empty-prompt embedding (spec §5.1).
+        """Pretrained SD2.1-base VAE + UNet + empty-prompt embedding ([Li2024] Sec. III-C).
 
         Args:
             cfg: the backbone config; its ``vae``/``unet`` dicts describe the expected architecture

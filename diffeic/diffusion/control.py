@@ -1,4 +1,4 @@
-"""The control module and the controlled UNet forward (spec §5.2–5.5).
+"""The control module and the controlled UNet forward ([Li2024] Sec. III-C).
 
 The control module is a narrow copy (``width_ratio`` of the widths) of the frozen UNet's
 ``conv_in``, down blocks and mid block, with its own full-width time-embedding MLP.  It reads
@@ -7,7 +7,7 @@ The control module is a narrow copy (``width_ratio`` of the widths) of the froze
 (``dec_zero_convs``).
 
 Module names are diffusers-native and line up one-to-one with the official ldm keys
-(``official_checkpoint_layout.md`` §5.4): ``time_embedding.linear_{1,2}`` ↔ ``time_embed.{0,2}``,
+(the official ``lc.ckpt``): ``time_embedding.linear_{1,2}`` ↔ ``time_embed.{0,2}``,
 ``conv_in`` ↔ ``input_blocks.0.0``, ``down_blocks.{l}.resnets.{r}`` ↔ ``input_blocks.{3l+1+r}.0``,
 ``down_blocks.{l}.attentions.{r}`` ↔ ``input_blocks.{3l+1+r}.1``,
 ``down_blocks.{l}.downsamplers.0.conv`` ↔ ``input_blocks.{3l+3}.0.op``, ``mid_block`` ↔
@@ -19,6 +19,11 @@ hidden state (the next frozen block sees the modified feature, and so does the s
 the decoder-side injections to the hidden state *before* it is concatenated with the skip.
 diffusers' ``down_block_additional_residuals`` only touches the skips, so it would be a different
 model; :func:`controlled_unet_forward` walks the frozen UNet block by block instead.
+
+References:
+[Li2024] Z. Li, Y. Zhou, H. Wei, C. Ge, J. Jiang, "Toward Extreme Image Compression with Latent Feature
+    Guidance and Diffusion Prior", IEEE TCSVT 35(1):888–899, 2025 (arXiv:2404.18820, "Towards …").
+    "official ``path``" names a file of the authors' implementation, github.com/huai-chang/DiffEIC.
 """
 from __future__ import annotations
 
@@ -48,7 +53,7 @@ _Block = List[nn.Module]
 # --------------------------------------------------------------------------- block walking
 
 def ldm_input_blocks(conv_in: nn.Module, down_blocks: Sequence[nn.Module]) -> List[_Block]:
-    """The 12 ldm input blocks of a diffusers encoder, in ldm order (spec §5.4 mapping note)."""
+    """The 12 ldm input blocks of a diffusers encoder, in ldm order (official ``input_blocks`` indices)."""
     blocks: List[_Block] = [[conv_in]]
     for down in down_blocks:
         attentions = getattr(down, "attentions", None)
@@ -96,7 +101,7 @@ def _timesteps_for(t: Union[Tensor, int, float], sample: Tensor) -> Tensor:
 # --------------------------------------------------------------------------- the module
 
 class ControlModule(nn.Module):
-    """Trainable control branch + 25 zero convolutions (spec §5.2, §5.4).
+    """Trainable control branch + 25 zero convolutions ([Li2024] Sec. III-C; official ``CDDM``).
 
     Build with :meth:`from_unet`.  Call as ``control(unet, z_t, t, context, z_c) -> eps``; the
     frozen UNet is passed in, not registered, so ``state_dict()`` holds only trainable tensors.
@@ -114,7 +119,7 @@ class ControlModule(nn.Module):
         self.content_channels = content_channels
         self.gradient_checkpointing = False
 
-        # Same sinusoidal features and full-width MLP as the base UNet (spec §5.2: 320 → 1280).
+        # Same sinusoidal features and full-width MLP as the base UNet (official ``ControlModule``: 320 → 1280).
         self.time_proj = Timesteps(time_proj_dim, flip_sin_to_cos, freq_shift)
         self.time_embedding = TimestepEmbedding(time_proj_dim, time_embed_dim, act_fn=act_fn)
         self.conv_in = nn.Conv2d(latent_channels + content_channels, widths[0], 3, padding=1)
@@ -145,7 +150,7 @@ class ControlModule(nn.Module):
                              f"{len(enc_out_channels)} input / {len(dec_out_channels)} output blocks")
         n = len(ctrl_channels)
         # ZE_i: control input block i -> base input block i; ZM: mid -> mid;
-        # ZD_j: control input block n-1-j -> hidden state entering base output block j (spec §5.4 table).
+        # ZD_j: control input block n-1-j -> hidden state entering base output block j (official ``CDDM.forward``).
         self.enc_zero_convs = nn.ModuleList(_zero_conv(c, o) for c, o in zip(ctrl_channels, enc_out_channels))
         self.mid_zero_conv = _zero_conv(widths[-1], base_widths[-1])
         self.dec_zero_convs = nn.ModuleList(
@@ -155,10 +160,10 @@ class ControlModule(nn.Module):
     @classmethod
     def from_unet(cls, unet: UNet2DConditionModel, cfg: ControlConfig,
                   init_from_unet: bool = True) -> "ControlModule":
-        """Build the control module for ``unet`` at ``cfg.width_ratio`` (spec §5.2).
+        """Build the control module for ``unet`` at ``cfg.width_ratio`` ([Li2024] Sec. III-C).
 
         With ``init_from_unet`` the non-zero-conv weights are crop-initialised from the UNet
-        (spec §5.3); the zero convs are always zero.  ``unet`` may live on the ``meta`` device
+        (official ``model/diffeic.py``); the zero convs are always zero.  ``unet`` may live on the ``meta`` device
         when ``init_from_unet=False`` (e.g. to count parameters without allocating SD).
         """
         _check_supported(unet)
@@ -203,7 +208,7 @@ class ControlModule(nn.Module):
 
     @torch.no_grad()
     def crop_init_from(self, unet: UNet2DConditionModel) -> None:
-        """Copy the UNet's weights into the control branch by leading-slice cropping (spec §5.3).
+        """Copy the UNet's weights into the control branch by leading-slice cropping (official ``model/diffeic.py``).
 
         Same shape → copy; 1-D → leading entries; ≥2-D → ``cat([w, w], dim=1)[:out, :in]`` (so
         conv_in's z_t and z_c channels get identical copies, and cross-attention K/V keep every
@@ -218,7 +223,7 @@ class ControlModule(nn.Module):
             target.copy_(crop_like(source[name], target.shape))
 
     def zero_conv_parameters(self) -> List[nn.Parameter]:
-        """The 25 zero convs' weights and biases (spec §5.4)."""
+        """The 25 zero convs' weights and biases (official ``CDDM.forward``)."""
         return [p for n, p in self.named_parameters() if n.split(".")[0] in _ZERO_CONV_NAMES]
 
     def feature_channels(self) -> List[int]:
@@ -241,7 +246,7 @@ class ControlModule(nn.Module):
 
     def forward(self, unet: UNet2DConditionModel, z_t: Tensor, t: Union[Tensor, int], context: Tensor,
                 z_c: Tensor) -> Tensor:
-        """Predicted noise of the controlled frozen UNet (spec §5.4); see :func:`controlled_unet_forward`."""
+        """Predicted noise of the controlled frozen UNet; see :func:`controlled_unet_forward`."""
         return controlled_unet_forward(unet, self, z_t, t, context, z_c)
 
     def maybe_checkpoint(self, fn: Callable, *args):
@@ -254,7 +259,7 @@ class ControlModule(nn.Module):
 
 def controlled_unet_forward(unet: UNet2DConditionModel, control: ControlModule, z_t: Tensor,
                             t: Union[Tensor, int], context: Tensor, z_c: Tensor) -> Tensor:
-    """eps = UNet_ctrl(z_t, t, c, z_c), the official ``CDDM.forward`` (spec §5.4), injection scale 1.
+    """eps = UNet_ctrl(z_t, t, c, z_c), the official ``CDDM.forward``, injection scale 1.
 
     ::
 
@@ -300,7 +305,10 @@ _ZERO_CONV_NAMES = ("enc_zero_convs", "mid_zero_conv", "dec_zero_convs")
 
 
 def crop_like(source: Tensor, shape: Sequence[int]) -> Tensor:
-    """The official crop rule (spec §5.3) mapping a UNet tensor onto a control tensor of ``shape``."""
+    """The official crop rule mapping a UNet tensor onto a control tensor of ``shape``.
+
+    That of ``sync_control_weights_from_base_checkpoint`` in the official ``model/diffeic.py``.
+    """
     shape = tuple(shape)
     if tuple(source.shape) == shape:
         return source
@@ -327,7 +335,7 @@ def _out_channels(block: _Block) -> int:
 
 
 def _largest_divisor(c: int, at_most: int) -> int:
-    """Largest divisor of ``c`` not exceeding ``at_most`` (spec §5.2: GroupNorm groups)."""
+    """Largest divisor of ``c`` not exceeding ``at_most`` (official ``find_denominator``: GroupNorm groups)."""
     return max(g for g in range(1, min(c, at_most) + 1) if c % g == 0)
 
 

@@ -1,4 +1,4 @@
-"""Content latent → image: the CDDM decoding path (spec §1 pseudocode, §5.4, §6).
+"""Content latent → image: the CDDM decoding path ([Li2024] Fig. 2, Sec. III-C; official ``inference_partition.py``).
 
 ``decode_latent(backbone, control, z_c, ...)`` is what the codec calls after ``LFGCM.decompress``:
 it samples ``z_0`` with the controlled frozen UNet (empty-prompt context, no CFG) and decodes it
@@ -22,9 +22,9 @@ Tensor = torch.Tensor
 
 
 def controlled_eps_fn(backbone: FrozenBackbone, control: ControlModule, z_c: Tensor) -> EpsFn:
-    """``eps_fn(z_t, t)`` of the controlled UNet for a batch of content latents (spec §5.4).
+    """``eps_fn(z_t, t)`` of the controlled UNet for a batch of content latents (official ``CDDM.forward``).
 
-    The cached empty-prompt embedding is expanded to the batch (spec §6: no CFG, no prompt).
+    The cached empty-prompt embedding is expanded to the batch (no CFG, empty prompt, as the official code).
     """
     context = backbone.text_embedding.to(z_c.device, z_c.dtype).expand(z_c.shape[0], -1, -1)
 
@@ -57,7 +57,7 @@ def decode_latent(backbone: FrozenBackbone, control: ControlModule, z_c: Tensor,
                   steps: int = 50, generator: Generators = None,
                   schedule: Optional[ScheduleConfig] = None, fewstep_start: int = 299,
                   progress: bool = False, options: Optional["FastOptions"] = None) -> Tensor:
-    """Decode content latents to images in [0, 1] (spec §1: sample ``z_0``, then ``VAE.decode(z_0/0.18215)``).
+    """Decode content latents to images in [0, 1] ([Li2024] Fig. 2: sample ``z_0``, then ``VAE.decode(z_0/0.18215)``).
 
     Args:
         backbone: frozen VAE + UNet + cached empty-prompt embedding.
@@ -66,7 +66,7 @@ def decode_latent(backbone: FrozenBackbone, control: ControlModule, z_c: Tensor,
         sampler, steps, fewstep_start: see :func:`diffeic.diffusion.sampling.sample` (paper: ``ddpm``, 50).
         generator: CPU generator for the start and per-step noise; e.g.
             ``torch.Generator().manual_seed(seed)``.  ``None`` uses the global RNG.
-        schedule: the diffusion schedule (default SD2.1-base, spec §6).
+        schedule: the diffusion schedule (default SD2.1-base).
         progress: show a progress bar.
         options: :class:`~diffeic.diffusion.fast.FastOptions` (half precision, tiling, CUDA graphs, …);
             ``None`` runs the plain eager float32 path below.

@@ -1,4 +1,4 @@
-"""Switchable fast paths for decoding (issue #8): one options object, each path testable against plain.
+"""Switchable fast paths for decoding: one options object, each path testable against plain.
 
 :class:`FastOptions` selects, independently:
 

@@ -1,4 +1,4 @@
-"""One-step decoding (issue #19): the controlled frozen UNet called once at a fixed timestep t* → ẑ_0.
+"""One-step decoding: the controlled frozen UNet called once at a fixed timestep t* → ẑ_0.
 
 A :class:`OneStepDecoder` is a control module of its own (trained by
 :mod:`diffeic.training.onestep`, starting from the codec's trained control module; the 50-step path
@@ -11,7 +11,7 @@ keeps the original) steering the same frozen UNet, plus the settings it was trai
          | out                                       prediction "x0": the output is read as ẑ_0 directly
 
 Defaults (``content``, ``eps``, t* = 299, the few-step start of RDEIC) were chosen by measurement on the
-tiny preset (``tests/test_onestep.py`` docstring and the issue's closing note).  An untrained codec
+tiny preset (``tests/test_onestep.py`` docstring).  An untrained codec
 (``DiffEICCodec.from_config``) decodes one-step with its own control module and these defaults, so the
 plumbing works without training; a *trained* checkpoint decodes one-step only with trained one-step
 weights (``onestep.safetensors``, written by the one-step training).

@@ -1,4 +1,4 @@
-"""Samplers on diffusers schedulers, and the training-time noising (spec §6, §11).
+"""Samplers on diffusers schedulers, and the training-time noising ([Li2024] Sec. IV-A; RDEIC [Li2025]).
 
 ``sample(eps_fn, z_c, sampler, steps, generator, schedule, fewstep_start)`` runs one of
 :data:`SAMPLERS` from noise (or, for ``fewstep``, from the noised content latent) to ``z_0``:
@@ -6,14 +6,21 @@
 ``ddpm``     the paper's sampler: spaced ancestral DDPM (guided-diffusion ``space_timesteps``):
              timesteps ``round(k·999/(S−1))`` visited in descending order, respaced betas,
              fixed-small posterior variance, no noise at the last step, no x̂_0 clipping; the
-             network receives the original timestep value (spec §6).
+             network receives the original timestep value ([Li2024] Sec. IV-A; official ``spaced_sampler.py``).
 ``ddim``     deterministic DDIM (η = 0), "trailing" spacing so the first step is at t = 999.
 ``dpmpp``    DPM-Solver++ (2nd-order multistep), diffusers defaults.
-``fewstep``  RDEIC-style start (spec §11): ``z_N = √ᾱ_N z_c + √(1−ᾱ_N) ε`` with N = ``fewstep_start``
+``fewstep``  RDEIC-style start ([Li2025]): ``z_N = √ᾱ_N z_c + √(1−ᾱ_N) ε`` with N = ``fewstep_start``
              (299), then the spaced ancestral DDPM over ``round(k·N/(S−1))``; S network evaluations.
 
 Noise is always drawn on the CPU from a CPU generator and then moved, so CPU and GPU runs draw
 identical noise; the same generator state gives bit-identical results on the same device.
+
+References:
+[Li2024] Z. Li, Y. Zhou, H. Wei, C. Ge, J. Jiang, "Toward Extreme Image Compression with Latent Feature
+    Guidance and Diffusion Prior", IEEE TCSVT 35(1):888–899, 2025 (arXiv:2404.18820, "Towards …").
+    "official ``path``" names a file of the authors' implementation, github.com/huai-chang/DiffEIC.
+[Li2025] Z. Li, Y. Zhou, H. Wei, C. Ge, A. Mian, "RDEIC: Accelerating Diffusion-Based Extreme Image
+    Compression with Relay Residual Diffusion", IEEE TCSVT 35(11):11540–11552, 2025 (arXiv:2410.02640).
 """
 from __future__ import annotations
 
@@ -40,7 +47,7 @@ def _schedule_kwargs(schedule: ScheduleConfig) -> dict:
 
 
 def spaced_timesteps(last: int, steps: int) -> List[int]:
-    """``round(k·last/(S−1))`` for k = S−1..0, descending (spec §6).
+    """``round(k·last/(S−1))`` for k = S−1..0, descending ([Li2024] Sec. IV-A; official ``spaced_sampler.py``).
 
     Computed exactly as guided-diffusion's ``space_timesteps`` (used by the official sampler):
     the stride is accumulated in floating point and rounded with Python's ``round`` — for some S
@@ -59,7 +66,7 @@ def spaced_timesteps(last: int, steps: int) -> List[int]:
 
 
 def training_scheduler(schedule: ScheduleConfig) -> DDPMScheduler:
-    """The T-step DDPM of SD2.1-base (spec §6): scaled-linear 0.00085→0.012, ε-prediction."""
+    """The T-step DDPM of SD2.1-base (official ``diffeic.yaml``): scaled-linear 0.00085→0.012, ε-prediction."""
     return DDPMScheduler(**_schedule_kwargs(schedule), variance_type="fixed_small", clip_sample=False)
 
 
@@ -78,7 +85,7 @@ def sample_timesteps(batch: int, schedule: ScheduleConfig, generator: Optional[t
 
 def add_noise(z0: Tensor, noise: Tensor, t: Tensor,
               schedule: Union[ScheduleConfig, DDPMScheduler]) -> Tensor:
-    """``z_t = √ᾱ_t z_0 + √(1−ᾱ_t) ε`` (spec §6), per-sample ``t`` of shape ``(B,)``."""
+    """``z_t = √ᾱ_t z_0 + √(1−ᾱ_t) ε``, per-sample ``t`` of shape ``(B,)``."""
     scheduler = schedule if isinstance(schedule, DDPMScheduler) else training_scheduler(schedule)
     return scheduler.add_noise(z0, noise, t.to(z0.device))
 
@@ -198,7 +205,7 @@ def _check_generators(generator: Generators, batch: int) -> Generators:
 def sample(eps_fn: EpsFn, z_c: Tensor, sampler: str = "ddpm", steps: int = 50,
            generator: Generators = None, schedule: Optional[ScheduleConfig] = None,
            fewstep_start: int = 299, progress: bool = False) -> Tensor:
-    """Denoise to ``z_0`` with ``eps = eps_fn(z_t, t)`` (spec §6; ``fewstep``: spec §11).
+    """Denoise to ``z_0`` with ``eps = eps_fn(z_t, t)`` ([Li2024] Sec. IV-A; ``fewstep``: [Li2025]).
 
     Args:
         eps_fn: ``(z_t (B,C,h,w), t (B,) long on z_t's device) -> eps`` — e.g. the controlled UNet.
@@ -241,7 +248,7 @@ def sample(eps_fn: EpsFn, z_c: Tensor, sampler: str = "ddpm", steps: int = 50,
         eps = eps_fn(scheduler.scale_model_input(z, t), t_batch)
         if spec.ancestral:
             out = scheduler.step(eps, t, z, generator=generator)
-            # Last step: the posterior mean is exactly x̂_0 and the variance 0 (no noise, spec §6).
+            # Last step: the posterior mean is exactly x̂_0 and the variance 0 (no noise, as the official sampler).
             z = out.pred_original_sample if i == last else out.prev_sample
         else:
             z = scheduler.step(eps, t, z).prev_sample

@@ -1,4 +1,4 @@
-"""Where the pretrained SD2.1-base parts come from, and the cached empty-prompt embedding (spec §5.1).
+"""Where the pretrained SD2.1-base parts come from, and the cached empty-prompt embedding ([Li2024] Sec. III-C).
 
 A source is one of
 
@@ -39,7 +39,7 @@ SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 _LOAD_ERRORS = (OSError, ValueError, KeyError, RuntimeError, SingleFileComponentError)
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")      # owner/name; anything else must exist locally
 
-# OpenCLIP tokenisation of "" (spec §5.1): <start>, <end>, then zero padding to 77 tokens.
+# OpenCLIP tokenisation of "" (official ``FrozenOpenCLIPEmbedder``): <start>, <end>, then zero padding to 77 tokens.
 # diffusers' SD2 tokenizer gives the same ids (its pad token "!" has id 0).
 _BOS, _EOS, _PAD = 49406, 49407, 0
 # OpenCLIP ViT-H/14 text tower without its last layer: the last hidden state of this model plus
@@ -209,7 +209,7 @@ def save_embedding_file(embedding: torch.Tensor, path: Path) -> None:
 def empty_prompt_embedding(source: SDSource, cfg: BackboneConfig, cross_dim: int,
                            cache: Optional[str] = None,
                            single_file_state: Optional[Dict[str, torch.Tensor]] = None) -> torch.Tensor:
-    """``(1, text_len, cross_dim)`` OpenCLIP embedding of "" (penultimate layer + ln_final, spec §5.1).
+    """``(1, text_len, cross_dim)`` OpenCLIP embedding of "" (penultimate layer + ln_final, as the official code).
 
     Order: ``<folder>/empty_prompt.safetensors`` → the cache file → computed once with the text
     encoder from ``source`` and written to the cache (so later loads never need the encoder).

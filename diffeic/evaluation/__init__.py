@@ -1,4 +1,4 @@
-"""Evaluation of DiffEIC and baselines (issue #6): datasets, metrics, rate, BD-rate, plots, runs.
+"""Evaluation of DiffEIC and baselines: datasets, metrics, rate, BD-rate, plots, runs.
 
 Modules, one job each:
 ``datasets`` (Kodak/Tecnick/CLIC2020/samples/folder, preprocessing, cache), ``metrics`` (PSNR,

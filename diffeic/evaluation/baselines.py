@@ -10,7 +10,7 @@ Always here: JPEG and WebP (Pillow), AVIF (Pillow's native plugin, else pillow-a
 PyPI (``pip install -e ".[baselines]"``), offline: HEVC intra through pillow-heif's bundled x265 —
 the closest PyPI stand-in for BPG, with BPG's 4:4:4 — and JPEG XL (libjxl) and JPEG 2000 (OpenJPEG)
 through imagecodecs.  BPG (``bpgenc``/``bpgdec``) and VTM (``EncoderApp``/``DecoderApp`` +
-``$VTM_CFG``) only when their binaries are on PATH, with the paper's settings (protocol §5);
+``$VTM_CFG``) only when their binaries are on PATH, with the paper's settings ([Li2024] Sec. IV-B);
 CompressAI zoo models only when their weights are in torch hub's cache or downloadable.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Bjøntegaard delta rate and delta metric (VCEG-M33; PCHIP as in the JVET CTC sheets / CompressAI).
 
-Eval protocol §6: with r = ln(bpp), fit r(D) for anchor and test through points sorted by the
+With r = ln(bpp), fit r(D) for anchor and test through points sorted by the
 quality D, integrate both over the overlap of their D ranges, and BD-rate = exp(mean Δr) − 1.
 Lower-is-better metrics (LPIPS, DISTS, FID, KID, NIQE) are negated first so D rises with rate.
 BD-metric swaps the axes: D(r) integrated over the common log-rate interval, mean D difference.

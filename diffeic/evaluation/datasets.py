@@ -1,6 +1,6 @@
 """Evaluation datasets: Kodak, Tecnick, CLIC2020 (downloaded and cached), bundled samples, any folder.
 
-Preprocessing follows the paper (eval protocol §1): Kodak at native size and orientation; Tecnick
+Preprocessing follows the paper ([Li2024] Sec. IV-A): Kodak at native size and orientation; Tecnick
 and CLIC2020 resized so the shorter side is 768 px (torchvision bilinear with antialiasing, as the
 CDC code the paper cites) and centre-cropped to 768×768.  Images are handed out as uint8 RGB
 ``(H, W, 3)`` arrays, loaded lazily so a 428-image set does not sit in memory.

@@ -1,4 +1,4 @@
-"""FID and KID on 256×256 patches, HiFiC-style "FID/256" (eval protocol §4.6).
+"""FID and KID on 256×256 patches, HiFiC-style "FID/256" (Mentzer et al. 2020).
 
 Patches: the 256-px grid from (0, 0), plus — when both sides are ≥ 384 — the grid shifted by
 128 px; remainders are discarded (768² → 13 patches, 768×512 → 8).  Features: torch-fidelity's

@@ -1,4 +1,4 @@
-"""Per-image quality metrics on 8-bit RGB images (eval protocol §4), from maintained libraries.
+"""Per-image quality metrics on 8-bit RGB images ([Li2024] Sec. IV-A), from maintained libraries.
 
 Every function takes ``uint8`` arrays ``(H, W, 3)`` — reconstructions are quantised to 8 bit (as
 saved to PNG) before they are measured.  Learned metrics whose backbone weights are unavailable
@@ -38,14 +38,14 @@ def to_tensor(a: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor
 
 
 def psnr(ref: np.ndarray, rec: np.ndarray) -> float:
-    """PSNR in dB on 8-bit RGB: MSE over all pixels and channels (protocol §4.1); ``inf`` if identical."""
+    """PSNR in dB on 8-bit RGB: MSE over all pixels and channels; ``inf`` if identical."""
     _check_pair(ref, rec)
     mse = float(np.mean((ref.astype(np.float64) - rec.astype(np.float64)) ** 2))
     return math.inf if mse == 0 else 10.0 * math.log10(255.0 ** 2 / mse)
 
 
 def ms_ssim(ref: np.ndarray, rec: np.ndarray) -> float:
-    """5-scale MS-SSIM on RGB (channels averaged, pytorch-msssim, data_range 255; protocol §4.2).
+    """5-scale MS-SSIM on RGB (channels averaged, pytorch-msssim, data_range 255).
 
     Images whose shorter side is below :data:`MS_SSIM_MIN_SIDE` cannot be downsampled 4 times with
     an 11-px window: ``nan`` is returned (the caller notes why) instead of raising.
@@ -108,7 +108,7 @@ class MetricSuite:
         net = lpips.LPIPS(net="alex", verbose=False).eval().to(self.device)
 
         def run(ref: np.ndarray, rec: np.ndarray) -> float:
-            # LPIPS v0.1 expects inputs in [-1, 1]; full resolution (protocol §4.3).
+            # LPIPS v0.1 expects inputs in [-1, 1]; full resolution.
             with torch.no_grad():
                 return float(net(to_tensor(ref, self.device) * 2 - 1, to_tensor(rec, self.device) * 2 - 1))
         return run
@@ -126,7 +126,7 @@ class MetricSuite:
         model = model.eval().to(self.device)
 
         def run(ref: np.ndarray, rec: np.ndarray) -> float:
-            # Full resolution, no 256-px resize (protocol §4.4).
+            # Full resolution, no 256-px resize.
             with torch.no_grad():
                 return float(model(to_tensor(ref, self.device), to_tensor(rec, self.device)))
         return run

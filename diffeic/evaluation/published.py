@@ -1,7 +1,8 @@
 """Published rate–distortion points (package data ``diffeic/data/published_rd.csv``).
 
 Columns: ``dataset,method,point,bpp,psnr,ms_ssim,lpips,dists,fid,kid,niqe,ssim,source,note``;
-an empty cell means "not reported".  Sources and caveats: ``eval_protocol.md`` §7.
+an empty cell means "not reported".  Sources and caveats: the ``source`` and ``note``
+columns (mainly huai-chang/DiffEIC ``indicators/results.xlsx`` @c689ca7).
 """
 from __future__ import annotations
 

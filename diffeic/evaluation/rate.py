@@ -1,4 +1,4 @@
-"""Rate from real files (eval protocol §3): bits of the file on disk over the image's pixels."""
+"""Rate from real files (as the official code): bits of the file on disk over the image's pixels."""
 from __future__ import annotations
 
 import os

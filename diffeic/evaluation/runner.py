@@ -141,7 +141,7 @@ def _rate_points(codec: Any, point: str, rates: Optional[List[float]]) -> List[T
 
 
 def _to_uint8(x: torch.Tensor) -> np.ndarray:
-    """(3,H,W) float in [0,1] → uint8 (H,W,3), rounded as when saved to PNG (protocol §4)."""
+    """(3,H,W) float in [0,1] → uint8 (H,W,3), rounded as when saved to PNG."""
     return (x.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy())
 
 

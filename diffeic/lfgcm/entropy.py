@@ -1,9 +1,10 @@
-"""The entropy model of the LFGCM: factorised z + channel-slice × checkerboard Gaussian y (spec §4).
+"""The entropy model of the LFGCM: factorised z + channel-slice × checkerboard Gaussian y ([Li2024] Sec. III-B).
 
 ``z`` uses compressai's ``EntropyBottleneck``; ``y`` is split into uneven channel slices, each coded
 in two checkerboard passes (anchors = positions with (i+j) odd, then non-anchors) whose Gaussian
 parameters come from the hyper parameters ψ, a channel context over all earlier slices and, for
-non-anchors, a spatial context over the slice's decoded anchors (ELIC's SCCTX, as in DiffEIC).
+non-anchors, a spatial context over the slice's decoded anchors (ELIC's SCCTX [He2022] with checkerboard
+passes [He2021], as in DiffEIC).
 
 Differences from compressai's composed latent codecs, on purpose:
 * DiffEIC's channel context sees *all* previous slices and its parameter nets take
@@ -12,6 +13,15 @@ Differences from compressai's composed latent codecs, on purpose:
   each stream costs flush bytes and a Kodak image at 0.02 bpp is only ~1 KB;
 * coding computes σ and μ with the exact integer twin of the parameter networks
   (:mod:`diffeic.lfgcm.exact`), so any device decodes what any other device encoded.
+
+References:
+[Li2024] Z. Li, Y. Zhou, H. Wei, C. Ge, J. Jiang, "Toward Extreme Image Compression with Latent Feature
+    Guidance and Diffusion Prior", IEEE TCSVT 35(1):888–899, 2025 (arXiv:2404.18820, "Towards …").
+    "official ``path``" names a file of the authors' implementation, github.com/huai-chang/DiffEIC.
+[He2022] D. He, Z. Yang, W. Peng, R. Ma, H. Qin, Y. Wang, "ELIC: Efficient Learned Image Compression with
+    Unevenly Grouped Space-Channel Contextual Adaptive Coding", CVPR 2022.
+[He2021] D. He, Y. Zheng, B. Sun, Y. Wang, H. Qin, "Checkerboard Context Model for Efficient Learned Image
+    Compression", CVPR 2021.
 """
 from __future__ import annotations
 
@@ -66,7 +76,7 @@ def channel_context(in_ch: int, out_ch: int, hidden: Tuple[int, int]) -> Fusion:
 
 
 def checkerboard_masks(h: int, w: int, device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Boolean (h, w) masks: anchors where (i+j) is odd, non-anchors where it is even (spec §4.2)."""
+    """Boolean (h, w) masks: anchors where (i+j) is odd, non-anchors where it is even (official ``utils/ckbd.py``)."""
     ij = torch.arange(h, device=device)[:, None] + torch.arange(w, device=device)[None, :]
     anchor = (ij % 2) == 1
     return anchor, ~anchor
@@ -357,7 +367,7 @@ class SliceCheckerboardEntropyModel(CompressionModel):
         """Quantised latents and their likelihoods, with the coder's values.
 
         In training mode the likelihoods use additive uniform noise (the rate term) while the values
-        passed on use mean-shifted straight-through rounding (spec §4.4); in eval mode both use hard
+        passed on use mean-shifted straight-through rounding (official ``LFGCM.forward``); in eval mode both use hard
         rounding, so ``-log2`` of the likelihoods is the rate the coder will spend (up to CDF precision).
 
         Training codes the way the coder codes: σ and μ are those of the exact integer twin
@@ -411,7 +421,7 @@ class SliceCheckerboardEntropyModel(CompressionModel):
 
     @torch.no_grad()
     def official_strings(self, y: torch.Tensor, z: torch.Tensor) -> Tuple[bytes, bytes]:
-        """The same symbols as :meth:`encode_latents`, coded as the official file stores them (spec §4.7):
+        """The same symbols as :meth:`encode_latents`, coded as the official ``write_body`` stores them:
         ``(y_string, z_string)``, each its own rANS stream.  For rate comparisons only (evaluation's
         ``bpp_official``); ``(ŷ, ẑ)`` from a decoded stream give the same strings as ``(y, z)``.
         """

@@ -1,4 +1,4 @@
-"""Building blocks of the LFGCM (spec §3.1): convolutions, residual blocks, SFT layers.
+"""Building blocks of the LFGCM ([Li2024] Sec. III-B): convolutions, residual blocks, SFT layers.
 
 Attribute names follow the official implementation (``conv1``, ``branch``, ``mlp_shared``,
 ``norm_0`` …) so that published weights map onto these modules one to one.

@@ -1,4 +1,4 @@
-"""LFGCM: the latent-feature-guided compression module (spec §3–4).
+"""LFGCM: the latent-feature-guided compression module ([Li2024] Sec. III-B).
 
 ``x`` (and its SD-VAE latent ``z_g`` as guidance) → ``y`` → ``z`` → one rANS string; the decoder
 rebuilds ``ŷ, ẑ`` from the string and synthesises the content variables ``z_c``.  Inputs must be
@@ -6,6 +6,11 @@ padded to multiples of 64 (the codec does that).
 
 A variable-rate LFGCM (``cfg.rate`` set) takes a rate parameter ``rate`` (q) in every pass and applies
 gain units to y (:mod:`.rate`); a fixed-rate one refuses it.
+
+References:
+[Li2024] Z. Li, Y. Zhou, H. Wei, C. Ge, J. Jiang, "Toward Extreme Image Compression with Latent Feature
+    Guidance and Diffusion Prior", IEEE TCSVT 35(1):888–899, 2025 (arXiv:2404.18820, "Towards …").
+    "official ``path``" names a file of the authors' implementation, github.com/huai-chang/DiffEIC.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Analysis, synthesis and hyper transforms of the LFGCM, and the extraction network f_c (spec §3.2–3.5).
+"""Analysis, synthesis and hyper transforms of the LFGCM, and the extraction network f_c ([Li2024] Sec. III-B).
 
 The encoder side is guided by the SD-VAE latent ``z_g`` through SFT layers; the decoder side,
 which never sees ``z_g``, is guided by ``w = f_c(ẑ)`` concatenated with ``ŷ``.

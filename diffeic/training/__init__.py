@@ -1,4 +1,4 @@
-"""Training DiffEIC with Lightning (spec §7): module, data, callbacks, CLI (``train.py``)."""
+"""Training DiffEIC with Lightning ([Li2024] Sec. IV-A): module, data, callbacks, CLI (``train.py``)."""
 from .backbone import BackbonePretrainModule
 from .callbacks import ExportCallback, ExportConflictError
 from .data import CropSpec, DatasetNotFoundError, DiffEICDataModule, RandomCropDataset, paper_crop

@@ -1,4 +1,4 @@
-"""Callbacks: export a ``DiffEICCodec.from_pretrained`` folder during and after training (spec §7.3)."""
+"""Callbacks: export a ``DiffEICCodec.from_pretrained`` folder during and after training ([Li2024] Sec. IV-A)."""
 from __future__ import annotations
 
 import uuid

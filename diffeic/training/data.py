@@ -1,6 +1,6 @@
 """Training and validation data: image folders, the paper's crop augmentation, a resumable sampler.
 
-Augmentation (spec §7.4, official ``utils/image/common.py`` ``random_crop_arr``): short side ``S``
+Augmentation ([Li2024] Sec. IV-A; official ``utils/image/common.py`` ``random_crop_arr``): short side ``S``
 uniform in the integers ``[short_min, short_max]`` → halve with a BOX filter while the short side
 is ≥ 2S → BICUBIC resize so the short side is ``S`` → uniform random ``crop×crop`` crop → random
 horizontal flip (p = 0.5) → float in [0, 1].  Because the short side is always resized to
@@ -43,7 +43,7 @@ class DatasetNotFoundError(FileNotFoundError):
 
 
 def lsdir_help(root: Union[str, Path]) -> str:
-    return (f"no training images found under {str(root)!r}. DiffEIC trains on LSDIR (84,991 images, spec §7.4): "
+    return (f"no training images found under {str(root)!r}. DiffEIC trains on LSDIR (84,991 images): "
             f"get it from {LSDIR_SITE} or the Hugging Face dataset {LSDIR_HF_REPO!r} (e.g. `huggingface-cli "
             f"download {LSDIR_HF_REPO} --repo-type dataset --local-dir data/LSDIR`, then extract the archives), or "
             f"run once online with --data.download true. Put it under data/LSDIR (or anywhere) and pass "
@@ -119,7 +119,7 @@ def download_lsdir(dest: Union[str, Path]) -> Path:
 
 @dataclass(frozen=True)
 class CropSpec:
-    """Paper crop (spec §7.4): ``size`` crop from an image whose short side is resized to S ∈ [short_min, short_max]."""
+    """Paper crop: ``size`` crop from an image whose short side is resized to S ∈ [short_min, short_max]."""
 
     size: int = 512
     short_min: int = 512
@@ -128,8 +128,7 @@ class CropSpec:
 
     def __post_init__(self) -> None:
         if self.size % PAD_MULTIPLE:
-            raise ValueError(f"crop size {self.size} must be a multiple of {PAD_MULTIPLE} (the LFGCM's stride, "
-                             f"spec §3)")
+            raise ValueError(f"crop size {self.size} must be a multiple of {PAD_MULTIPLE} (the LFGCM's stride)")
         if not self.size <= self.short_min <= self.short_max:
             raise ValueError(f"need crop size ≤ short_min ≤ short_max, got {self.size}, {self.short_min}, "
                              f"{self.short_max}")
@@ -152,7 +151,7 @@ def _bounded_aspect(img: Image.Image, rng: random.Random) -> Image.Image:
 
 
 def paper_crop(img: Image.Image, spec: CropSpec, rng: random.Random) -> torch.Tensor:
-    """One augmented ``(3, size, size)`` float tensor in [0, 1] (spec §7.4)."""
+    """One augmented ``(3, size, size)`` float tensor in [0, 1] ([Li2024] Sec. IV-A)."""
     img = _bounded_aspect(img, rng)
     s = rng.randint(spec.short_min, spec.short_max)
     # BOX halving first (cheap, alias-free), then one bicubic resize to the exact short side.
@@ -271,7 +270,7 @@ class ResumableDistributedSampler(DistributedSampler):
 # --------------------------------------------------------------------------- data module
 
 class DiffEICDataModule(LightningDataModule):
-    """LSDIR-style training crops + a real-bitstream validation set (spec §7.4).
+    """LSDIR-style training crops + a real-bitstream validation set ([Li2024] Sec. IV-A).
 
     Args:
         root: folder of training images (recursive; e.g. ``data/LSDIR``), or ``samples`` for the
@@ -342,7 +341,7 @@ class DiffEICDataModule(LightningDataModule):
     def val_dataloader(self) -> List[DataLoader]:
         if self.val_set is None or len(self.val_set) == 0:
             return []
-        # Images differ in size: batch 1, as the official validation (spec §7.3).
+        # Images differ in size: batch 1, as the official validation.
         return DataLoader(self.val_set, batch_size=1, shuffle=False, num_workers=min(self.hparams.num_workers, 2))
 
     # Lightning stores these in its checkpoint under this class's name.

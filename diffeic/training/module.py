@@ -1,6 +1,6 @@
 """The DiffEIC LightningModule: losses, optimisation, divergence guard, real-bitstream validation.
 
-One training step (spec §2, §6, §7.1)::
+One training step ([Li2024] Eq. (13); official ``p_losses``)::
 
     z0    = 0.18215 · VAE posterior sample of x          (frozen, no grad; guidance, target, alignment target)
     out   = LFGCM(x, z0)                                  (noisy likelihoods, STE-rounded ŷ → z_c)
@@ -8,7 +8,7 @@ One training step (spec §2, §6, §7.1)::
     ε̂     = UNet_ctrl(z_t, t, c_empty, z_c)               (grads flow through the frozen UNet)
     loss  = 1.0·MSE(ε, ε̂) + λ·bpp + 2.0·MSE(z_c, z0);   aux = LFGCM.aux_loss()
 
-Optimisation (spec §4.5, §7.2): AdamW(lr, wd 0.01) on the LFGCM (minus ``quantiles``) and the
+Optimisation (official ``configure_optimizers``): AdamW(lr, wd 0.01) on the LFGCM (minus ``quantiles``) and the
 control module, AdamW(1e-3, wd 0.01) on the ``quantiles``.  They are two *parameter groups* of one
 AdamW, stepped with one backward of ``loss + aux``: Adam's statistics are per parameter, the aux loss
 reaches only the quantiles (compressai stops its gradient elsewhere) and the main loss never
@@ -48,7 +48,7 @@ _DERIVED = frozenset("codec.lfgcm." + name for name in LFGCM.coding_table_names(
 
 
 class TrainingDiverged(RuntimeError):
-    """Raised after too many consecutive non-finite steps (spec §10, issues #6/#14)."""
+    """Raised after too many consecutive non-finite steps (huai-chang/DiffEIC issues #6, #14)."""
 
 
 def build_codec(preset: str, init_from: Optional[str] = None, sd_path: Optional[str] = None,
@@ -58,11 +58,11 @@ def build_codec(preset: str, init_from: Optional[str] = None, sd_path: Optional[
     ``rate`` (``{lmbda_min, lmbda_max, levels}``, :class:`RateConfig`) replaces a variable-rate preset's
     λ range; a fixed-rate preset refuses it.
 
-    * ``init_from`` (stage 2, spec §7.3): a checkpoint folder; weights only.  A variable-rate
+    * ``init_from`` (stage 2, [Li2024] Sec. IV-A): a checkpoint folder; weights only.  A variable-rate
       ``preset`` (``tiny_vr``, ``sd21_vr``) over a fixed-rate folder adds freshly initialised gain units.
     * otherwise ``preset`` (name or YAML): random trainable parts; for presets with pretrained frozen
       parts (``sd21``) the VAE/UNet/embedding are SD2.1-base from ``sd_path`` and the control module is
-      crop-initialised from that UNet (spec §5.3).  A preset without published weights (``tiny``) given
+      crop-initialised from that UNet (as the official code).  A preset without published weights (``tiny``) given
       an ``sd_path`` uses that backbone folder instead of random frozen parts (the shipped demo model's
       prior, :mod:`.backbone`); the path is recorded in the model's config.
     """
@@ -117,7 +117,7 @@ def _autocast_off(device: torch.device) -> contextlib.AbstractContextManager:
 def training_losses(codec: DiffEICCodec, noise_scheduler: Any, x: Tensor, lmbda: float,
                     l_simple_weight: float = 1.0, l_guide_weight: float = 2.0, t: Optional[Tensor] = None,
                     noise: Optional[Tensor] = None, rate: Optional[float] = None) -> Dict[str, Tensor]:
-    """All loss terms for a batch ``x`` (B,3,H,W) in [0,1] (spec §7.1); ``t``/``noise`` may be fixed.
+    """All loss terms for a batch ``x`` (B,3,H,W) in [0,1] ([Li2024] Eq. (13)); ``t``/``noise`` may be fixed.
 
     The one definition of the objective: the trainer and ``benchmarks/bench_train.py`` both call it.
     Precision: only the frozen UNet with the control module follows the trainer's autocast (bf16 under
@@ -138,7 +138,7 @@ def training_losses(codec: DiffEICCodec, noise_scheduler: Any, x: Tensor, lmbda:
         q = rate                      # None, or a fixed-rate model's clear refusal below
     with _autocast_off(x.device):
         with torch.no_grad():
-            z0 = codec.backbone.encode(x, sample=True)           # posterior *sample* in training (spec §2)
+            z0 = codec.backbone.encode(x, sample=True)  # posterior *sample* in training (official ``get_input``)
         out = codec.lfgcm(x, z0, rate=q)
         z_c = out["z_c"]
         if t is None:
@@ -150,7 +150,7 @@ def training_losses(codec: DiffEICCodec, noise_scheduler: Any, x: Tensor, lmbda:
     eps_hat = codec.control(codec.backbone.unet, z_t, t.to(x.device), context, z_c)
     with _autocast_off(x.device):
         l_ne = F.mse_loss(eps_hat.float(), noise.float())
-        # Noisy likelihoods (training mode), bits over the crop's pixels (spec §7.1 L_rate).
+        # Noisy likelihoods (training mode), bits over the crop's pixels ([Li2024] Eq. (13), L_rate).
         bits = sum(-torch.log2(lik.float()).sum() for lik in out["likelihoods"].values())
         bpp = bits / (b * h * w)
         l_sa = F.mse_loss(z_c.float(), z0.float())
@@ -162,12 +162,12 @@ def training_losses(codec: DiffEICCodec, noise_scheduler: Any, x: Tensor, lmbda:
 
 
 class DiffEICModule(LightningModule):
-    """Trains the LFGCM + control module of a :class:`~diffeic.DiffEICCodec` (spec §7).
+    """Trains the LFGCM + control module of a :class:`~diffeic.DiffEICCodec` ([Li2024] Sec. IV-A).
 
     Args:
         preset: preset name (``tiny``, ``sd21``) or a model YAML (ignored with ``init_from``).
         init_from: a checkpoint folder (``save_pretrained`` / the export callback) to start from,
-            weights only with a fresh optimiser (stage 2, spec §7.3).
+            weights only with a fresh optimiser (stage 2, [Li2024] Sec. IV-A).
         sd_path: SD2.1-base weights (hub id, diffusers folder or single file) for ``sd21``.
         lmbda: rate weight λ (``l_bpp_weight``; 1, 2, 4, 8, 16 in the paper).  Variable-rate models
             (``tiny_vr``, ``sd21_vr``) draw λ per batch from their ``lfgcm.rate`` range instead.
@@ -193,7 +193,7 @@ class DiffEICModule(LightningModule):
                  seed: Optional[int] = None) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.automatic_optimization = False     # needed to skip non-finite steps (spec §10)
+        self.automatic_optimization = False     # needed to skip non-finite steps (huai-chang/DiffEIC issues #6, #14)
         self.codec = build_codec(preset, init_from, sd_path, rate)
         # Codecs are built in eval mode, and Lightning (>= 2.2) keeps each submodule's mode: without this the
         # LFGCM would train on hard-rounded likelihoods, whose rate has no gradient through y or z, and its
@@ -212,7 +212,7 @@ class DiffEICModule(LightningModule):
 
     # ------------------------------------------------------------------ parameters
     def parameter_groups(self) -> Tuple[List[torch.nn.Parameter], List[torch.nn.Parameter]]:
-        """``(main, aux)``: LFGCM except ``*.quantiles`` + control module; the ``quantiles`` (spec §4.5)."""
+        """``(main, aux)``: LFGCM except ``*.quantiles`` + control module; the ``quantiles``."""
         main = [p for n, p in self.codec.lfgcm.named_parameters() if not n.endswith(".quantiles")]
         main += list(self.codec.control.parameters())
         aux = [p for n, p in self.codec.lfgcm.named_parameters() if n.endswith(".quantiles")]
@@ -275,7 +275,7 @@ class DiffEICModule(LightningModule):
                     f"training diverged: {self.consecutive_skips} consecutive steps with a non-finite loss or gradient "
                     f"(last at optimiser step {self.global_step}). None of them changed the weights, and no "
                     f"checkpoint was written after them: resume from the last checkpoint (--ckpt_path), e.g. with a "
-                    f"lower --model.lr or --model.l_guide_weight (spec §10, official issues #6/#14).")
+                    f"lower --model.lr or --model.l_guide_weight (huai-chang/DiffEIC issues #6, #14).")
             warnings.warn(msg, RuntimeWarning, stacklevel=1)
         return losses["loss"].detach()
 
@@ -325,7 +325,7 @@ class DiffEICModule(LightningModule):
         self.codec.lfgcm.update(force=True)
 
     def validation_step(self, batch: Tensor, batch_idx: int) -> Dict[str, float]:
-        """compress → bytes → decompress (few steps) → real bpp and PSNR (spec §7.3, design: real bitstreams)."""
+        """compress → bytes → decompress (few steps) → real bpp and PSNR."""
         x = batch[0].float().clamp(0, 1)
         # Coding must not run under the trainer's autocast: the entropy path is exact fp32 by design.
         with torch.autocast(device_type=self.device.type, enabled=False):

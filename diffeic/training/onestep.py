@@ -1,4 +1,4 @@
-"""Training the one-step decoder (issue #19): a stage of its own, after DiffEIC stage 2.
+"""Training the one-step decoder: a stage of its own, after DiffEIC stage 2.
 
     python train.py fit --config configs/tiny_onestep.yaml --model.init_from runs/tiny/export
 

@@ -1,4 +1,4 @@
-"""Perceptual training losses with an honest offline fallback (issue #19).
+"""Perceptual training losses with an honest offline fallback.
 
 ``build_perceptual_loss(name)`` → ``(used_name, loss_fn)`` with ``loss_fn(x_hat, x)`` on images in [0, 1]:
 
