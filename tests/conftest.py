@@ -32,3 +32,14 @@ def tiny_codec():
     from diffeic import DiffEICCodec
 
     return DiffEICCodec.from_config("tiny")
+
+
+SLOW_TIMEOUT_S = 3 * 3600
+
+
+def pytest_collection_modifyitems(config, items):
+    # The 300 s default guards the default suite against hangs; `slow` runs are training jobs and
+    # full-size builds that take tens of minutes on 2 cores, so they get a long guard unless they set their own.
+    for item in items:
+        if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT_S))
