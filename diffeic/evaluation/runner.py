@@ -102,14 +102,12 @@ def _load_models(cfg: EvalConfig, device: str) -> List[OurModel]:
         if not hasattr(codec, "fast_decoder"):        # HiFiC / refine: no sampler; steps and seed if they sample
             out.append(_other_family_model(cfg, codec, name, source, label))
             continue
-        d = codec.config.sampler
+        s = codec.resolve_settings(None, cfg.steps, cfg.seed, cfg.sampler)   # refused here, before any coding
         overrides = [f"{k}={v}" for k, v in (("steps", cfg.steps), ("sampler", cfg.sampler), ("seed", cfg.seed))
                      if v is not None]
         point = ",".join([name, *overrides])
-        sampler, steps = cfg.sampler or d.name, cfg.steps or d.steps
-        seed = cfg.seed if cfg.seed is not None else d.seed
-        setting = f"sampler={sampler};steps={steps};seed={seed}+index"
-        out += [OurModel(codec, p, setting, label, trained, source, sampler, steps, seed, q)
+        setting = f"sampler={s.name};steps={s.steps};seed={s.seed}+index"
+        out += [OurModel(codec, p, setting, label, trained, source, s.name, s.steps, s.seed, q)
                 for p, q in _rate_points(codec, point, cfg.rates)]
     return out
 
