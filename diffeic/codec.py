@@ -25,7 +25,8 @@ from .bitstream import (MAX_SIDE, NON_FINITE_STREAM, SAMPLER_IDS, BitstreamError
 from .config import SEED_LIMIT, DiffEICConfig, SamplerConfig, check_int, get_config
 from .diffusion.backbone import FrozenBackbone
 from .diffusion.control import ControlModule
-from .diffusion.fast import FastDecoder, FastOptions, vae_tiling
+from .diffusion.decoder import DecodeOptions, Decoder
+from .diffusion.fast import vae_tiling
 from .diffusion.onestep import OneStepConfig, OneStepDecoder
 from .diffusion.sampling import check_steps, sampler_limit
 from .lfgcm import LFGCM, PAD_MULTIPLE
@@ -73,6 +74,9 @@ class DiffEICCodec(nn.Module):
     #: Largest image (in pixels) that compress/decompress accept; streams declaring more are refused
     #: before any allocation. Raise it on a machine with the memory for bigger images.
     max_pixels: int = 64 * 1024 * 1024
+    #: Run the guidance VAE encoder in tiles for every image, not only above the decoder's ``auto_tile_pixels``
+    #: (``optimize(vae_tiling=True)``): less memory, a slightly different stream.
+    encoder_tiling: bool = False
 
     def __init__(self, config: DiffEICConfig, lfgcm: LFGCM, backbone: FrozenBackbone, control: ControlModule,
                  trained: bool = False, onestep: Optional[OneStepDecoder] = None) -> None:
@@ -298,12 +302,12 @@ class DiffEICCodec(nn.Module):
     def _guidance(self, x_pad: torch.Tensor) -> torch.Tensor:
         """The VAE latent ``z_g`` that guides the LFGCM encoder: the posterior mode at inference, as the official code.
 
-        Above ``FastOptions.auto_tile_pixels`` (and whenever ``vae_tiling`` is on) the VAE encoder runs
+        Above ``DecodeOptions.auto_tile_pixels`` (and whenever :attr:`encoder_tiling` is on) the VAE encoder runs
         in tiles, so a 4K image does not need tens of GB for its full-resolution activations.  Only the
         encoder sees ``z_g``, so this changes which stream is written, never whether it decodes.
         """
         opts = self.fast_decoder().options
-        tiled = opts.vae_tiling or opts.exceeds_auto_tile(x_pad.shape[-2] * x_pad.shape[-1])
+        tiled = self.encoder_tiling or opts.exceeds_auto_tile(x_pad.shape[-2] * x_pad.shape[-1])
         with vae_tiling(self.backbone.vae, opts.vae_tile_pixels, enabled=tiled):
             return self.backbone.encode(x_pad)
 
@@ -534,7 +538,7 @@ class DiffEICCodec(nn.Module):
         ``seed``: one seed for the batch, or one per batch item (then each item is decoded exactly as
         it would be alone with its seed), or a CPU ``torch.Generator`` used as is.  Runs with the options
         of :meth:`optimize` (default: plain float32; latent + VAE tiling above
-        ``FastOptions.auto_tile_pixels``, 1024×1024 padded pixels).
+        ``DecodeOptions.auto_tile_pixels``, 1024×1024 padded pixels).
         """
         if isinstance(seed, torch.Generator):
             generator = seed
@@ -571,37 +575,42 @@ class DiffEICCodec(nn.Module):
             self.__dict__["_default_one_step"] = default
         return default
 
-    def one_step_fast_decoder(self) -> FastDecoder:
-        """The :class:`FastDecoder` of the one-step mode: the one-step control module, :meth:`optimize`'s options."""
+    def one_step_fast_decoder(self) -> Decoder:
+        """The :class:`~diffeic.Decoder` of the one-step mode: the one-step control module and :meth:`optimize`'s
+        options."""
         one_step = self.one_step_decoder()
         options = self.fast_decoder().options
         decoder = self.__dict__.get("_one_step_fast")
         if decoder is None or decoder.control is not one_step.control or decoder.backbone is not self.backbone \
                 or decoder.options is not options:
             # configure(): memory format and attention of the one-step control module follow the options too
-            decoder = FastDecoder(self.backbone, one_step.control, options).configure()
+            decoder = Decoder(self.backbone, one_step.control, options).configure()
             self.__dict__["_one_step_fast"] = decoder
         return decoder
 
     # ------------------------------------------------------------------ speed
-    def fast_decoder(self) -> FastDecoder:
-        """The decoder :meth:`generate` uses (set by :meth:`optimize`; plain options until then)."""
+    def fast_decoder(self) -> Decoder:
+        """The :class:`~diffeic.Decoder` :meth:`generate` uses (set by :meth:`optimize`; plain options until then)."""
         decoder = getattr(self, "_fast_decoder", None)
         if decoder is None or decoder.backbone is not self.backbone or decoder.control is not self.control:
-            decoder = self._fast_decoder = FastDecoder(self.backbone, self.control, FastOptions())
+            decoder = self._fast_decoder = Decoder(self.backbone, self.control, DecodeOptions())
         return decoder
 
-    def optimize(self, options: Optional[FastOptions] = None, **kwargs: Any) -> "DiffEICCodec":
+    def optimize(self, options: Optional[DecodeOptions] = None, *, vae_tiling: Optional[bool] = None,
+                 **kwargs: Any) -> "DiffEICCodec":
         """Switch decoding fast paths on or off: ``codec.optimize(dtype="bf16", channels_last=True, cuda_graphs=True)``.
 
-        Takes a :class:`~diffeic.diffusion.fast.FastOptions` or its fields as keywords;
+        Takes a :class:`~diffeic.DecodeOptions` or its fields as keywords;
         ``codec.optimize()`` restores the plain path.  Only the diffusion decoder and the VAE are
         affected — the LFGCM's entropy coding always runs its exact float32/integer path, so
-        streams stay bit-identical across settings and devices.  ``vae_tiling=True`` (and, by default, any image above
-        ``auto_tile_pixels``) also tiles the VAE *encoder*, which changes the stream written, not its decoding.
+        streams stay bit-identical across settings and devices.  ``vae_tiling`` sets :attr:`encoder_tiling`
+        (kept when not given): the VAE *encoder* then runs tiled for every image, as it does by default above
+        ``auto_tile_pixels``, which changes the stream written, not its decoding.
         """
-        opts = FastOptions(**kwargs) if options is None else dataclasses.replace(options, **kwargs)
-        self._fast_decoder = FastDecoder(self.backbone, self.control, opts).configure()
+        opts = DecodeOptions(**kwargs) if options is None else dataclasses.replace(options, **kwargs)
+        self._fast_decoder = Decoder(self.backbone, self.control, opts).configure()
+        if vae_tiling is not None:
+            self.encoder_tiling = bool(vae_tiling)
         return self
 
     @torch.no_grad()
