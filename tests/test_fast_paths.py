@@ -291,3 +291,29 @@ def test_large_images_tile_the_vae_encoder_and_still_decode(monkeypatch):
         codec.optimize()
     assert y.shape == (3, 150, 200) and torch.isfinite(y).all()
     assert DiffEICCodec.inspect(big)["height"] == DiffEICCodec.inspect(small)["height"] == 150
+
+
+def test_the_encoders_vae_tiling_is_the_codecs_not_a_decode_option(monkeypatch):
+    """``optimize(vae_tiling=True)`` tiles the guidance VAE encoder of every image (codec.encoder_tiling);
+    the decoder's options have no such field, and the setting survives a change of decode options."""
+    import dataclasses
+
+    import diffeic
+    from diffeic.diffusion import decoder as decoder_module
+
+    assert "vae_tiling" not in {f.name for f in dataclasses.fields(DecodeOptions)}
+    assert (diffeic.Decoder, diffeic.DecodeOptions) == (Decoder, DecodeOptions)
+    assert (decoder_module.FastDecoder, decoder_module.FastOptions) == (Decoder, DecodeOptions)   # deprecated
+    codec = DiffEICCodec.from_config("tiny")
+    calls = []
+    original = type(codec.backbone.vae)._tiled_encode
+    monkeypatch.setattr(type(codec.backbone.vae), "_tiled_encode", lambda vae, x: calls.append(1) or original(vae, x))
+    x = torch.rand(3, 100, 130, generator=gen(3))
+    plain = codec.compress(x)
+    codec.optimize(vae_tiling=True, vae_tile_pixels=64)
+    codec.optimize(codec.fast_decoder().options, dtype=None)          # kept when not given
+    assert codec.encoder_tiling and not calls
+    tiled = codec.compress(x)
+    assert calls and tiled != plain
+    codec.optimize(vae_tiling=False)
+    assert codec.compress(x) == plain
