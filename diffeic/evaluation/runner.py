@@ -117,12 +117,11 @@ def _other_family_model(cfg: EvalConfig, codec: Any, name: str, source: str, lab
     if cfg.sampler is not None or (not defaults and (cfg.steps is not None or cfg.seed is not None)):
         raise ValueError(f"--sampler/--steps/--seed do not apply to {name}: a {codec.family} decoder takes "
                          f"{'steps and a seed only' if defaults else 'no settings'}")
-    steps = cfg.steps if cfg.steps is not None else defaults.get("steps")
-    seed = cfg.seed if cfg.seed is not None else defaults.get("seed")
+    s = codec.resolve_settings(None, cfg.steps, cfg.seed)
     overrides = [f"{k}={v}" for k, v in (("steps", cfg.steps), ("seed", cfg.seed)) if v is not None]
-    setting = f"steps={steps};seed={seed}+index" if defaults else "deterministic"
+    setting = f"steps={s['steps']};seed={s['seed']}+index" if s else "deterministic"
     return OurModel(codec, ",".join([name, *overrides]), setting, label, bool(codec.is_trained), source,
-                    None, steps, seed)
+                    None, s.get("steps"), s.get("seed"))
 
 
 def _rate_points(codec: Any, point: str, rates: Optional[List[float]]) -> List[Tuple[str, Optional[float]]]:
