@@ -421,8 +421,10 @@ class DiffEICCodec(nn.Module):
         d = self.config.sampler
         stored = header or StreamHeader(fingerprint="0" * 8, height=1, width=1)
         name = sampler or stored.sampler or d.name
-        limit = sampler_limit(name, self.config.schedule, d.fewstep_start)
-        n = next(v for v in (steps, stored.steps, 1 if limit == 1 else d.steps) if v is not None)
+        # A sampler with one possible count (onestep) takes it: neither the model's default count nor, on a caller's
+        # override of the sampler, the count the stream stored for its own sampler applies to it.
+        one = sampler_limit(name, self.config.schedule, d.fewstep_start) == 1
+        n = next(v for v in (steps, None if one and sampler else stored.steps, 1 if one else d.steps) if v is not None)
         try:
             check_steps(name, n, self.config.schedule, d.fewstep_start)
         except ValueError as err:

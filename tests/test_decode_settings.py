@@ -72,6 +72,7 @@ def test_resolution_order_is_override_then_header_then_model_default(tiny_codec)
         SamplerConfig("fewstep", 3, 9, d.fewstep_start)
     # onestep makes one network evaluation: the model's default step count does not apply to it.
     assert tiny_codec.resolve_settings(sampler="onestep").steps == 1
+    assert tiny_codec.resolve_settings(header, sampler="onestep").steps == 1     # the 7 steps were ddim's
     # A caller's override that does not fit the stream's settings is the caller's error, not the stream's.
     with pytest.raises(ValueError, match="8 steps for sampler 'onestep'") as err:
         tiny_codec.resolve_settings(header, steps=8, sampler="onestep")
