@@ -416,7 +416,6 @@ class DiffEICCodec(nn.Module):
         """
         if sampler is not None and sampler not in SAMPLER_IDS:
             raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLER_IDS)}")
-        steps = None if steps is None else check_int("steps", steps, 1)      # numpy ints yes, True no
         seed = None if seed is None else check_int("seed", seed, 0, SEED_LIMIT - 1)
         d = self.config.sampler
         stored = header or StreamHeader(fingerprint="0" * 8, height=1, width=1)
@@ -426,7 +425,7 @@ class DiffEICCodec(nn.Module):
         one = sampler_limit(name, self.config.schedule, d.fewstep_start) == 1
         n = next(v for v in (steps, None if one and sampler else stored.steps, 1 if one else d.steps) if v is not None)
         try:
-            check_steps(name, n, self.config.schedule, d.fewstep_start)
+            n = check_steps(name, n, self.config.schedule, d.fewstep_start)      # numpy ints yes, True no
         except ValueError as err:
             if header is not None and sampler is None and steps is None:
                 raise BitstreamError(f"corrupt header: {err}") from None
