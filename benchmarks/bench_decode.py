@@ -23,12 +23,12 @@ COLUMNS = ["preset", "device", "size", "sampler", "steps", "batch", "path", "ent
 
 
 def fast_options(device: torch.device, dtype: Optional[str] = None, **overrides):
-    """The optimised settings benchmarked: :meth:`FastOptions.for_device`, with an optional dtype override."""
-    from diffeic.diffusion.fast import FastOptions
+    """The optimised settings benchmarked: :meth:`DecodeOptions.for_device`, with an optional dtype override."""
+    from diffeic import DecodeOptions
 
     if dtype is not None:
         overrides["dtype"] = dtype
-    return FastOptions.for_device(device, **overrides)
+    return DecodeOptions.for_device(device, **overrides)
 
 
 def measure(codec, bits: Sequence[bytes], options, sampler: str, steps: int, repeats: int,
@@ -78,9 +78,9 @@ def run(preset: str = "tiny", device: str = "cpu", size=(512, 768), steps: int =
     bits = [codec.compress(common.smooth_image(h, w, seed=i).to(dev)) for i in range(batch)]
     base = {"preset": preset, "device": dev.type, "size": f"{w}x{h}", "sampler": sampler, "steps": steps,
             "batch": batch}
-    from diffeic.diffusion.fast import FastOptions
+    from diffeic import DecodeOptions
 
-    rows = [{**base, **measure(codec, bits, FastOptions(), sampler, steps, repeats, dev, "plain fp32")}]
+    rows = [{**base, **measure(codec, bits, DecodeOptions(), sampler, steps, repeats, dev, "plain fp32")}]
     if fast:
         opts = fast_options(dev, dtype)
         label = ", ".join(f"{k}={v}" for k, v in opts.__dict__.items()

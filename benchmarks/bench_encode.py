@@ -34,16 +34,16 @@ def measure(codec, x: torch.Tensor, options, repeats: int, device: torch.device,
 def run(preset: str = "tiny", device: str = "cpu", size=(512, 768), repeats: int = 3, fast: bool = True,
         codec=None) -> List[Dict[str, object]]:
     """Benchmark encoding; one row per path (plain, then optimised when ``fast``)."""
-    from diffeic.diffusion.fast import FastOptions
+    from diffeic import DecodeOptions
 
     dev = torch.device(device)
     codec = codec if codec is not None else common.build_codec(preset, dev)
     h, w = size
     x = common.smooth_image(h, w).to(dev)
     base = {"preset": preset, "device": dev.type, "size": f"{w}x{h}"}
-    rows = [{**base, **measure(codec, x, FastOptions(), repeats, dev, "plain fp32")}]
+    rows = [{**base, **measure(codec, x, DecodeOptions(), repeats, dev, "plain fp32")}]
     if fast:
-        opts = FastOptions(channels_last=dev.type == "cuda")
+        opts = DecodeOptions(channels_last=dev.type == "cuda")
         rows.append({**base, **measure(codec, x, opts, repeats, dev, f"channels_last={opts.channels_last}")})
     codec.optimize()
     plain_bits = rows[0]["_bits"]

@@ -53,20 +53,20 @@ def make_train_step(codec, batch: int, size, lam: float = 2.0, dtype: Optional[t
 def run(preset: str = "tiny", device: str = "cpu", size=(512, 512), batch: int = 2, repeats: int = 3,
         fast: bool = True, dtype: Optional[str] = None, codec=None) -> List[Dict[str, object]]:
     """Benchmark training steps; one row per path (plain, then optimised when ``fast``)."""
-    from diffeic.diffusion.fast import FastDecoder, FastOptions
+    from diffeic import DecodeOptions, Decoder
 
     dev = torch.device(device)
     codec = codec if codec is not None else common.build_codec(preset, dev)
     h, w = size
     base = {"preset": preset, "device": dev.type, "size": f"{w}x{h}", "batch": batch}
-    paths = [("plain fp32", FastOptions())]
+    paths = [("plain fp32", DecodeOptions())]
     if fast:
-        opts = FastOptions(dtype=dtype or ("bf16" if dev.type == "cuda" else None), channels_last=dev.type == "cuda")
+        opts = DecodeOptions(dtype=dtype or ("bf16" if dev.type == "cuda" else None), channels_last=dev.type == "cuda")
         paths.append((f"dtype={opts.dtype}, channels_last={opts.channels_last}", opts))
     rows = []
     try:
         for label, opts in paths:
-            FastDecoder(codec.backbone, codec.control, opts).configure()
+            Decoder(codec.backbone, codec.control, opts).configure()
             step = make_train_step(codec, batch, size, dtype=opts.torch_dtype)
             t, loss = common.timed(step, dev, repeats)
             with common.peak_memory(dev) as mem:
@@ -74,7 +74,7 @@ def run(preset: str = "tiny", device: str = "cpu", size=(512, 512), batch: int =
             rows.append({**base, "path": label, "step_s": t, "img_per_s": batch / t, "loss": loss,
                          "peak_mb": mem["peak_mb"]})
     finally:
-        FastDecoder(codec.backbone, codec.control).configure()
+        Decoder(codec.backbone, codec.control).configure()
         codec.eval()
     return common.add_ratios(rows, "step_s")
 

@@ -15,6 +15,8 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "DiffEICCodec": ("codec", "DiffEICCodec"),
     "BitstreamError": ("bitstream", "BitstreamError"),
+    "Decoder": ("diffusion.decoder", "Decoder"),
+    "DecodeOptions": ("diffusion.decoder", "DecodeOptions"),
     "DiffEICConfig": ("config", "DiffEICConfig"),
     "get_config": ("config", "get_config"),
     "pretrained_models": ("pretrained", "pretrained_models"),

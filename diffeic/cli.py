@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional,
 warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
 
 from . import __version__  # noqa: E402
-from .bitstream import FORMAT_VERSION, MAX_STEPS, SAMPLER_IDS, BitstreamError, describe  # noqa: E402
+from .bitstream import FORMAT_VERSION, MAX_STEPS, SAMPLER_IDS, BitstreamError, describe, unpack  # noqa: E402
 from .config import PRESETS  # noqa: E402
 from .convert import add_convert_parser  # noqa: E402
 from .io import IMAGE_SUFFIXES, expand_tree, image_size, output_format  # noqa: E402
@@ -666,7 +666,7 @@ def run_decompress(args: argparse.Namespace) -> int:
                 x_hat = codec.decompress(bits, steps=args.steps, sampler=args.sampler, seed=args.seed,
                                          progress=_step_bar(args))
             _write(dst, lambda path: save_image(x_hat, path, overwrite=args.force))
-            sampler, steps, seed = _decode_settings(codec, describe(bits), args)
+            sampler, steps, seed = _decode_settings(codec, bits, args)
             _report(args, f"{src} -> {dst}: {x_hat.shape[-1]}x{x_hat.shape[-2]}, {sampler}, "
                           f"{steps} step{'' if steps == 1 else 's'}, seed {seed}")
     return _finish(failures, total)
@@ -677,19 +677,14 @@ def _step_bar(args: argparse.Namespace) -> bool:
     return not _quiet(args) and sys.stderr.isatty()
 
 
-def _decode_settings(codec: DiffEICCodec, header: Dict[str, Any], args: argparse.Namespace) -> Tuple[str, int, int]:
+def _decode_settings(codec: DiffEICCodec, bits: bytes, args: argparse.Namespace) -> Tuple[str, int, Any]:
     """The settings a decode used: option, else the stream's header, else the model's default."""
+    header = unpack(bits)[0]
     if not hasattr(codec, "fast_decoder"):      # another family: no sampler; steps/seed if its decoder samples
-        from .bitstream import StreamHeader
-
-        stored = StreamHeader(fingerprint="0" * 8, height=1, width=1, steps=header.get("steps"), seed=header.get("seed"))
-        s = codec.resolve_settings(stored, args.steps, args.seed)
+        s = codec.resolve_settings(header, args.steps, args.seed)
         return (f"{codec.family} sampler", s["steps"], s["seed"]) if s else (f"{codec.family} generator", 1, "none")
-    default = codec.config.sampler
-    sampler = args.sampler or header.get("sampler") or default.name
-    steps = args.steps or header.get("steps") or default.steps
-    seed = next(s for s in (args.seed, header.get("seed"), default.seed) if s is not None)
-    return sampler, steps, seed
+    s = codec.resolve_settings(header, args.steps, args.seed, args.sampler)
+    return s.name, s.steps, s.seed
 
 
 # ====================================================================================== info

@@ -22,11 +22,13 @@ from torch import nn
 from . import checkpoint
 from .bitstream import (MAX_SIDE, NON_FINITE_STREAM, SAMPLER_IDS, BitstreamError, StreamHeader, describe, pack,
                         unpack)
-from .config import SEED_LIMIT, DiffEICConfig, check_int, get_config
+from .config import SEED_LIMIT, DiffEICConfig, SamplerConfig, check_int, get_config
 from .diffusion.backbone import FrozenBackbone
 from .diffusion.control import ControlModule
-from .diffusion.fast import FastDecoder, FastOptions, vae_tiling
+from .diffusion.decoder import DecodeOptions, Decoder
+from .diffusion.fast import vae_tiling
 from .diffusion.onestep import OneStepConfig, OneStepDecoder
+from .diffusion.sampling import check_steps, sampler_limit
 from .lfgcm import LFGCM, PAD_MULTIPLE
 from .lfgcm.rate import check_rate, rate_range as q_range
 from .target_size import TargetTooSmall, fit_to_budget
@@ -72,6 +74,9 @@ class DiffEICCodec(nn.Module):
     #: Largest image (in pixels) that compress/decompress accept; streams declaring more are refused
     #: before any allocation. Raise it on a machine with the memory for bigger images.
     max_pixels: int = 64 * 1024 * 1024
+    #: Run the guidance VAE encoder in tiles for every image, not only above the decoder's ``auto_tile_pixels``
+    #: (``optimize(vae_tiling=True)``): less memory, a slightly different stream.
+    encoder_tiling: bool = False
 
     def __init__(self, config: DiffEICConfig, lfgcm: LFGCM, backbone: FrozenBackbone, control: ControlModule,
                  trained: bool = False, onestep: Optional[OneStepDecoder] = None) -> None:
@@ -297,12 +302,12 @@ class DiffEICCodec(nn.Module):
     def _guidance(self, x_pad: torch.Tensor) -> torch.Tensor:
         """The VAE latent ``z_g`` that guides the LFGCM encoder: the posterior mode at inference, as the official code.
 
-        Above ``FastOptions.auto_tile_pixels`` (and whenever ``vae_tiling`` is on) the VAE encoder runs
+        Above ``DecodeOptions.auto_tile_pixels`` (and whenever :attr:`encoder_tiling` is on) the VAE encoder runs
         in tiles, so a 4K image does not need tens of GB for its full-resolution activations.  Only the
         encoder sees ``z_g``, so this changes which stream is written, never whether it decodes.
         """
         opts = self.fast_decoder().options
-        tiled = opts.vae_tiling or opts.exceeds_auto_tile(x_pad.shape[-2] * x_pad.shape[-1])
+        tiled = self.encoder_tiling or opts.exceeds_auto_tile(x_pad.shape[-2] * x_pad.shape[-1])
         with vae_tiling(self.backbone.vae, opts.vae_tile_pixels, enabled=tiled):
             return self.backbone.encode(x_pad)
 
@@ -335,9 +340,12 @@ class DiffEICCodec(nn.Module):
         q is rounded to float32 and stored in the stream.  Fixed-rate models refuse all three.
         """
         batch, single = self._check_images(x)
-        header_kw = self._decode_settings(sampler, steps, seed)
+        self.resolve_settings(None, steps, seed, sampler)       # never write what decode refuses
         d = self.config.sampler
-        self._check_steps(sampler or d.name, steps or d.steps, from_stream=False)   # never write what decode refuses
+        # Only what the caller chose and the model would not: a stream leaves its defaults to the model.
+        header_kw = {"sampler": None if sampler in (None, d.name) else sampler,
+                     "steps": None if steps in (None, d.steps) else int(steps),
+                     "seed": None if seed in (None, d.seed) else int(seed)}
         h, w = batch.shape[-2:]
         q, budget = self._rate_request(rate, target_bpp, target_bytes, h * w)
         warn_if_untrained(self)
@@ -397,31 +405,39 @@ class DiffEICCodec(nn.Module):
             return None, int(target_bytes)
         return (q_range(rc)[1] if rate is None else check_rate(rate, rc)), None
 
-    def _decode_settings(self, sampler, steps, seed) -> Dict[str, Optional[int]]:
-        d = self.config.sampler
+    def resolve_settings(self, header: Optional[StreamHeader] = None, steps: Optional[int] = None,
+                         seed: Optional[int] = None, sampler: Optional[str] = None) -> SamplerConfig:
+        """The decode settings: the caller's override, else the stream's ``header``, else the model's default.
+
+        The one place they are resolved (compress, decompress, the CLI and eval call it) and checked against
+        the chosen sampler's own limit (:data:`~diffeic.diffusion.sampling.SAMPLERS`).  A bad override is a
+        ``ValueError``; settings that a stream asks for and this model cannot decode make it corrupt
+        (``BitstreamError``), as the encoder never writes them.  ``onestep`` always makes one step.
+        """
         if sampler is not None and sampler not in SAMPLER_IDS:
             raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLER_IDS)}")
-        steps = None if steps is None else check_int("steps", steps, 1)      # numpy ints yes, True no
-        if sampler == ONESTEP:
-            if steps not in (None, 1):
-                raise ValueError(f"the onestep sampler makes exactly one network evaluation; got steps={steps}")
-            self.one_step_decoder()         # refuses a trained checkpoint without one-step weights
         seed = None if seed is None else check_int("seed", seed, 0, SEED_LIMIT - 1)
-        return {"sampler": None if sampler in (None, d.name) else sampler,
-                "steps": None if steps in (None, d.steps) else steps,
-                "seed": None if seed in (None, d.seed) else seed}
-
-    def _check_steps(self, sampler: str, steps: int, from_stream: bool) -> None:
-        """Refuse more steps than ``sampler`` has timesteps (one per timestep of its range), before
-        any diffusion: a stream asking for them is corrupt (``BitstreamError``), a caller's choice a ``ValueError``."""
-        if sampler == ONESTEP:          # one network call whatever the count (explicit counts: _decode_settings)
-            return
-        d = self.config
-        limit = d.sampler.fewstep_start + 1 if sampler == "fewstep" else d.schedule.num_train_timesteps
-        if steps > limit:
-            problem = (f"{steps} steps for sampler {sampler!r}, which takes at most {limit} with this model "
-                       f"(one per timestep{' up to fewstep_start' if sampler == 'fewstep' else ''})")
-            raise BitstreamError(f"corrupt header: {problem}") if from_stream else ValueError(problem)
+        d = self.config.sampler
+        stored = header or StreamHeader(fingerprint="0" * 8, height=1, width=1)
+        name = sampler or stored.sampler or d.name
+        # A sampler with one possible count (onestep) takes it: neither the model's default count nor, on a caller's
+        # override of the sampler, the count the stream stored for its own sampler applies to it.
+        one = sampler_limit(name, self.config.schedule, d.fewstep_start) == 1
+        n = next(v for v in (steps, None if one and sampler else stored.steps, 1 if one else d.steps) if v is not None)
+        try:
+            n = check_steps(name, n, self.config.schedule, d.fewstep_start)      # numpy ints yes, True no
+        except ValueError as err:
+            if header is not None and sampler is None and steps is None:
+                raise BitstreamError(f"corrupt header: {err}") from None
+            raise
+        if name == ONESTEP:
+            try:
+                self.one_step_decoder()         # refuses a trained checkpoint without one-step weights
+            except ValueError as err:
+                if header is not None and sampler is None:
+                    raise BitstreamError(f"the stream asks for one-step decoding, but {err}") from None
+                raise
+        return SamplerConfig(name, n, next(v for v in (seed, stored.seed, d.seed) if v is not None), d.fewstep_start)
 
     @torch.no_grad()
     def estimate_bits(self, x: torch.Tensor, rate: Optional[float] = None) -> Union[float, List[float]]:
@@ -505,19 +521,12 @@ class DiffEICCodec(nn.Module):
                                     generator=generator) for b in bits]
         if not isinstance(bits, (bytes, bytearray, memoryview)):
             raise TypeError(f"expected bytes (or a list of bytes), got {type(bits).__name__}")
-        self._decode_settings(sampler, steps, seed)   # validates the overrides
         warn_if_untrained(self)
         latents = self.decompress_latents(bits)
         header: StreamHeader = latents["header"]
-        d = self.config.sampler
-        name = sampler or header.sampler or d.name
-        n_steps = steps or header.steps or d.steps
-        self._check_steps(name, n_steps, from_stream=sampler is None and steps is None)
-        use_seed = seed if seed is not None else (header.seed if header.seed is not None else d.seed)
-        if sampler is None and name == ONESTEP:
-            self._check_stream_one_step()
-        image = self.generate(latents["z_c"], sampler=name, steps=n_steps,
-                              seed=use_seed if generator is None else generator, progress=progress)
+        s = self.resolve_settings(header, steps, seed, sampler)
+        image = self.generate(latents["z_c"], sampler=s.name, steps=s.steps,
+                              seed=s.seed if generator is None else generator, progress=progress)
         if not torch.isfinite(image).all():
             raise BitstreamError(NON_FINITE_STREAM)
         return image[0, :, :header.height, :header.width]
@@ -530,7 +539,7 @@ class DiffEICCodec(nn.Module):
         ``seed``: one seed for the batch, or one per batch item (then each item is decoded exactly as
         it would be alone with its seed), or a CPU ``torch.Generator`` used as is.  Runs with the options
         of :meth:`optimize` (default: plain float32; latent + VAE tiling above
-        ``FastOptions.auto_tile_pixels``, 1024×1024 padded pixels).
+        ``DecodeOptions.auto_tile_pixels``, 1024×1024 padded pixels).
         """
         if isinstance(seed, torch.Generator):
             generator = seed
@@ -567,43 +576,42 @@ class DiffEICCodec(nn.Module):
             self.__dict__["_default_one_step"] = default
         return default
 
-    def _check_stream_one_step(self) -> None:
-        try:
-            self.one_step_decoder()
-        except ValueError as err:
-            raise BitstreamError(f"the stream asks for one-step decoding, but {err}") from None
-
-    def one_step_fast_decoder(self) -> FastDecoder:
-        """The :class:`FastDecoder` of the one-step mode: the one-step control module, :meth:`optimize`'s options."""
+    def one_step_fast_decoder(self) -> Decoder:
+        """The :class:`~diffeic.Decoder` of the one-step mode: the one-step control module and :meth:`optimize`'s
+        options."""
         one_step = self.one_step_decoder()
         options = self.fast_decoder().options
         decoder = self.__dict__.get("_one_step_fast")
         if decoder is None or decoder.control is not one_step.control or decoder.backbone is not self.backbone \
                 or decoder.options is not options:
             # configure(): memory format and attention of the one-step control module follow the options too
-            decoder = FastDecoder(self.backbone, one_step.control, options).configure()
+            decoder = Decoder(self.backbone, one_step.control, options).configure()
             self.__dict__["_one_step_fast"] = decoder
         return decoder
 
     # ------------------------------------------------------------------ speed
-    def fast_decoder(self) -> FastDecoder:
-        """The decoder :meth:`generate` uses (set by :meth:`optimize`; plain options until then)."""
+    def fast_decoder(self) -> Decoder:
+        """The :class:`~diffeic.Decoder` :meth:`generate` uses (set by :meth:`optimize`; plain options until then)."""
         decoder = getattr(self, "_fast_decoder", None)
         if decoder is None or decoder.backbone is not self.backbone or decoder.control is not self.control:
-            decoder = self._fast_decoder = FastDecoder(self.backbone, self.control, FastOptions())
+            decoder = self._fast_decoder = Decoder(self.backbone, self.control, DecodeOptions())
         return decoder
 
-    def optimize(self, options: Optional[FastOptions] = None, **kwargs: Any) -> "DiffEICCodec":
+    def optimize(self, options: Optional[DecodeOptions] = None, *, vae_tiling: Optional[bool] = None,
+                 **kwargs: Any) -> "DiffEICCodec":
         """Switch decoding fast paths on or off: ``codec.optimize(dtype="bf16", channels_last=True, cuda_graphs=True)``.
 
-        Takes a :class:`~diffeic.diffusion.fast.FastOptions` or its fields as keywords;
+        Takes a :class:`~diffeic.DecodeOptions` or its fields as keywords;
         ``codec.optimize()`` restores the plain path.  Only the diffusion decoder and the VAE are
         affected — the LFGCM's entropy coding always runs its exact float32/integer path, so
-        streams stay bit-identical across settings and devices.  ``vae_tiling=True`` (and, by default, any image above
-        ``auto_tile_pixels``) also tiles the VAE *encoder*, which changes the stream written, not its decoding.
+        streams stay bit-identical across settings and devices.  ``vae_tiling`` sets :attr:`encoder_tiling`
+        (kept when not given): the VAE *encoder* then runs tiled for every image, as it does by default above
+        ``auto_tile_pixels``, which changes the stream written, not its decoding.
         """
-        opts = FastOptions(**kwargs) if options is None else dataclasses.replace(options, **kwargs)
-        self._fast_decoder = FastDecoder(self.backbone, self.control, opts).configure()
+        opts = DecodeOptions(**kwargs) if options is None else dataclasses.replace(options, **kwargs)
+        self._fast_decoder = Decoder(self.backbone, self.control, opts).configure()
+        if vae_tiling is not None:
+            self.encoder_tiling = bool(vae_tiling)
         return self
 
     @torch.no_grad()
@@ -617,21 +625,15 @@ class DiffEICCodec(nn.Module):
         """
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
-        self._decode_settings(sampler, steps, seed)
         warn_if_untrained(self)
-        d = self.config.sampler
         groups: Dict[tuple, List[Tuple[int, StreamHeader, torch.Tensor, int]]] = {}
         for i, b in enumerate(bits):
             if not isinstance(b, (bytes, bytearray, memoryview)):
                 raise TypeError(f"expected a list of bytes, got {type(b).__name__} at index {i}")
             lat = self.decompress_latents(b)
             h: StreamHeader = lat["header"]
-            key = (tuple(lat["z_c"].shape), sampler or h.sampler or d.name, steps or h.steps or d.steps)
-            self._check_steps(key[1], key[2], from_stream=sampler is None and steps is None)
-            if sampler is None and key[1] == ONESTEP:
-                self._check_stream_one_step()
-            use_seed = seed if seed is not None else (h.seed if h.seed is not None else d.seed)
-            groups.setdefault(key, []).append((i, h, lat["z_c"], use_seed))
+            s = self.resolve_settings(h, steps, seed, sampler)
+            groups.setdefault((tuple(lat["z_c"].shape), s.name, s.steps), []).append((i, h, lat["z_c"], s.seed))
         out: List[Optional[torch.Tensor]] = [None] * len(bits)
         for (_, name, n_steps), items in groups.items():
             for k in range(0, len(items), max_batch):

@@ -252,13 +252,6 @@ class HyperpriorImageCodec(nn.Module):
         if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2 ** 64):
             raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")
 
-    def describe_settings(self, header: Optional[StreamHeader] = None, steps: Optional[int] = None,
-                          seed: Optional[int] = None) -> str:
-        """The settings a decode with these overrides uses (of a stream with ``header``, if given), as
-        ``steps=S;seed=N`` — or ``deterministic`` for a family whose decoder takes none."""
-        settings = self.resolve_settings(header, steps, seed)
-        return ";".join(f"{k}={v}" for k, v in settings.items()) or "deterministic"
-
     def resolve_settings(self, header: Optional[StreamHeader], steps: Optional[int] = None,
                          seed: Optional[int] = None) -> Dict[str, int]:
         """Override > header (if any) > model default, for the settings this family takes."""

@@ -107,7 +107,11 @@ def test_fewstep_equals_spec_algorithm_from_noised_content():
 
 # --------------------------------------------------------------------------- every sampler
 
-@pytest.mark.parametrize("name", sorted(SAMPLERS))
+#: The samplers that sample() runs (onestep has its own decoder).
+LOOPS = sorted(name for name, spec in SAMPLERS.items() if spec.build is not None)
+
+
+@pytest.mark.parametrize("name", LOOPS)
 @pytest.mark.parametrize("steps", [1, 3])
 def test_every_sampler_runs_and_counts_evaluations(name, steps):
     z_c = torch.randn(2, 4, 6, 5, generator=gen(0))
@@ -142,7 +146,7 @@ def test_fewstep_start_depends_on_content():
     torch.testing.assert_close(seen[0], ab.sqrt() * z_c + (1 - ab).sqrt() * noise)
 
 
-@pytest.mark.parametrize("name", sorted(SAMPLERS))
+@pytest.mark.parametrize("name", LOOPS)
 def test_same_seed_identical_other_seed_different(name):
     z_c = torch.randn(1, 4, 5, 5, generator=gen(0))
     a = sample(toy_eps, z_c, name, 4, gen(1))

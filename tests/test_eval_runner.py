@@ -15,7 +15,7 @@ from diffeic.evaluation.schema import CSV_COLUMNS, read_rows
 
 
 class FakeDecoder:
-    """The tiling decisions of diffeic's FastDecoder, without networks."""
+    """The tiling decisions of diffeic's Decoder, without networks."""
 
     def __init__(self, options):
         self.options = options
@@ -28,15 +28,17 @@ class FakeDecoder:
 class FakeCodec:
     """Stands in for DiffEICCodec: JPEG bytes behind a 2-byte magic, counts its calls, records seeds."""
 
+    encoder_tiling = False
+
     def __init__(self, fingerprint="f00dfeed12345678"):
-        from diffeic.diffusion.fast import FastOptions
+        from diffeic import DecodeOptions
 
         self.config = SimpleNamespace(name="fake", sampler=SimpleNamespace(name="ddpm", steps=4, seed=231))
         self.is_trained = False
         self.calls = 0
         self.seeds = []
         self._fp = fingerprint
-        self._decoder = FakeDecoder(FastOptions())
+        self._decoder = FakeDecoder(DecodeOptions())
         # The official file of this fake: y string = the JPEG bytes, z string = 2 bytes.
         self.lfgcm = SimpleNamespace(official_strings=lambda y, z: (y, z))
 

@@ -15,7 +15,8 @@ import torch
 
 from diffeic import DiffEICCodec
 from diffeic.diffusion.decoder import decode_latent
-from diffeic.diffusion.fast import CUDAGraphStep, FastDecoder, FastOptions, set_attention
+from diffeic import DecodeOptions, Decoder
+from diffeic.diffusion.fast import CUDAGraphStep, set_attention
 from diffeic.diffusion.sampling import sample
 from diffeic.diffusion.tiling import TileOptions, tile_layout, tile_starts, tiled_step
 
@@ -34,7 +35,7 @@ def codec():
         for p in c.control.zero_conv_parameters():
             p.copy_(torch.randn(p.shape, generator=gen(0)) * 0.05)
     yield c
-    FastDecoder(c.backbone, c.control).configure()        # leave the modules in their default state
+    Decoder(c.backbone, c.control).configure()        # leave the modules in their default state
 
 
 @pytest.fixture(scope="module")
@@ -48,11 +49,11 @@ def plain(codec, z_c):
 
 
 def fast_decode(codec, z_c, **options) -> torch.Tensor:
-    decoder = FastDecoder(codec.backbone, codec.control, FastOptions(**options)).configure()
+    decoder = Decoder(codec.backbone, codec.control, DecodeOptions(**options)).configure()
     try:
         return decoder.decode(z_c, "ddpm", STEPS, gen())
     finally:
-        FastDecoder(codec.backbone, codec.control).configure()
+        Decoder(codec.backbone, codec.control).configure()
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -64,7 +65,7 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 def test_default_options_are_the_plain_path(codec, z_c, plain):
     assert torch.equal(fast_decode(codec, z_c), plain)
     assert torch.equal(decode_latent(codec.backbone, codec.control, z_c, "ddpm", STEPS, gen(),
-                                     options=FastOptions()), plain)
+                                     options=DecodeOptions()), plain)
 
 
 def test_bf16_autocast_close(codec, z_c, plain):
@@ -108,13 +109,13 @@ def test_sdpa_versus_classic_attention(codec, z_c, plain):
 
 
 def test_channels_last(codec, z_c, plain):
-    decoder = FastDecoder(codec.backbone, codec.control, FastOptions(channels_last=True)).configure()
+    decoder = Decoder(codec.backbone, codec.control, DecodeOptions(channels_last=True)).configure()
     try:
         w = codec.backbone.unet.conv_in.weight
         assert w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
         out = decoder.decode(z_c, "ddpm", STEPS, gen())
     finally:
-        FastDecoder(codec.backbone, codec.control).configure()
+        Decoder(codec.backbone, codec.control).configure()
     assert codec.backbone.unet.conv_in.weight.is_contiguous()
     assert (out - plain).abs().max().item() <= 1e-5
 
@@ -122,7 +123,7 @@ def test_channels_last(codec, z_c, plain):
 # --------------------------------------------------------------------------- CUDA graphs
 
 def test_cuda_graph_wrapper_falls_back_on_cpu(codec, z_c, plain):
-    decoder = FastDecoder(codec.backbone, codec.control, FastOptions(cuda_graphs=True))
+    decoder = Decoder(codec.backbone, codec.control, DecodeOptions(cuda_graphs=True))
     assert torch.equal(decoder.decode(z_c, "ddpm", STEPS, gen()), plain)
     graphed = decoder._step.step
     assert isinstance(graphed, CUDAGraphStep) and graphed.graphs == {}      # nothing captured on CPU
@@ -135,8 +136,8 @@ def test_cuda_graph_capture_matches_eager(codec, z_c):
     codec.to("cuda")
     try:
         zc = z_c.cuda()
-        eager = FastDecoder(codec.backbone, codec.control).decode(zc, "ddpm", STEPS, gen())
-        decoder = FastDecoder(codec.backbone, codec.control, FastOptions(cuda_graphs=True))
+        eager = Decoder(codec.backbone, codec.control).decode(zc, "ddpm", STEPS, gen())
+        decoder = Decoder(codec.backbone, codec.control, DecodeOptions(cuda_graphs=True))
         first = decoder.decode(zc, "ddpm", STEPS, gen())
         second = decoder.decode(zc, "ddpm", STEPS, gen())
         assert len(decoder._step.step.graphs) == 1        # captured once for this shape, then replayed
@@ -210,8 +211,8 @@ def test_one_tile_is_exactly_untiled(codec, z_c, plain):
 
 @pytest.mark.parametrize("batch", [1, 4])
 def test_several_tiles_close_to_untiled(codec, z_c, batch):
-    untiled = FastDecoder(codec.backbone, codec.control).denoise(z_c, "ddpm", STEPS, gen())
-    decoder = FastDecoder(codec.backbone, codec.control, FastOptions(tiles=TileOptions(16, 8, batch=batch)))
+    untiled = Decoder(codec.backbone, codec.control).denoise(z_c, "ddpm", STEPS, gen())
+    decoder = Decoder(codec.backbone, codec.control, DecodeOptions(tiles=TileOptions(16, 8, batch=batch)))
     tiled = decoder.denoise(z_c, "ddpm", STEPS, gen())
     rel = ((tiled - untiled).norm() / untiled.norm()).item()
     assert 0 < rel <= 0.15
@@ -245,7 +246,7 @@ def test_blended_unet_tiles_leave_no_seam(codec):
                                           mode="bilinear", align_corners=False)
     z_t = z_c.clone()
     t, ctx = torch.tensor([400]), codec.backbone.text_embedding
-    step = FastDecoder(codec.backbone, codec.control)._step
+    step = Decoder(codec.backbone, codec.control)._step
     with torch.no_grad():
         blended = tiled_step(step, TileOptions(size=16, overlap=8))(z_t, t, ctx, z_c)
     borders = [7, 15, 23, 31, 39]           # tile edges at 8, 16, ..., 40 (starts 0, 8, ..., 32)
@@ -253,16 +254,16 @@ def test_blended_unet_tiles_leave_no_seam(codec):
 
 
 def test_auto_tiling_threshold(codec):
-    decoder = FastDecoder(codec.backbone, codec.control)
+    decoder = Decoder(codec.backbone, codec.control)
     assert decoder.tiles_for(torch.empty(1, 4, 64, 96)) is None                    # 768×512
     assert decoder.tiles_for(torch.empty(1, 4, 128, 128)) is None                  # 1024×1024: at the limit
     assert decoder.tiles_for(torch.empty(1, 4, 376, 504)) == TileOptions()         # 4000×3000
-    never = FastDecoder(codec.backbone, codec.control, FastOptions(auto_tile_pixels=None))
+    never = Decoder(codec.backbone, codec.control, DecodeOptions(auto_tile_pixels=None))
     assert never.tiles_for(torch.empty(1, 4, 376, 504)) is None
 
 
 def test_fewstep_counts_network_evaluations(codec, z_c):
-    decoder = FastDecoder(codec.backbone, codec.control)
+    decoder = Decoder(codec.backbone, codec.control)
     decoder.decode(z_c[:1, :, :8, :8], "fewstep", 4, gen())
     assert decoder.evaluations == 4
 
@@ -290,3 +291,29 @@ def test_large_images_tile_the_vae_encoder_and_still_decode(monkeypatch):
         codec.optimize()
     assert y.shape == (3, 150, 200) and torch.isfinite(y).all()
     assert DiffEICCodec.inspect(big)["height"] == DiffEICCodec.inspect(small)["height"] == 150
+
+
+def test_the_encoders_vae_tiling_is_the_codecs_not_a_decode_option(monkeypatch):
+    """``optimize(vae_tiling=True)`` tiles the guidance VAE encoder of every image (codec.encoder_tiling);
+    the decoder's options have no such field, and the setting survives a change of decode options."""
+    import dataclasses
+
+    import diffeic
+    from diffeic.diffusion import decoder as decoder_module
+
+    assert "vae_tiling" not in {f.name for f in dataclasses.fields(DecodeOptions)}
+    assert (diffeic.Decoder, diffeic.DecodeOptions) == (Decoder, DecodeOptions)
+    assert (decoder_module.FastDecoder, decoder_module.FastOptions) == (Decoder, DecodeOptions)   # deprecated
+    codec = DiffEICCodec.from_config("tiny")
+    calls = []
+    original = type(codec.backbone.vae)._tiled_encode
+    monkeypatch.setattr(type(codec.backbone.vae), "_tiled_encode", lambda vae, x: calls.append(1) or original(vae, x))
+    x = torch.rand(3, 100, 130, generator=gen(3))
+    plain = codec.compress(x)
+    codec.optimize(vae_tiling=True, vae_tile_pixels=64)
+    codec.optimize(codec.fast_decoder().options, dtype=None)          # kept when not given
+    assert codec.encoder_tiling and not calls
+    tiled = codec.compress(x)
+    assert calls and tiled != plain
+    codec.optimize(vae_tiling=False)
+    assert codec.compress(x) == plain

@@ -2,7 +2,7 @@
 
 Budget: peak resident memory of compress + decompress ≤ 6 GiB above the process's RSS before the
 call (measured by polling RSS; see ``benchmarks/common.py``).  Decoding tiles automatically above
-``FastOptions.auto_tile_pixels`` (1024×1024 padded pixels): 96×96-latent tiles with 16 latent pixels
+``DecodeOptions.auto_tile_pixels`` (1024×1024 padded pixels): 96×96-latent tiles with 16 latent pixels
 of blended overlap, and diffusers' VAE tiling with 512-pixel tiles.
 Measured on 2 CPU cores: peak 2.1 GB above start (3.25 GB whole process; the untiled VAE encoder at full
 resolution dominates), 35 tile evaluations for one step, 99 s (up to 20 min on a loaded machine): marked slow.

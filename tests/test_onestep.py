@@ -219,7 +219,8 @@ def test_loss_terms_adversarial_and_distillation():
         torch.manual_seed(5)
         teacher = denoise(codec.backbone, codec.control, z_c, "ddpm", 1)
         ctx = codec.backbone.text_embedding.expand(2, -1, -1)
-        expected = torch.nn.functional.mse_loss(decoder(codec.backbone.unet, ctx, z_c), teacher)
+        z0 = decoder.predict(lambda z_t, t: decoder.control(codec.backbone.unet, z_t, t, ctx, z_c), z_c)
+        expected = torch.nn.functional.mse_loss(z0, teacher)
     torch.testing.assert_close(losses["l_distill"].detach(), expected, rtol=1e-5, atol=1e-6)
 
 

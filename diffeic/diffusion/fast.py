@@ -1,97 +1,23 @@
-"""Switchable fast paths for decoding: one options object, each path testable against plain.
+"""Low-level decode-speed pieces: attention processors, autocast, VAE tiling, the fused step and its CUDA graphs.
 
-:class:`FastOptions` selects, independently:
-
-``dtype``        ``None`` (float32) or ``"bf16"``/``"fp16"``: ``torch.autocast`` around the UNet, the
-                 control module and the VAE decoder.  Never around the LFGCM: its entropy path is an
-                 exact integer computation that must stay bit-identical across devices.  The sampler's
-                 own arithmetic (z_t, scheduler updates, drawn noise) stays float32.
-``sdpa``         PyTorch ``scaled_dot_product_attention`` (diffusers ``AttnProcessor2_0``, which the
-                 models already use by default) vs. the classic ``AttnProcessor`` (explicit softmax).
-``channels_last`` NHWC memory format for the conv-heavy UNet/control/VAE (faster convs on tensor cores).
-``cuda_graphs``  the fused control + UNet step captured once per input shape and replayed
-                 (:class:`CUDAGraphStep`); on CPU it falls back to the eager call.
-``compile``      ``torch.compile`` of the fused step.
-``vae_tiling`` / ``vae_slicing``  diffusers' ``AutoencoderKL.enable_tiling/enable_slicing``
-                 (tiling also affects encoding of images larger than the VAE tile).
-``tiles``        always tile the latent (:mod:`.tiling`, MultiDiffusion blending);
-``auto_tile_pixels``  above this many (padded) image pixels the latent *and* the VAE decode are tiled
-                 automatically (default 1024×1024); ``None`` never tiles automatically.
-
-The default ``FastOptions()`` is the plain eager float32 path, bit-identical to
-:func:`diffeic.diffusion.decoder.decode_latent` for images up to the auto-tiling threshold.
+:class:`~diffeic.diffusion.decoder.Decoder` switches them with its
+:class:`~diffeic.diffusion.decoder.DecodeOptions`; nothing here imports the decoder back.  None of them is
+ever applied to the LFGCM: its entropy path is an exact integer computation that must stay bit-identical
+across devices.
 """
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from diffusers.models.attention_processor import Attention, AttnProcessor, AttnProcessor2_0
 from torch import nn
 
-from ..config import ScheduleConfig
-from .backbone import FrozenBackbone
-from .control import ControlModule
-from .sampling import EpsFn, Generators, sample
-from .tiling import StepFn, TileOptions, tiled_step
-
-if TYPE_CHECKING:
-    from .onestep import OneStepDecoder
+from .tiling import StepFn
 
 Tensor = torch.Tensor
 
-_DTYPES = {None: None, "fp32": None, "float32": None, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-           "fp16": torch.float16, "float16": torch.float16}
-
-#: Default threshold of automatic tiling, in padded image pixels (1 MP; 4000×3000 is 12 MP).
-AUTO_TILE_PIXELS = 1024 * 1024
-
-
-@dataclass(frozen=True)
-class FastOptions:
-    """Decode-speed options; see the module docstring.  ``FastOptions()`` is the plain path."""
-
-    dtype: Optional[str] = None
-    channels_last: bool = False
-    sdpa: bool = True
-    cuda_graphs: bool = False
-    compile: bool = False
-    vae_tiling: bool = False
-    vae_slicing: bool = False
-    tiles: Optional[TileOptions] = None
-    auto_tile_pixels: Optional[int] = AUTO_TILE_PIXELS
-    auto_tiles: TileOptions = field(default_factory=TileOptions)
-    vae_tile_pixels: int = 512              # VAE decode tile side (image pixels) when tiling
-
-    def __post_init__(self) -> None:
-        if isinstance(self.dtype, torch.dtype):
-            object.__setattr__(self, "dtype", {torch.bfloat16: "bf16", torch.float16: "fp16",
-                                               torch.float32: None}.get(self.dtype, str(self.dtype)))
-        if self.dtype not in _DTYPES:
-            raise ValueError(f"dtype must be None, 'bf16' or 'fp16', got {self.dtype!r}")
-        if self.vae_tile_pixels < 64 or self.vae_tile_pixels % 64:
-            raise ValueError(f"vae_tile_pixels must be a positive multiple of 64, got {self.vae_tile_pixels}")
-
-    @property
-    def torch_dtype(self) -> Optional[torch.dtype]:
-        return _DTYPES[self.dtype]
-
-    def exceeds_auto_tile(self, pixels: int) -> bool:
-        """Whether an image of ``pixels`` padded pixels is above the automatic tiling threshold."""
-        return self.auto_tile_pixels is not None and pixels > self.auto_tile_pixels
-
-    @classmethod
-    def for_device(cls, device: Union[str, torch.device], **overrides) -> "FastOptions":
-        """Recommended settings: CUDA → bf16 + channels_last + CUDA graphs; CPU → the plain path
-        (CPU bf16 is only faster on AMX/AVX512-BF16 hardware, and graphs do not exist there)."""
-        if torch.device(device).type == "cuda":
-            return replace(cls(dtype="bf16", channels_last=True, cuda_graphs=True), **overrides)
-        return replace(cls(), **overrides)
-
-
-# --------------------------------------------------------------------------- module-level settings
 
 def set_attention(modules: Sequence[nn.Module], sdpa: bool) -> int:
     """Give every diffusers ``Attention`` in ``modules`` the SDPA or the classic processor; returns the count."""
@@ -102,22 +28,6 @@ def set_attention(modules: Sequence[nn.Module], sdpa: bool) -> int:
                 m.set_processor(AttnProcessor2_0() if sdpa else AttnProcessor())
                 n += 1
     return n
-
-
-def configure_modules(backbone: FrozenBackbone, control: ControlModule, opts: FastOptions) -> None:
-    """Apply the persistent (module-level) options: attention processors, memory format, VAE tiling/slicing.
-
-    Never touches the LFGCM.  Memory format changes the storage of conv weights, not their values,
-    so checkpoints and fingerprints are unaffected.
-    """
-    nets = [backbone.unet, control, backbone.vae]
-    set_attention(nets, opts.sdpa)
-    fmt = torch.channels_last if opts.channels_last else torch.contiguous_format
-    for net in nets:
-        net.to(memory_format=fmt)
-    vae = backbone.vae
-    vae.enable_tiling() if opts.vae_tiling else vae.disable_tiling()
-    vae.enable_slicing() if opts.vae_slicing else vae.disable_slicing()
 
 
 def autocast(device: torch.device, dtype: Optional[torch.dtype]) -> contextlib.AbstractContextManager:
@@ -141,8 +51,6 @@ def vae_tiling(vae: nn.Module, tile_pixels: int, enabled: bool = True) -> Iterat
         for n, v in saved.items():
             setattr(vae, n, v)
 
-
-# --------------------------------------------------------------------------- the fused step
 
 class CUDAGraphStep:
     """``step(z_t, t, context, z_c)`` captured as a CUDA graph per input signature, then replayed.
@@ -188,119 +96,23 @@ class CUDAGraphStep:
         return graph, inputs, output
 
 
-class _CountedStep:
-    """Counts network evaluations (calls of the fused step; a batch of tiles is one call)."""
-
-    def __init__(self, step: StepFn) -> None:
-        self.step, self.calls, self.items = step, 0, 0
-
-    def __call__(self, z_t: Tensor, t: Tensor, context: Tensor, z_c: Tensor) -> Tensor:
-        self.calls += 1
-        self.items += z_t.shape[0]
-        return self.step(z_t, t, context, z_c)
-
-
-def make_step(backbone: FrozenBackbone, control: ControlModule, opts: FastOptions) -> StepFn:
-    """The control module + frozen UNet as one callable, with autocast / channels_last / compile / graphs.
+def fast_step(step: StepFn, dtype: Optional[torch.dtype] = None, channels_last: bool = False,
+              compile: bool = False, cuda_graphs: bool = False) -> StepFn:
+    """``step`` (the control module + frozen UNet) with autocast / channels_last / compile / CUDA graphs.
 
     Returns float32 eps in the standard memory format whatever the internal precision and layout,
     so the sampler's arithmetic (and its noise draws) is the same on every path.
     """
-    dtype = opts.torch_dtype
-    unet = backbone.unet
-
-    def step(z_t: Tensor, t: Tensor, context: Tensor, z_c: Tensor) -> Tensor:
-        if opts.channels_last:
+    def fused(z_t: Tensor, t: Tensor, context: Tensor, z_c: Tensor) -> Tensor:
+        if channels_last:
             z_t, z_c = z_t.contiguous(memory_format=torch.channels_last), z_c.contiguous(
                 memory_format=torch.channels_last)
         with autocast(z_t.device, dtype):
-            eps = control(unet, z_t, t, context, z_c)
+            eps = step(z_t, t, context, z_c)
         return eps.float().contiguous()
 
-    if opts.compile:
-        step = torch.compile(step, dynamic=False)
-    if opts.cuda_graphs:
-        step = CUDAGraphStep(step)
-    return step
-
-
-# --------------------------------------------------------------------------- decoding
-
-class FastDecoder:
-    """Content latents → images with :class:`FastOptions`; keeps its fused step (and CUDA graphs) across calls.
-
-    ``FastDecoder(backbone, control).decode(...)`` with default options equals ``decode_latent``
-    bit for bit below the auto-tiling threshold.  Call :meth:`configure` once to apply the
-    module-level options (attention, memory format, VAE flags) to the shared modules.
-    """
-
-    def __init__(self, backbone: FrozenBackbone, control: ControlModule,
-                 options: Optional[FastOptions] = None) -> None:
-        self.backbone, self.control = backbone, control
-        self.options = options or FastOptions()
-        self._step = _CountedStep(make_step(backbone, control, self.options))
-
-    def configure(self) -> "FastDecoder":
-        configure_modules(self.backbone, self.control, self.options)
-        return self
-
-    @property
-    def evaluations(self) -> int:
-        """Network evaluations (fused control+UNet calls) since construction."""
-        return self._step.calls
-
-    def tiles_for(self, z_c: Tensor) -> Optional[TileOptions]:
-        """The latent tiling used for ``z_c``: forced ``tiles``, automatic above the threshold, else none."""
-        o = self.options
-        if o.tiles is not None:
-            return o.tiles
-        return o.auto_tiles if o.exceeds_auto_tile(z_c.shape[-2] * z_c.shape[-1] * 64) else None
-
-    def eps_fn(self, z_c: Tensor, tiles: Optional[TileOptions] = None) -> EpsFn:
-        """``eps_fn(z_t, t)`` for :func:`sample`, tiled when ``tiles`` is given."""
-        context = self.backbone.text_embedding.to(z_c.device, z_c.dtype).expand(z_c.shape[0], -1, -1)
-        step = tiled_step(self._step, tiles) if tiles is not None else self._step
-
-        def eps_fn(z_t: Tensor, t: Tensor) -> Tensor:
-            return step(z_t, t, context, z_c)
-
-        return eps_fn
-
-    @torch.no_grad()
-    def denoise(self, z_c: Tensor, sampler: str = "ddpm", steps: int = 50, generator: Generators = None,
-                schedule: Optional[ScheduleConfig] = None, fewstep_start: int = 299,
-                progress: bool = False) -> Tensor:
-        """Sample ``z_0`` (float32) conditioned on ``z_c``."""
-        return sample(self.eps_fn(z_c, self.tiles_for(z_c)), z_c, sampler=sampler, steps=steps, generator=generator,
-                      schedule=schedule, fewstep_start=fewstep_start, progress=progress)
-
-    @torch.no_grad()
-    def vae_decode(self, z0: Tensor, tiled: bool = False) -> Tensor:
-        """``backbone.decode`` under the options' autocast, VAE-tiled when ``tiled`` (float32 output)."""
-        with vae_tiling(self.backbone.vae, self.options.vae_tile_pixels, enabled=tiled), \
-                autocast(z0.device, self.options.torch_dtype):
-            x = self.backbone.decode(z0)
-        return x.float()
-
-    @torch.no_grad()
-    def decode(self, z_c: Tensor, sampler: str = "ddpm", steps: int = 50, generator: Generators = None,
-               schedule: Optional[ScheduleConfig] = None, fewstep_start: int = 299,
-               progress: bool = False) -> Tensor:
-        """Content latents ``(B,4,h,w)`` → images ``(B,3,8h,8w)`` in [0,1] (see ``decode_latent``)."""
-        from .decoder import check_content_latent
-
-        check_content_latent(self.backbone, z_c)
-        z0 = self.denoise(z_c, sampler, steps, generator, schedule, fewstep_start, progress)
-        return self.vae_decode(z0, tiled=self.tiles_for(z_c) is not None)
-
-    @torch.no_grad()
-    def decode_one_step(self, z_c: Tensor, one_step: "OneStepDecoder", generator: Generators = None) -> Tensor:
-        """One-step decoding (:mod:`.onestep`) with these options; build this decoder on ``one_step.control``."""
-        from .decoder import check_content_latent
-
-        if one_step.control is not self.control:
-            raise ValueError("decode_one_step needs a FastDecoder built on the one-step decoder's control module")
-        check_content_latent(self.backbone, z_c)
-        tiles = self.tiles_for(z_c)
-        z0 = one_step.predict(self.eps_fn(z_c, tiles), z_c, generator)
-        return self.vae_decode(z0, tiled=tiles is not None)
+    if compile:
+        fused = torch.compile(fused, dynamic=False)
+    if cuda_graphs:
+        fused = CUDAGraphStep(fused)
+    return fused

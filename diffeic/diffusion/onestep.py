@@ -105,9 +105,5 @@ class OneStepDecoder(nn.Module):
             return out
         return (z_in.float() - self.sqrt_one_minus * out) / self.sqrt_alpha_bar
 
-    def forward(self, unet: nn.Module, context: Tensor, z_c: Tensor, generator: Generators = None) -> Tensor:
-        """``ẑ_0`` for the frozen ``unet`` and the empty-prompt ``context`` (B, L, D) — the training call."""
-        return self.predict(lambda z_t, t: self.control(unet, z_t, t, context, z_c), z_c, generator)
-
 
 __all__ = ["OneStepConfig", "OneStepDecoder", "INPUTS", "PREDICTIONS"]

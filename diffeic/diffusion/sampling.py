@@ -27,12 +27,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Union
 
-import numpy as np
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
-from ..config import ScheduleConfig
+from ..config import ScheduleConfig, check_int
 
 Tensor = torch.Tensor
 EpsFn = Callable[[Tensor, Tensor], Tensor]
@@ -94,10 +93,12 @@ def add_noise(z0: Tensor, noise: Tensor, t: Tensor,
 
 @dataclass(frozen=True)
 class SamplerSpec:
-    """How to build a sampler's scheduler and where it starts."""
+    """How to build a sampler's scheduler, where it starts, and how many network evaluations it can make."""
 
     description: str
-    build: Callable[[ScheduleConfig, int, int], SchedulerMixin]   # (schedule, steps, fewstep_start)
+    build: Optional[Callable[[ScheduleConfig, int, int], SchedulerMixin]]   # (schedule, steps, fewstep_start)
+    max_steps: Callable[[int, int], int]   # (T, fewstep_start) -> the most steps
+    why: str                               # what the limit is, for error messages
     from_content: bool = False        # start at z_N = noised z_c instead of pure noise
     ancestral: bool = False           # DDPM step: draws noise, and the last step returns x̂_0
 
@@ -117,7 +118,6 @@ def _build_fewstep(schedule: ScheduleConfig, steps: int, fewstep_start: int) -> 
 
 
 def _build_ddim(schedule: ScheduleConfig, steps: int, fewstep_start: int) -> SchedulerMixin:
-    _check_steps(steps, schedule.num_train_timesteps)
     # "trailing" starts at t = T−1 like the spaced DDPM (diffusers' DDIM steps by T // S, so the
     # "linspace" grid would not chain); set_alpha_to_one: the last step lands on x̂_0.
     scheduler = DDIMScheduler(**_schedule_kwargs(schedule), clip_sample=False, set_alpha_to_one=True,
@@ -127,40 +127,59 @@ def _build_ddim(schedule: ScheduleConfig, steps: int, fewstep_start: int) -> Sch
 
 
 def _build_dpmpp(schedule: ScheduleConfig, steps: int, fewstep_start: int) -> SchedulerMixin:
-    _check_steps(steps, schedule.num_train_timesteps)
     scheduler = DPMSolverMultistepScheduler(**_schedule_kwargs(schedule), algorithm_type="dpmsolver++",
                                             solver_order=2, timestep_spacing="linspace")
     scheduler.set_timesteps(steps)
     return scheduler
 
 
+#: Every sampler a stream can name, in the order of their ids in the container (``bitstream.SAMPLER_IDS``;
+#: a test holds the two equal).  ``onestep`` is decoded by :class:`~diffeic.diffusion.onestep.OneStepDecoder`,
+#: not by :func:`sample`; it is here for its id and its limit.
 SAMPLERS: Dict[str, SamplerSpec] = {
     "ddpm": SamplerSpec("spaced ancestral DDPM, fixed-small variance (the paper's sampler)", _build_ddpm,
-                        ancestral=True),
-    "ddim": SamplerSpec("deterministic DDIM (eta = 0)", _build_ddim),
-    "dpmpp": SamplerSpec("DPM-Solver++ 2nd-order multistep", _build_dpmpp),
+                        lambda T, N: T, "one per timestep", ancestral=True),
+    "ddim": SamplerSpec("deterministic DDIM (eta = 0)", _build_ddim, lambda T, N: T, "one per timestep"),
+    # Above T - 1 steps the linspace grid rounds two steps onto one timestep and the solver divides by zero.
+    "dpmpp": SamplerSpec("DPM-Solver++ 2nd-order multistep", _build_dpmpp, lambda T, N: T - 1,
+                         "its timestep grid repeats a timestep beyond that"),
     "fewstep": SamplerSpec("RDEIC-style: start from z_c noised to fewstep_start, spaced DDPM below it",
-                           _build_fewstep, from_content=True, ancestral=True),
+                           _build_fewstep, lambda T, N: N + 1, "one per timestep up to fewstep_start",
+                           from_content=True, ancestral=True),
+    "onestep": SamplerSpec("one controlled-UNet call at a fixed timestep (diffusion/onestep.py)", None,
+                           lambda T, N: 1, "exactly one network evaluation"),
 }
 
 
-def _check_steps(steps: int, high: int) -> None:
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 1 <= steps <= high:
-        raise ValueError(f"steps must be an integer in 1..{high}, got {steps!r}")
+def sampler_limit(sampler: str, schedule: ScheduleConfig, fewstep_start: int) -> int:
+    """The most steps ``sampler`` takes with this schedule and few-step start."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; valid samplers: {', '.join(SAMPLERS)}")
+    return SAMPLERS[sampler].max_steps(schedule.num_train_timesteps, fewstep_start)
+
+
+def check_steps(sampler: str, steps: int, schedule: ScheduleConfig, fewstep_start: int) -> int:
+    """``steps`` as an int if ``sampler`` can make that many network evaluations, else a ``ValueError``
+    naming the sampler and its limit (the one check of a step count against a sampler)."""
+    steps = check_int("steps", steps, 1)
+    limit = sampler_limit(sampler, schedule, fewstep_start)
+    if steps > limit:
+        raise ValueError(f"{steps} steps for sampler {sampler!r}, which takes at most {limit} with this model "
+                         f"({SAMPLERS[sampler].why})")
+    return steps
 
 
 def make_scheduler(sampler: str, steps: int, schedule: Optional[ScheduleConfig] = None,
                    fewstep_start: int = 299) -> SchedulerMixin:
     """The diffusers scheduler of ``sampler`` with its timesteps set (validates every argument)."""
     schedule = schedule or ScheduleConfig()
-    if sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}; valid samplers: {', '.join(SAMPLERS)}")
     T = schedule.num_train_timesteps
-    if isinstance(fewstep_start, bool) or not isinstance(fewstep_start, (int, np.integer)) \
-            or not 0 <= fewstep_start < T:
-        raise ValueError(f"fewstep_start must be an integer in 0..{T - 1}, got {fewstep_start!r}")
-    _check_steps(steps, fewstep_start + 1 if sampler == "fewstep" else T)
-    return SAMPLERS[sampler].build(schedule, int(steps), int(fewstep_start))
+    fewstep_start = check_int("fewstep_start", fewstep_start, 0, T - 1)
+    steps = check_steps(sampler, steps, schedule, fewstep_start)
+    if SAMPLERS[sampler].build is None:
+        raise ValueError(f"sampler {sampler!r} is not a scheduler loop: decode it with its own decoder "
+                         f"(DiffEICCodec.generate, diffusion/onestep.py)")
+    return SAMPLERS[sampler].build(schedule, steps, fewstep_start)
 
 
 def sampler_timesteps(sampler: str, steps: int, schedule: Optional[ScheduleConfig] = None,

@@ -56,8 +56,8 @@ def tiling_record(codec: Any, height: int, width: int) -> str:
     hp, wp = padded_size(height, width)
     vae_tiles = max(hp, wp) > opts.vae_tile_pixels           # diffusers tiles only images above one tile
     latent = decoder.tiles_for(torch.empty(1, 4, hp // 8, wp // 8)) is not None
-    parts = {"vae-encoder": (opts.vae_tiling or opts.exceeds_auto_tile(hp * wp)) and vae_tiles,
-             "latent": latent, "vae-decoder": (latent or opts.vae_tiling) and vae_tiles}
+    parts = {"vae-encoder": (codec.encoder_tiling or opts.exceeds_auto_tile(hp * wp)) and vae_tiles,
+             "latent": latent, "vae-decoder": latent and vae_tiles}
     return "+".join(p for p in _TILED_PARTS if parts[p]) or "none"
 
 
@@ -178,7 +178,7 @@ def tiling_policy(codec: Any) -> str:
     if not hasattr(codec, "fast_decoder"):
         return "never"
     opts = codec.fast_decoder().options
-    if opts.tiles is not None or opts.vae_tiling:
+    if opts.tiles is not None or codec.encoder_tiling:
         return "always"
     if opts.auto_tile_pixels is None:
         return "never, unless out of memory"

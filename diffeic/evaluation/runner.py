@@ -102,14 +102,12 @@ def _load_models(cfg: EvalConfig, device: str) -> List[OurModel]:
         if not hasattr(codec, "fast_decoder"):        # HiFiC / refine: no sampler; steps and seed if they sample
             out.append(_other_family_model(cfg, codec, name, source, label))
             continue
-        d = codec.config.sampler
+        s = codec.resolve_settings(None, cfg.steps, cfg.seed, cfg.sampler)   # refused here, before any coding
         overrides = [f"{k}={v}" for k, v in (("steps", cfg.steps), ("sampler", cfg.sampler), ("seed", cfg.seed))
                      if v is not None]
         point = ",".join([name, *overrides])
-        sampler, steps = cfg.sampler or d.name, cfg.steps or d.steps
-        seed = cfg.seed if cfg.seed is not None else d.seed
-        setting = f"sampler={sampler};steps={steps};seed={seed}+index"
-        out += [OurModel(codec, p, setting, label, trained, source, sampler, steps, seed, q)
+        setting = f"sampler={s.name};steps={s.steps};seed={s.seed}+index"
+        out += [OurModel(codec, p, setting, label, trained, source, s.name, s.steps, s.seed, q)
                 for p, q in _rate_points(codec, point, cfg.rates)]
     return out
 
@@ -119,12 +117,11 @@ def _other_family_model(cfg: EvalConfig, codec: Any, name: str, source: str, lab
     if cfg.sampler is not None or (not defaults and (cfg.steps is not None or cfg.seed is not None)):
         raise ValueError(f"--sampler/--steps/--seed do not apply to {name}: a {codec.family} decoder takes "
                          f"{'steps and a seed only' if defaults else 'no settings'}")
-    steps = cfg.steps if cfg.steps is not None else defaults.get("steps")
-    seed = cfg.seed if cfg.seed is not None else defaults.get("seed")
+    s = codec.resolve_settings(None, cfg.steps, cfg.seed)
     overrides = [f"{k}={v}" for k, v in (("steps", cfg.steps), ("seed", cfg.seed)) if v is not None]
-    setting = f"steps={steps};seed={seed}+index" if defaults else "deterministic"
+    setting = f"steps={s['steps']};seed={s['seed']}+index" if s else "deterministic"
     return OurModel(codec, ",".join([name, *overrides]), setting, label, bool(codec.is_trained), source,
-                    None, steps, seed)
+                    None, s.get("steps"), s.get("seed"))
 
 
 def _rate_points(codec: Any, point: str, rates: Optional[List[float]]) -> List[Tuple[str, Optional[float]]]:

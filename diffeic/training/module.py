@@ -38,6 +38,7 @@ from lightning.pytorch import LightningModule
 
 from ..codec import DiffEICCodec
 from ..config import RateConfig, get_config
+from ..diffusion.decoder import controlled_eps_fn
 from ..diffusion.sampling import add_noise, sample_timesteps, training_scheduler
 from ..lfgcm import LFGCM
 
@@ -146,8 +147,7 @@ def training_losses(codec: DiffEICCodec, noise_scheduler: Any, x: Tensor, lmbda:
         if noise is None:
             noise = torch.randn_like(z0)
         z_t = add_noise(z0, noise, t, noise_scheduler)
-    context = codec.backbone.text_embedding.expand(b, -1, -1)
-    eps_hat = codec.control(codec.backbone.unet, z_t, t.to(x.device), context, z_c)
+    eps_hat = controlled_eps_fn(codec.backbone, codec.control, z_c)(z_t, t.to(x.device))
     with _autocast_off(x.device):
         l_ne = F.mse_loss(eps_hat.float(), noise.float())
         # Noisy likelihoods (training mode), bits over the crop's pixels ([Li2024] Eq. (13), L_rate).

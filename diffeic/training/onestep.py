@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..codec import DiffEICCodec
-from ..diffusion.decoder import denoise
+from ..diffusion.decoder import controlled_eps_fn, denoise
 from ..diffusion.onestep import OneStepConfig, OneStepDecoder
 from .module import DiffEICModule
 from .perceptual import build_perceptual_loss
@@ -93,8 +93,7 @@ def one_step_losses(codec: DiffEICCodec, decoder: OneStepDecoder, x: Tensor, *, 
         out = codec.lfgcm(x, z_target)
         z_c = out["z_c"]
         bits = sum(-torch.log2(lik.float()).sum() for lik in out["likelihoods"].values())
-    context = codec.backbone.text_embedding.expand(b, -1, -1)
-    z0_hat = decoder(codec.backbone.unet, context, z_c)
+    z0_hat = decoder.predict(controlled_eps_fn(codec.backbone, decoder.control, z_c), z_c)
     x_hat = decode_with_grad(codec, z0_hat).float()
     losses = {"l_latent": F.mse_loss(z0_hat, z_target.float()), "l_mse": F.mse_loss(x_hat, x.float())}
     losses["l_perceptual"] = perceptual(x_hat, x) if perceptual is not None else x_hat.new_zeros(())
