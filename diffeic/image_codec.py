@@ -182,7 +182,7 @@ class HyperpriorImageCodec(nn.Module):
         state = checkpoint.load_tensors(folder / MODEL_FILE)
         shapes = checkpoint.shapes_only(lambda: cls.build_model(cfg))
         checkpoint.check_keys(folder / MODEL_FILE, state, shapes,
-                              resizable=["hyperprior." + n for n in shapes.hyperprior.table_names()])
+                              resizable=["hyperprior." + n for n in shapes.hyperprior.coding_table_names()])
         codec = cls(cfg, cls.build_model(cfg), trained=meta.get("trained", True))
         try:
             codec.model.load_state_dict(state)
