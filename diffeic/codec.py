@@ -311,20 +311,6 @@ class DiffEICCodec(nn.Module):
         with vae_tiling(self.backbone.vae, opts.vae_tile_pixels, enabled=tiled):
             return self.backbone.encode(x_pad)
 
-    @torch.no_grad()
-    def _analyse(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """``(y, z_g)`` of a batch: the part of encoding that does not depend on the rate."""
-        x_pad = _pad(x)
-        z_g = self._guidance(x_pad)
-        return self.lfgcm.encoder(x_pad, z_g), z_g
-
-    @torch.no_grad()
-    def _encode(self, x: torch.Tensor, rate: Optional[float] = None) -> List[Tuple[bytes, torch.Tensor, torch.Tensor]]:
-        y, z_g = self._analyse(x)
-        y, z = self.lfgcm.hyper_analyse(y, z_g, rate)
-        # The entropy path runs one image at a time, exactly as the decoder will run it.
-        return [self.lfgcm.encode_latents(y[i:i + 1], z[i:i + 1]) for i in range(x.shape[0])]
-
     def compress(self, x: torch.Tensor, *, sampler: Optional[str] = None, steps: Optional[int] = None,
                  seed: Optional[int] = None, rate: Optional[float] = None, target_bpp: Optional[float] = None,
                  target_bytes: Optional[int] = None) -> Union[bytes, List[bytes]]:
@@ -354,16 +340,15 @@ class DiffEICCodec(nn.Module):
         def stream(payload: bytes, q: Optional[float]) -> bytes:
             return pack(StreamHeader(fingerprint=fp, height=h, width=w, rate=q, **header_kw), payload)
 
+        x_pad = _pad(batch)
+        z_g = self._guidance(x_pad)
         if budget is None:
-            streams = [stream(payload, q) for payload, _, _ in self._encode(batch, q)]
+            streams = [stream(payload, q) for payload in self.lfgcm.compress(x_pad, z_g, q)["strings"][0]]
         else:
-            y, z_g = self._analyse(batch)
             streams = []
             for i in range(batch.shape[0]):
                 def encode(q: float, i: int = i) -> bytes:
-                    with torch.no_grad():
-                        y_q, z = self.lfgcm.hyper_analyse(y[i:i + 1], z_g[i:i + 1], q)
-                        return stream(self.lfgcm.encode_latents(y_q, z)[0], q)
+                    return stream(self.lfgcm.compress(x_pad[i:i + 1], z_g[i:i + 1], q)["strings"][0][0], q)
                 try:
                     streams.append(fit_to_budget(encode, *self.rate_range, budget)[1])
                 except TargetTooSmall as err:
@@ -489,14 +474,14 @@ class DiffEICCodec(nn.Module):
     def decompress_latents(self, bits: Bits) -> Dict[str, Any]:
         """Entropy-decode a stream without diffusion: ``{header, z_c, y_hat, z_hat}``."""
         header, payload = self._open(bits)
-        padded = padded_size(header.height, header.width)
+        hp, wp = padded_size(header.height, header.width)
         try:
-            z_c, y_hat, z_hat = self.lfgcm.decompress(payload, padded, self.device, rate=header.rate)
+            latents = self.lfgcm.decompress([[payload]], (hp // PAD_MULTIPLE, wp // PAD_MULTIPLE), rate=header.rate)
         except (RuntimeError, ValueError, OverflowError) as err:
             raise BitstreamError(f"corrupt payload: {err}") from err
-        if not torch.isfinite(z_c).all():
+        if not torch.isfinite(latents["z_c"]).all():
             raise BitstreamError(NON_FINITE_STREAM)
-        return {"header": header, "z_c": z_c, "y_hat": y_hat, "z_hat": z_hat}
+        return {"header": header, **latents}
 
     def decompress(self, bits: Union[Bits, Sequence[Bits]], steps: Optional[int] = None,
                    seed: Optional[int] = None, sampler: Optional[str] = None,

@@ -23,11 +23,9 @@ from compressai.ans import BufferedRansEncoder
 from compressai.ops import quantize_ste
 from torch import nn
 
-from .lfgcm.entropy import CodingTables, check_canonical, check_encoder_latents, check_symbols, in_range
+from .lfgcm.entropy import (Z_STRIDE, CodingTables, check_canonical, check_encoder_latents, check_symbols,
+                            in_range)
 from .lfgcm.exact import ACT_SCALE, ExactNet, from_grid, to_grid
-
-#: Stride of ``z`` relative to ``y``.
-Z_STRIDE = 4
 
 
 class _Relu:

@@ -46,6 +46,8 @@ CODING_TABLES: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
     ("entropy_bottleneck", ("_offset", "_quantized_cdf", "_cdf_length")),
     ("gaussian_conditional", ("_offset", "_quantized_cdf", "_cdf_length", "scale_table")),
 )
+#: Spatial stride of z relative to y (the hyper-analysis downsamples twice by 2).
+Z_STRIDE = 4
 CDF_PRECISION = 16                     # compressai's CDFs end at 2^16
 #: A symbol costs at least log2(2^16 / largest frequency) bits, less what one rANS step can lose to
 #: rounding: the state before a step is at least 2^15 x frequency, so x' / x > (2^16 / f)(1 - 2^-15).
@@ -337,7 +339,7 @@ class CodingTables:
     def symbol_count(self, y_hw: Tuple[int, int]) -> int:
         """Number of symbols a stream of this latent size carries (z and y)."""
         h, w = y_hw
-        return self.M * h * w + self.entropy_bottleneck.channels * (h // 4) * (w // 4)
+        return self.M * h * w + self.entropy_bottleneck.channels * (h // Z_STRIDE) * (w // Z_STRIDE)
 
     @staticmethod
     def _z_symbols(z: torch.Tensor, medians_grid: torch.Tensor) -> Tuple[torch.Tensor, list]:
@@ -351,7 +353,7 @@ class CodingTables:
         """Check that the payload can hold its symbols, open a decoder on it and decode z:
         ``(decoder, z symbols, z rows)``."""
         h, w = y_hw
-        n_ch, hz, wz = self.entropy_bottleneck.channels, h // 4, w // 4
+        n_ch, hz, wz = self.entropy_bottleneck.channels, h // Z_STRIDE, w // Z_STRIDE
         check_payload_size(string, [(n_ch * hz * wz, eb_tab), (self.M * h * w, gc_tab)],
                            f"a {h}x{w} latent")
         decoder = RansDecoder()
@@ -556,7 +558,7 @@ class SliceCheckerboardEntropyModel(CodingTables, CompressionModel):
         decoder, z_sym, z_rows = self._start_decoding(string, y_hw, eb_tab, gc_tab)
         h, w = y_hw
         z_hat = in_range("z", exact.z_hat(torch.tensor(z_sym, dtype=torch.int32, device=device).view(
-            1, self.entropy_bottleneck.channels, h // 4, w // 4)))
+            1, self.entropy_bottleneck.channels, h // Z_STRIDE, w // Z_STRIDE)))
         y_sym: List[torch.Tensor] = []
         y_rows: List[torch.Tensor] = []
 
