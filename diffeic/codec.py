@@ -7,7 +7,6 @@ diffusion sampling from noise (or from z_c for the few-step mode) → VAE decode
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 import numbers
 import warnings
@@ -87,8 +86,7 @@ class DiffEICCodec(nn.Module):
         self.control = control
         self.is_trained = bool(trained)
         self.onestep = onestep          # trained one-step decoder, if any (see one_step_decoder)
-        self._fingerprint_key: Optional[tuple] = None
-        self._fingerprint: Optional[str] = None
+        self._fingerprint = checkpoint.Fingerprint()
         self._backbone_fingerprint: Optional[str] = None
 
     def __repr__(self) -> str:
@@ -242,20 +240,13 @@ class DiffEICCodec(nn.Module):
         Cached, and recomputed whenever any trainable tensor is modified (training, loading).
         """
         self.lfgcm.refresh_tables()            # a stream's fingerprint must cover the tables that coded it
-        tensors = self._fingerprinted_tensors()
-        key = tuple((name, t.data_ptr(), t._version) for name, t in tensors)
-        if key != self._fingerprint_key:
-            h = hashlib.sha256()
+
+        def describe() -> List[bytes]:
             config = self.config.to_dict()
             config["backbone"].pop("sd_path")    # where the backbone lies is not what it is (its fingerprint is)
-            h.update(yaml.safe_dump(config, sort_keys=True).encode())
-            h.update(self.backbone_fingerprint().encode())
-            for name, t in tensors:
-                h.update(name.encode())
-                t = t.detach().cpu()
-                h.update((t if not t.is_floating_point() else t.float()).contiguous().numpy().tobytes())
-            self._fingerprint, self._fingerprint_key = h.hexdigest()[:16], key
-        return self._fingerprint
+            return [yaml.safe_dump(config, sort_keys=True).encode(), self.backbone_fingerprint().encode()]
+
+        return self._fingerprint(describe, self._fingerprinted_tensors())
 
     def _fingerprinted_tensors(self) -> List[Tuple[str, torch.Tensor]]:
         # The LFGCM names what its coder depends on (weights, CDF and scale tables, bounds): two models

@@ -11,7 +11,6 @@ fingerprint, input checks, and ``save_pretrained``/``from_pretrained`` for a fol
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from pathlib import Path
 from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -21,6 +20,7 @@ import yaml
 from torch import nn
 
 from .bitstream import MAX_SIDE, NON_FINITE_STREAM, BitstreamError, StreamHeader, describe, pack, unpack
+from .checkpoint import Fingerprint
 from .config import load_yaml
 # The families share DiffEIC's padding and y stride (their transforms are built to them).
 from .lfgcm import PAD_MULTIPLE, Y_STRIDE
@@ -115,8 +115,7 @@ class HyperpriorImageCodec(nn.Module):
         self.config = config
         self.model = model
         self.is_trained = bool(trained)
-        self._fingerprint_key: Optional[tuple] = None
-        self._fingerprint: Optional[str] = None
+        self._fingerprint = Fingerprint()
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -213,19 +212,9 @@ class HyperpriorImageCodec(nn.Module):
         self.model.hyperprior.refresh_tables()
         # Everything the decoder depends on, as for DiffEIC's LFGCM: all parameters and all buffers (the CDF
         # and scale tables, the scale bound), so a model that would decode differently has another fingerprint.
-        if getattr(self, "_param_list", None) is None:     # Parameter objects are stable; gather once
-            self._param_list = list(self.model.named_parameters())
-        tensors = self._param_list + list(self.model.named_buffers())     # buffers are replaced on update()
-        key = tuple((name, t.data_ptr(), t._version) for name, t in tensors)
-        if key != self._fingerprint_key:
-            h = hashlib.sha256(self.family.encode())
-            h.update(yaml.safe_dump(dataclasses.asdict(self.config), sort_keys=True).encode())
-            for name, t in tensors:
-                h.update(name.encode())
-                t = t.detach().cpu()
-                h.update((t.float() if t.is_floating_point() else t).contiguous().numpy().tobytes())
-            self._fingerprint, self._fingerprint_key = h.hexdigest()[:16], key
-        return self._fingerprint
+        return self._fingerprint(
+            lambda: [self.family.encode(), yaml.safe_dump(dataclasses.asdict(self.config), sort_keys=True).encode()],
+            [*self.model.named_parameters(), *self.model.named_buffers()])
 
     # ------------------------------------------------------------------ decode settings
     def decode_defaults(self) -> Dict[str, Optional[int]]:
