@@ -1,5 +1,6 @@
 """What the non-DiffEIC codec families share: the user-facing codec around a transform codec whose
-latent is coded by :class:`~diffeic.hyperprior.MeanScaleHyperprior`, and its checkpoint folder.
+latent is coded by :class:`~diffeic.hyperprior.MeanScaleHyperprior`, and its checkpoint folder.  The
+input checks and the padded size are DiffEICCodec's too.
 
 A family provides a config dataclass and a model with ``encoder`` (image → y), ``hyperprior`` and
 ``reconstruct(y_hat, **settings)`` (ŷ → padded image in [0, 1]).  This class adds what every codec
@@ -19,7 +20,7 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from .bitstream import MAX_SIDE, NON_FINITE_STREAM, BitstreamError, StreamHeader, describe, pack, unpack
+from .bitstream import MAX_SIDE, NON_FINITE_STREAM, BitstreamError, StreamHeader, describe, pack, unpack_for
 from .checkpoint import Fingerprint
 from .config import load_yaml
 # The families share DiffEIC's padding and y stride (their transforms are built to them).
@@ -31,6 +32,7 @@ MODEL_FILE = "model.safetensors"
 
 
 def padded_size(height: int, width: int, multiple: int = PAD_MULTIPLE) -> Tuple[int, int]:
+    """The size the codecs work at: H and W rounded up to a multiple of 64."""
     return -(-height // multiple) * multiple, -(-width // multiple) * multiple
 
 
@@ -45,6 +47,10 @@ def check_images(x: Any, device: torch.device, max_pixels: int, owner: str) -> T
     """Validate an image ``(3,H,W)`` or batch ``(B,3,H,W)`` in [0,1] → ``(batch float32 on device, was_single)``."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"expected a torch.Tensor image of shape (3,H,W) or (B,3,H,W) in [0,1], got {type(x).__name__}")
+    if x.layout != torch.strided:
+        raise TypeError(f"expected a dense image tensor, got layout {x.layout} (call x.to_dense() first)")
+    if x.is_meta:
+        raise ValueError("the image is a meta tensor: it has a shape but no values to compress")
     if not torch.is_floating_point(x):
         raise TypeError(f"expected a floating-point image in [0,1], got dtype {x.dtype} (for uint8 data use x.float() / 255)")
     if x.dim() not in (3, 4):
@@ -282,34 +288,14 @@ class HyperpriorImageCodec(nn.Module):
     def estimate_bits(self, x: torch.Tensor) -> Union[float, List[float]]:
         """Entropy-model estimate of the payload bits for ``x`` (hard rounding, as coded)."""
         batch, single = check_images(x, self.device, self.max_pixels, type(self).__name__)
-        hp = self.model.hyperprior
-        was_training = hp.training
-        hp.eval()
-        try:
-            out = hp(self.model.encoder(pad_image(batch)))
-        finally:
-            hp.train(was_training)
-        bits = sum(-torch.log2(lik).flatten(1).sum(1) for lik in out["likelihoods"].values())
-        values = [float(b) for b in bits]
+        values = self.model.hyperprior.estimate_bits(self.model.encoder(pad_image(batch)))
         return values[0] if single else values
 
-    @staticmethod
-    def inspect(bits: Bits) -> Dict[str, Any]:
-        """The stream's header as a dict (no model needed): :func:`diffeic.bitstream.describe`."""
-        return describe(bits)
+    inspect = staticmethod(describe)            # the stream's header as a dict (no model needed)
 
     def _open(self, bits: Bits) -> Tuple[StreamHeader, bytes]:
-        header, payload = unpack(bits)
-        if header.family != self.family:
-            raise BitstreamError(f"stream was made by a {header.family!r} codec, not by a {self.family!r} one; "
-                                 f"load that codec (diffeic.load_codec) to decode it")
-        mine = self.fingerprint()[:8]
-        if header.fingerprint != mine:
-            raise BitstreamError(f"stream was made by model {header.fingerprint}, but this codec is model {mine} "
-                                 f"({self.config.name}); decode it with the model that encoded it")
-        if header.height * header.width > self.max_pixels:
-            raise BitstreamError(f"stream declares a {header.height}x{header.width} image, more than this codec's limit "
-                                 f"of {self.max_pixels} pixels (raise {type(self).__name__}.max_pixels to decode it)")
+        header, payload = unpack_for(bits, self.family, self.fingerprint()[:8], self.config.name, self.max_pixels,
+                                     type(self).__name__)
         if header.rate is not None or header.sampler is not None:
             raise BitstreamError(f"corrupt header: a {self.family} stream carries no rate or sampler field")
         if not self.decode_defaults() and (header.steps is not None or header.seed is not None):

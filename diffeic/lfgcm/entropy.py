@@ -297,6 +297,18 @@ class CodingTables:
     def aux_loss(self) -> torch.Tensor:
         return self.entropy_bottleneck.loss()
 
+    @torch.no_grad()
+    def estimate_bits(self, *inputs: torch.Tensor, **kwargs) -> List[float]:
+        """The entropy model's estimate of the bits each batch item costs: ``-log2`` of the likelihoods of
+        ``forward(*inputs, **kwargs)`` in eval mode (hard rounding, as coded)."""
+        was_training = self.training
+        self.eval()
+        try:
+            out = self(*inputs, **kwargs)
+        finally:
+            self.train(was_training)
+        return [float(b) for b in sum(-torch.log2(lik).flatten(1).sum(1) for lik in out["likelihoods"].values())]
+
     def z_medians(self) -> torch.Tensor:
         return self.entropy_bottleneck.quantiles[:, 0, 1].detach().view(1, -1, 1, 1)
 
