@@ -107,11 +107,12 @@ class HyperpriorImageCodec(nn.Module):
     """Base of the HiFiC and refinement codecs (see the module docstring).
 
     Subclasses set ``family`` (a name in :data:`diffeic.bitstream.FAMILY_IDS`), ``config_class``,
-    ``presets`` and implement :meth:`build_model` and, when decoding takes settings, :meth:`decode_defaults`.
+    ``model_class`` (built from a config), ``presets`` and, when decoding takes settings, :meth:`decode_defaults`.
     """
 
     family: ClassVar[str] = ""
     config_class: ClassVar[type]
+    model_class: ClassVar[type]
     presets: ClassVar[Dict[str, Any]] = {}
     #: Largest image (pixels) compress/decompress accept; streams declaring more are refused before allocating.
     max_pixels: int = 64 * 1024 * 1024
@@ -126,7 +127,7 @@ class HyperpriorImageCodec(nn.Module):
     # ------------------------------------------------------------------ construction
     @classmethod
     def build_model(cls, config: Any) -> nn.Module:
-        raise NotImplementedError
+        return cls.model_class(config)
 
     @classmethod
     def get_config(cls, config: Union[str, Path, Any]) -> Any:
@@ -337,11 +338,6 @@ class HyperpriorImageCodec(nn.Module):
         return image[0, :, :header.height, :header.width].clamp(0, 1)
 
 
-def build_config_presets(*configs: Any) -> Dict[str, Any]:
-    """``{name: factory}`` for configs made by zero-argument functions (kept fresh per call)."""
-    return {fn().name: fn for fn in configs}
-
-
 __all__ = ["HyperpriorImageCodec", "check_images", "pad_image", "padded_size", "config_from_dict",
-           "read_checkpoint_meta", "build_config_presets", "CONFIG_FILE", "MODEL_FILE",
+           "read_checkpoint_meta", "CONFIG_FILE", "MODEL_FILE",
            "PAD_MULTIPLE"]
