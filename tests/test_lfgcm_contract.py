@@ -6,6 +6,7 @@ random initialisation; variable-rate, used at its highest rate), on two exact ph
 """
 import pytest
 import torch
+from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 
 from helpers import photo_crop
 
@@ -49,18 +50,30 @@ def test_a_batch_codes_each_item_as_it_would_alone(trained):
     assert torch.equal(one["y_hat"], lfgcm.decompress([batch], (1, 2), Q)["y_hat"][1:])
 
 
+def _rebuilt(module, update) -> set:
+    """The state-dict entries that ``update()`` changes."""
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    update()
+    after = module.state_dict()
+    assert sorted(after) == sorted(before)
+    return {k for k in after if before[k].shape != after[k].shape or not torch.equal(before[k], after[k])}
+
+
+def test_the_one_table_list_is_what_compressais_coder_builds():
+    """The listed tables (which the loaders resize, training leaves out of its checkpoints and the checks
+    guard) are exactly the buffers compressai's own table builders fill, none missing, none extra."""
+    eb, gc = EntropyBottleneck(4), GaussianConditional(None)
+    built = ({"entropy_bottleneck." + k for k in _rebuilt(eb, lambda: eb.update(force=True))}
+             | {"gaussian_conditional." + k
+                for k in _rebuilt(gc, lambda: gc.update_scale_table(torch.tensor([0.2, 2.0])))})
+    assert built == set(CodingTables.coding_table_names())
+
+
 @pytest.mark.parametrize("build", [lambda: LFGCM(DiffEICCodec.from_config("tiny").config.lfgcm),
                                    lambda: MeanScaleHyperprior(8, 4)], ids=["lfgcm", "hyperprior"])
-def test_the_one_table_list_is_what_update_builds(build):
-    """The state-dict entries ``update`` rebuilds are exactly the listed tables (the list the loaders resize
-    and training leaves out of its checkpoints), for both coders that share it."""
+def test_both_coders_build_exactly_the_listed_tables(build):
     model = build()
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    model.update(force=True)
-    after = model.state_dict()
-    assert sorted(after) == sorted(before)
-    rebuilt = {k for k in after if before[k].shape != after[k].shape or not torch.equal(before[k], after[k])}
-    assert rebuilt == set(CodingTables.coding_table_names())
+    assert _rebuilt(model, lambda: model.update(force=True)) == set(CodingTables.coding_table_names())
 
 
 def test_every_listed_table_moves_the_fingerprint(tiny_codec):
@@ -81,7 +94,7 @@ def test_every_listed_table_moves_the_fingerprint(tiny_codec):
 def test_float_and_exact_walks_visit_the_same_passes_and_agree_on_the_parameters(trained):
     """Fed the same decoded values, the float networks and their exact integer twin walk the slices and
     checkerboard passes in the same order and give σ, μ within the twin's rounding: a few 2^-8 grid steps
-    (measured: at most 1.6 steps on these crops at q = 0, 4, 8)."""
+    (measured: at most 1.3 steps here; swapping two equal-size slices' spatial contexts in the twin moves σ by 3.7)."""
     lfgcm, x, z_g = trained
     with torch.no_grad():
         forward = lfgcm.eval()(x[:1], z_g[:1], Q)
@@ -103,5 +116,5 @@ def test_float_and_exact_walks_visit_the_same_passes_and_agree_on_the_parameters
     assert [(k, a) for k, a, _, _ in floats] == [(k, a) for k, a, _, _ in grid] \
         == [(k, a) for k in range(len(lfgcm.slices)) for a in (True, False)]      # anchors (odd i+j) first
     for (_, _, s_f, m_f), (_, _, s_e, m_e) in zip(floats, grid):
-        assert (from_grid(s_e) - s_f).abs().max() < 4 / ACT_SCALE and (from_grid(m_e) - m_f).abs().max() < 4 / ACT_SCALE
+        assert (from_grid(s_e) - s_f).abs().max() < 3 / ACT_SCALE and (from_grid(m_e) - m_f).abs().max() < 3 / ACT_SCALE
     assert max(float(m.abs().max()) for _, _, _, m in floats) > 0.5      # the parameters are not all ~0
