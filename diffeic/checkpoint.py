@@ -60,7 +60,7 @@ class Checkpoint:
         return self.meta.get("trained", True)
 
     def build_lfgcm(self) -> nn.Module:
-        """The LFGCM with the folder's weights and (checked) coding tables; empty tables are rebuilt."""
+        """The LFGCM with the folder's weights and (checked) coding tables; empty tables are rebuilt when first used."""
         from .lfgcm import LFGCM
 
         shapes = shapes_only(lambda: LFGCM(self.config.lfgcm))
@@ -70,8 +70,6 @@ class Checkpoint:
             lfgcm.load_state_dict(self.lfgcm_state)
         except ValueError as err:                 # corrupt coding tables
             raise CheckpointError(f"{self.folder / LFGCM_FILE}: {err}") from None
-        if lfgcm.entropy_bottleneck._offset.numel() == 0:
-            lfgcm.update(force=True)
         return lfgcm
 
     def load_control(self, control: nn.Module) -> None:

@@ -194,9 +194,7 @@ class HyperpriorImageCodec(nn.Module):
             codec.model.load_state_dict(state)
         except ValueError as err:               # corrupt coding tables or quantiles
             raise CheckpointError(f"{folder / MODEL_FILE}: {err}") from None
-        codec.eval()
-        if codec.model.hyperprior.entropy_bottleneck._offset.numel() == 0:
-            codec.model.hyperprior.update(force=True)
+        codec.eval()                            # (empty coding tables are rebuilt when first used)
         return codec.to(device) if device is not None else codec
 
     def save_pretrained(self, path: Union[str, Path], overwrite: bool = True, **metadata: Any) -> Path:
