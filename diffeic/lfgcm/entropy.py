@@ -40,8 +40,8 @@ from .exact import ACT_CLIP, ACT_SCALE, LATENT_LIMIT, ExactEntropyPath, from_gri
 from .layers import conv
 
 #: The buffers the rANS coder reads, per entropy model: built by ``update``, saved with the weights,
-#: checked when loaded (:meth:`SliceCheckerboardEntropyModel.check_coding_tables`), and part of the
-#: model fingerprint. The one list of them.
+#: resized and checked when loaded (:class:`CodingTables`), and part of the model fingerprint. The one
+#: list of them, for every coder built on compressai's entropy models (this LFGCM, diffeic.hyperprior).
 CODING_TABLES: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
     ("entropy_bottleneck", ("_offset", "_quantized_cdf", "_cdf_length")),
     ("gaussian_conditional", ("_offset", "_quantized_cdf", "_cdf_length", "scale_table")),
@@ -236,7 +236,7 @@ class CodingTables:
 
     The tables (:data:`CODING_TABLES`) are built from the weights on the CPU, so every machine codes with the
     same ones; rebuilt whenever the weights change; resized, checked and taken as current when loaded (empty
-    ones are rebuilt).  Users call :meth:`_init_coding` where the two entropy models belong and provide
+    ones are rebuilt when first used).  Users call :meth:`_init_coding` where the two entropy models belong and provide
     ``_exact_nets(device)``, the exact integer twin of the networks that choose y's CDFs.
     """
 
