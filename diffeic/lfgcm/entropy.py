@@ -32,7 +32,6 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from compressai.ans import BufferedRansEncoder, RansDecoder
 from compressai.entropy_models import EntropyBottleneck, GaussianConditional
-from compressai.models import CompressionModel
 from torch import nn
 
 from ..config import LFGCMConfig
@@ -410,7 +409,7 @@ def slice_walk(nets, psi: torch.Tensor, n_slices: int, masks: Tuple[torch.Tensor
     return decoded
 
 
-class SliceCheckerboardEntropyModel(CodingTables, CompressionModel):
+class SliceCheckerboardEntropyModel(CodingTables, nn.Module):
     """Rate model and coder for ``(y, z)`` given the hyper-synthesis network ``self.hyper_dec``.
 
     Subclasses provide ``hyper_dec`` (ẑ → ψ with 2M channels at y's resolution).
