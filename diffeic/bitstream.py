@@ -222,6 +222,23 @@ def unpack(data: bytes) -> Tuple[StreamHeader, bytes]:
     return header, body[pos:]
 
 
+def unpack_for(data: bytes, family: str, fingerprint: str, model: str, max_pixels: int,
+               owner: str) -> Tuple[StreamHeader, bytes]:
+    """:func:`unpack` for one model: a stream of another codec family, of another model (``fingerprint``,
+    ``model`` names it) or of more than ``max_pixels`` pixels (``owner.max_pixels``) is refused before decoding."""
+    header, payload = unpack(data)
+    if header.family != family:
+        raise BitstreamError(f"stream was made by a {header.family!r} codec, not by a {family!r} one; load that "
+                             f"codec (diffeic.load_codec) to decode it")
+    if header.fingerprint != fingerprint:
+        raise BitstreamError(f"stream was made by model {header.fingerprint}, but this codec is model {fingerprint} "
+                             f"({model}); decode it with the model that encoded it")
+    if header.height * header.width > max_pixels:
+        raise BitstreamError(f"stream declares a {header.height}x{header.width} image, more than this codec's limit "
+                             f"of {max_pixels} pixels (raise {owner}.max_pixels to decode it)")
+    return header, payload
+
+
 def describe(data: bytes) -> Dict[str, Any]:
     """A stream's header as a dict (no model needed): format version, family, fingerprint, size,
     rate, decode settings (None = the decoding model's default), payload/container/total bytes and bpp.

@@ -21,7 +21,7 @@ import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 import torch
 import yaml
@@ -60,7 +60,7 @@ class Checkpoint:
         return self.meta.get("trained", True)
 
     def build_lfgcm(self) -> nn.Module:
-        """The LFGCM with the folder's weights and (checked) coding tables; empty tables are rebuilt."""
+        """The LFGCM with the folder's weights and (checked) coding tables; empty tables are rebuilt when first used."""
         from .lfgcm import LFGCM
 
         shapes = shapes_only(lambda: LFGCM(self.config.lfgcm))
@@ -70,8 +70,6 @@ class Checkpoint:
             lfgcm.load_state_dict(self.lfgcm_state)
         except ValueError as err:                 # corrupt coding tables
             raise CheckpointError(f"{self.folder / LFGCM_FILE}: {err}") from None
-        if lfgcm.entropy_bottleneck._offset.numel() == 0:
-            lfgcm.update(force=True)
         return lfgcm
 
     def load_control(self, control: nn.Module) -> None:
@@ -93,6 +91,28 @@ class Checkpoint:
         check_keys(self.folder / ONESTEP_FILE, self.onestep_state, decoder)
         decoder.load_state_dict(self.onestep_state)
         return decoder
+
+
+class Fingerprint:
+    """A model's identity, 16 hex digits of SHA-256 over its description (family, config, backbone) and the
+    named tensors its decoding depends on; recomputed only when a tensor was replaced or changed in place."""
+
+    def __init__(self) -> None:
+        self._key: Optional[tuple] = None
+        self._value = ""
+
+    def __call__(self, describe: Callable[[], Iterable[bytes]], tensors: List[Tuple[str, torch.Tensor]]) -> str:
+        key = tuple((name, t.data_ptr(), t._version) for name, t in tensors)
+        if key != self._key:
+            h = hashlib.sha256()
+            for part in describe():
+                h.update(part)
+            for name, t in tensors:
+                h.update(name.encode())
+                t = t.detach().cpu()
+                h.update((t.float() if t.is_floating_point() else t).contiguous().numpy().tobytes())
+            self._value, self._key = h.hexdigest()[:16], key
+        return self._value
 
 
 def read(path: PathLike) -> Checkpoint:

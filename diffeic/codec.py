@@ -7,7 +7,6 @@ diffusion sampling from noise (or from z_c for the few-step mode) → VAE decode
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 import numbers
 import warnings
@@ -20,8 +19,8 @@ import yaml
 from torch import nn
 
 from . import checkpoint
-from .bitstream import (MAX_SIDE, NON_FINITE_STREAM, SAMPLER_IDS, BitstreamError, StreamHeader, describe, pack,
-                        unpack)
+from .bitstream import (NON_FINITE_STREAM, SAMPLER_IDS, BitstreamError, StreamHeader, describe, pack,
+                        unpack_for)
 from .config import SEED_LIMIT, DiffEICConfig, SamplerConfig, check_int, get_config
 from .diffusion.backbone import FrozenBackbone
 from .diffusion.control import ControlModule
@@ -31,6 +30,7 @@ from .diffusion.onestep import OneStepConfig, OneStepDecoder
 from .diffusion.sampling import check_steps, sampler_limit
 from .lfgcm import LFGCM, PAD_MULTIPLE
 from .lfgcm.rate import check_rate, rate_range as q_range
+from .image_codec import check_images, padded_size
 from .target_size import TargetTooSmall, fit_to_budget
 
 Bits = Union[bytes, bytearray]
@@ -50,11 +50,6 @@ def warn_if_untrained(codec: "DiffEICCodec", name: Optional[str] = None, always:
     warnings.warn(f"model {name or codec.config.name!r} has random, untrained weights: fine for tests and demos, "
                   f"but reconstructions will not resemble the input (load trained weights with "
                   f"DiffEICCodec.from_pretrained for real use)", UserWarning, stacklevel=3)
-
-
-def padded_size(height: int, width: int, multiple: int = PAD_MULTIPLE) -> Tuple[int, int]:
-    """The size the codec works at: H and W rounded up to a multiple of 64."""
-    return -(-height // multiple) * multiple, -(-width // multiple) * multiple
 
 
 def _pad(x: torch.Tensor) -> torch.Tensor:
@@ -87,8 +82,7 @@ class DiffEICCodec(nn.Module):
         self.control = control
         self.is_trained = bool(trained)
         self.onestep = onestep          # trained one-step decoder, if any (see one_step_decoder)
-        self._fingerprint_key: Optional[tuple] = None
-        self._fingerprint: Optional[str] = None
+        self._fingerprint = checkpoint.Fingerprint()
         self._backbone_fingerprint: Optional[str] = None
 
     def __repr__(self) -> str:
@@ -242,20 +236,13 @@ class DiffEICCodec(nn.Module):
         Cached, and recomputed whenever any trainable tensor is modified (training, loading).
         """
         self.lfgcm.refresh_tables()            # a stream's fingerprint must cover the tables that coded it
-        tensors = self._fingerprinted_tensors()
-        key = tuple((name, t.data_ptr(), t._version) for name, t in tensors)
-        if key != self._fingerprint_key:
-            h = hashlib.sha256()
+
+        def describe() -> List[bytes]:
             config = self.config.to_dict()
             config["backbone"].pop("sd_path")    # where the backbone lies is not what it is (its fingerprint is)
-            h.update(yaml.safe_dump(config, sort_keys=True).encode())
-            h.update(self.backbone_fingerprint().encode())
-            for name, t in tensors:
-                h.update(name.encode())
-                t = t.detach().cpu()
-                h.update((t if not t.is_floating_point() else t.float()).contiguous().numpy().tobytes())
-            self._fingerprint, self._fingerprint_key = h.hexdigest()[:16], key
-        return self._fingerprint
+            return [yaml.safe_dump(config, sort_keys=True).encode(), self.backbone_fingerprint().encode()]
+
+        return self._fingerprint(describe, self._fingerprinted_tensors())
 
     def _fingerprinted_tensors(self) -> List[Tuple[str, torch.Tensor]]:
         # The LFGCM names what its coder depends on (weights, CDF and scale tables, bounds): two models
@@ -265,38 +252,6 @@ class DiffEICCodec(nn.Module):
         return [("lfgcm." + n, t) for n, t in self.lfgcm.fingerprint_tensors()] + self._control_params
 
     # ------------------------------------------------------------------ input checks
-    def _check_images(self, x: Any) -> Tuple[torch.Tensor, bool]:
-        """Validate an image or batch → ``(batch (B,3,H,W) float on our device, was_single)``."""
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"expected a torch.Tensor image of shape (3,H,W) or (B,3,H,W) in [0,1], got "
-                            f"{type(x).__name__}")
-        if x.layout != torch.strided:
-            raise TypeError(f"expected a dense image tensor, got layout {x.layout} (call x.to_dense() first)")
-        if x.is_meta:
-            raise ValueError("the image is a meta tensor: it has a shape but no values to compress")
-        if not torch.is_floating_point(x):
-            raise TypeError(f"expected a floating-point image in [0,1], got dtype {x.dtype} "
-                            f"(for uint8 data use x.float() / 255)")
-        if x.dim() not in (3, 4):
-            raise ValueError(f"expected shape (3,H,W) or (B,3,H,W), got {tuple(x.shape)}")
-        single = x.dim() == 3
-        batch = x.unsqueeze(0) if single else x
-        if batch.shape[1] != 3:
-            raise ValueError(f"expected 3 colour channels (RGB) in dimension {0 if single else 1}, got shape "
-                             f"{tuple(x.shape)}")
-        if batch.numel() == 0:
-            raise ValueError(f"empty image: shape {tuple(x.shape)}")
-        h, w = batch.shape[-2:]
-        if h > MAX_SIDE or w > MAX_SIDE or h * w > self.max_pixels:
-            raise ValueError(f"image {h}x{w} is larger than this codec accepts (sides ≤ {MAX_SIDE}, "
-                             f"≤ {self.max_pixels} pixels; raise DiffEICCodec.max_pixels if you have the memory)")
-        if not torch.isfinite(batch).all():
-            raise ValueError("image contains NaN or Inf values")
-        lo, hi = batch.min().item(), batch.max().item()
-        if lo < 0 or hi > 1:
-            raise ValueError(f"image values must be in [0,1], got min {lo:.4g}, max {hi:.4g}")
-        return batch.to(self.device, torch.float32), single
-
     # ------------------------------------------------------------------ encoding
     @torch.no_grad()
     def _guidance(self, x_pad: torch.Tensor) -> torch.Tensor:
@@ -310,20 +265,6 @@ class DiffEICCodec(nn.Module):
         tiled = self.encoder_tiling or opts.exceeds_auto_tile(x_pad.shape[-2] * x_pad.shape[-1])
         with vae_tiling(self.backbone.vae, opts.vae_tile_pixels, enabled=tiled):
             return self.backbone.encode(x_pad)
-
-    @torch.no_grad()
-    def _analyse(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """``(y, z_g)`` of a batch: the part of encoding that does not depend on the rate."""
-        x_pad = _pad(x)
-        z_g = self._guidance(x_pad)
-        return self.lfgcm.encoder(x_pad, z_g), z_g
-
-    @torch.no_grad()
-    def _encode(self, x: torch.Tensor, rate: Optional[float] = None) -> List[Tuple[bytes, torch.Tensor, torch.Tensor]]:
-        y, z_g = self._analyse(x)
-        y, z = self.lfgcm.hyper_analyse(y, z_g, rate)
-        # The entropy path runs one image at a time, exactly as the decoder will run it.
-        return [self.lfgcm.encode_latents(y[i:i + 1], z[i:i + 1]) for i in range(x.shape[0])]
 
     def compress(self, x: torch.Tensor, *, sampler: Optional[str] = None, steps: Optional[int] = None,
                  seed: Optional[int] = None, rate: Optional[float] = None, target_bpp: Optional[float] = None,
@@ -339,7 +280,7 @@ class DiffEICCodec(nn.Module):
         model's lowest rate raises :class:`~diffeic.target_size.TargetTooSmall` (a ``ValueError``).
         q is rounded to float32 and stored in the stream.  Fixed-rate models refuse all three.
         """
-        batch, single = self._check_images(x)
+        batch, single = check_images(x, self.device, self.max_pixels, type(self).__name__)
         self.resolve_settings(None, steps, seed, sampler)       # never write what decode refuses
         d = self.config.sampler
         # Only what the caller chose and the model would not: a stream leaves its defaults to the model.
@@ -354,16 +295,15 @@ class DiffEICCodec(nn.Module):
         def stream(payload: bytes, q: Optional[float]) -> bytes:
             return pack(StreamHeader(fingerprint=fp, height=h, width=w, rate=q, **header_kw), payload)
 
+        x_pad = _pad(batch)
+        z_g = self._guidance(x_pad)
         if budget is None:
-            streams = [stream(payload, q) for payload, _, _ in self._encode(batch, q)]
+            streams = [stream(payload, q) for payload in self.lfgcm.compress(x_pad, z_g, q)["strings"][0]]
         else:
-            y, z_g = self._analyse(batch)
             streams = []
             for i in range(batch.shape[0]):
                 def encode(q: float, i: int = i) -> bytes:
-                    with torch.no_grad():
-                        y_q, z = self.lfgcm.hyper_analyse(y[i:i + 1], z_g[i:i + 1], q)
-                        return stream(self.lfgcm.encode_latents(y_q, z)[0], q)
+                    return stream(self.lfgcm.compress(x_pad[i:i + 1], z_g[i:i + 1], q)["strings"][0][0], q)
                 try:
                     streams.append(fit_to_budget(encode, *self.rate_range, budget)[1])
                 except TargetTooSmall as err:
@@ -442,37 +382,18 @@ class DiffEICCodec(nn.Module):
     @torch.no_grad()
     def estimate_bits(self, x: torch.Tensor, rate: Optional[float] = None) -> Union[float, List[float]]:
         """Entropy-model estimate of the payload bits for ``x`` (hard rounding, as coded) at ``rate``."""
-        batch, single = self._check_images(x)
+        batch, single = check_images(x, self.device, self.max_pixels, type(self).__name__)
         q, _ = self._rate_request(rate, None, None, 0)
-        was_training = self.lfgcm.training
-        self.lfgcm.eval()
-        try:
-            x_pad = _pad(batch)
-            out = self.lfgcm(x_pad, self._guidance(x_pad), rate=q)
-        finally:
-            self.lfgcm.train(was_training)
-        bits = sum(-torch.log2(lik).flatten(1).sum(1) for lik in out["likelihoods"].values())
-        values = [float(b) for b in bits]
+        x_pad = _pad(batch)
+        values = self.lfgcm.estimate_bits(x_pad, self._guidance(x_pad), rate=q)
         return values[0] if single else values
 
     # ------------------------------------------------------------------ decoding
-    @staticmethod
-    def inspect(bits: Bits) -> Dict[str, Any]:
-        """The stream's header as a dict (no model needed; see :func:`diffeic.bitstream.describe`)."""
-        return describe(bits)
+    inspect = staticmethod(describe)            # the stream's header as a dict (no model needed)
 
     def _open(self, bits: Bits) -> Tuple[StreamHeader, bytes]:
-        header, payload = unpack(bits)
-        if header.family != "diffeic":
-            raise BitstreamError(f"stream was made by a {header.family!r} codec, not by DiffEIC; load that codec "
-                                 f"(diffeic.load_codec) to decode it")
-        mine = self.fingerprint()[:8]
-        if header.fingerprint != mine:
-            raise BitstreamError(f"stream was made by model {header.fingerprint}, but this codec is model {mine} "
-                                 f"({self.config.name}); decode it with the model that encoded it")
-        if header.height * header.width > self.max_pixels:
-            raise BitstreamError(f"stream declares a {header.height}x{header.width} image, more than this codec's "
-                                 f"limit of {self.max_pixels} pixels (raise DiffEICCodec.max_pixels to decode it)")
+        header, payload = unpack_for(bits, "diffeic", self.fingerprint()[:8], self.config.name, self.max_pixels,
+                                     type(self).__name__)
         rc = self.config.lfgcm.rate
         if (header.rate is None) != (rc is None):
             problem = ("the stream has no rate parameter, but this model is variable-rate" if rc is not None
@@ -489,14 +410,14 @@ class DiffEICCodec(nn.Module):
     def decompress_latents(self, bits: Bits) -> Dict[str, Any]:
         """Entropy-decode a stream without diffusion: ``{header, z_c, y_hat, z_hat}``."""
         header, payload = self._open(bits)
-        padded = padded_size(header.height, header.width)
+        hp, wp = padded_size(header.height, header.width)
         try:
-            z_c, y_hat, z_hat = self.lfgcm.decompress(payload, padded, self.device, rate=header.rate)
+            latents = self.lfgcm.decompress([[payload]], (hp // PAD_MULTIPLE, wp // PAD_MULTIPLE), rate=header.rate)
         except (RuntimeError, ValueError, OverflowError) as err:
             raise BitstreamError(f"corrupt payload: {err}") from err
-        if not torch.isfinite(z_c).all():
+        if not torch.isfinite(latents["z_c"]).all():
             raise BitstreamError(NON_FINITE_STREAM)
-        return {"header": header, "z_c": z_c, "y_hat": y_hat, "z_hat": z_hat}
+        return {"header": header, **latents}
 
     def decompress(self, bits: Union[Bits, Sequence[Bits]], steps: Optional[int] = None,
                    seed: Optional[int] = None, sampler: Optional[str] = None,

@@ -80,6 +80,24 @@ def check_scale_table(prefix: str, scale_min: Any, scale_max: Any, levels: Any) 
     return scale_min, scale_max, check_int(f"{prefix}scale_levels", levels, 2, 256)
 
 
+@dataclass
+class FamilyConfig:
+    """What the config of every hyperprior codec family (HiFiC, refine) has: its name, the Gaussian coder's
+    scale table and the seed of its random initialisation."""
+
+    name: str = "custom"
+    scale_min: float = 0.11
+    scale_max: float = 256.0
+    scale_levels: int = 64
+    init_seed: int = 0
+
+    def __post_init__(self) -> None:
+        # Checked when built (from YAML or a checkpoint): one line naming the field, the value and what is allowed.
+        self.scale_min, self.scale_max, self.scale_levels = check_scale_table(
+            "", self.scale_min, self.scale_max, self.scale_levels)
+        self.init_seed = check_int("init_seed", self.init_seed, 0, SEED_LIMIT - 1)
+
+
 def check_ints(name: str, values: Any, lo: int = 1, hi: int = MAX_WIDTH) -> Tuple[int, ...]:
     """A non-empty list of integers in ``[lo, hi]`` as a tuple (:func:`check_int` for each)."""
     if isinstance(values, (str, bytes)) or not isinstance(values, (list, tuple)) or not values:

@@ -64,10 +64,8 @@ SCHEDULE_KEYS = frozenset((
     "posterior_variance", "posterior_log_variance_clipped", "posterior_mean_coef1", "posterior_mean_coef2",
     "logvar"))
 
-#: CDF bookkeeping buffers: empty (or absent) in the published files; always rebuilt by ``update``.
-CDF_BUFFERS = {"entropy_bottleneck": ("_offset", "_quantized_cdf", "_cdf_length"),
-               "gaussian_conditional": ("_offset", "_quantized_cdf", "_cdf_length", "scale_table")}
-#: Constant buffers: fixed by hyper-parameters, validated against a freshly built module.
+#: Constant buffers: fixed by hyper-parameters, validated against a freshly built module.  (The CDF tables,
+#: ``CodingTables.coding_table_names()``, are empty or absent in the published files and rebuilt by ``update``.)
 CONSTANT_BUFFERS = {"entropy_bottleneck": ("target", "likelihood_lower_bound.bound"),
                     "gaussian_conditional": ("scale_bound", "likelihood_lower_bound.bound",
                                              "lower_bound_scale.bound")}
@@ -334,8 +332,10 @@ def expected_official_layout(config="sd21") -> Dict[str, Target]:
 
 def _lfgcm_buffer_kind(key: str) -> Optional[str]:
     """"cdf" / "constant" for the entropy models' buffers (our LFGCM-relative key), else ``None``."""
+    from .lfgcm.entropy import CodingTables
+
     module, _, name = key.partition(".")
-    if name in CDF_BUFFERS.get(module, ()):
+    if key in CodingTables.coding_table_names():
         return "cdf"
     if name in CONSTANT_BUFFERS.get(module, ()):
         return "constant"
@@ -346,12 +346,14 @@ def expected_lfgcm_buffers(lfgcm_cfg) -> StateDict:
     """The entropy models' buffers as a freshly built LFGCM has them (CDF tables empty)."""
     from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 
+    from .lfgcm.entropy import CodingTables
+
     parts = {"entropy_bottleneck": EntropyBottleneck(lfgcm_cfg.N),
              "gaussian_conditional": GaussianConditional(None, scale_bound=lfgcm_cfg.scale_min)}
     out: StateDict = {}
     for module_name, module in parts.items():
         for name, buf in module.named_buffers():
-            if name in CDF_BUFFERS[module_name] or name in CONSTANT_BUFFERS[module_name]:
+            if f"{module_name}.{name}" in CodingTables.coding_table_names() or name in CONSTANT_BUFFERS[module_name]:
                 out[f"{module_name}.{name}"] = buf.detach().clone()
     return out
 

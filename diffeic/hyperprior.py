@@ -16,24 +16,16 @@ latents stay in the coder's range and it is exactly the coding of what it decode
 """
 from __future__ import annotations
 
-import copy
-import math
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Tuple
 
 import torch
-from compressai.ans import BufferedRansEncoder, RansDecoder
-from compressai.entropy_models import EntropyBottleneck, GaussianConditional
+from compressai.ans import BufferedRansEncoder
 from compressai.ops import quantize_ste
 from torch import nn
 
-from .lfgcm.entropy import (_CodingTables, check_canonical, check_encoder_latents, check_entropy_tables,
-                            check_payload_size, check_quantiles, check_symbols, in_range)
+from .lfgcm.entropy import (Z_STRIDE, CodingTables, check_canonical, check_encoder_latents, check_symbols,
+                            in_range)
 from .lfgcm.exact import ACT_SCALE, ExactNet, from_grid, to_grid
-
-#: Stride of ``z`` relative to ``y``.
-Z_STRIDE = 4
-_TABLE_BUFFERS = {"entropy_bottleneck": ("_offset", "_quantized_cdf", "_cdf_length"),
-                  "gaussian_conditional": ("_offset", "_quantized_cdf", "_cdf_length", "scale_table")}
 
 
 class _Relu:
@@ -68,7 +60,7 @@ def hyper_synthesis(hyper: int, M: int) -> nn.Sequential:
                          nn.Conv2d(hyper, M, 3, padding=1))
 
 
-class MeanScaleHyperprior(nn.Module):
+class MeanScaleHyperprior(CodingTables, nn.Module):
     """Rate model and coder of a latent ``y``: ``forward`` for training, ``compress``/``decompress`` for streams.
 
     Args:
@@ -84,20 +76,9 @@ class MeanScaleHyperprior(nn.Module):
         self.h_a = hyper_analysis(M, hyper)
         self.h_s_mean = hyper_synthesis(hyper, M)
         self.h_s_scale = hyper_synthesis(hyper, M)
-        self.entropy_bottleneck = EntropyBottleneck(hyper)
-        self.gaussian_conditional = GaussianConditional(None, scale_bound=scale_min)
-        # Python's math, not a vectorised kernel: every machine builds the same table.
-        step = (math.log(scale_max) - math.log(scale_min)) / (scale_levels - 1)
-        self._scale_table = torch.tensor([math.exp(math.log(scale_min) + i * step) for i in range(scale_levels)],
-                                         dtype=torch.float32)
-        self._coding: Optional[tuple] = None
-        self._tables_key: Optional[tuple] = None
-        self.register_load_state_dict_post_hook(_check_loaded_tables)
+        self._init_coding(hyper, scale_min, scale_max, scale_levels)
 
     # ------------------------------------------------------------------ training / rate estimate
-    def z_medians(self) -> torch.Tensor:
-        return self.entropy_bottleneck.quantiles[:, 0, 1].detach().view(1, -1, 1, 1)
-
     def forward(self, y: torch.Tensor) -> Dict[str, object]:
         """``{"y_hat", "z_hat", "likelihoods": {"y", "z"}}``.
 
@@ -114,72 +95,11 @@ class MeanScaleHyperprior(nn.Module):
         y_hat = quantize_ste(y - means) + means
         return {"y_hat": y_hat, "z_hat": z_hat, "likelihoods": {"y": y_lik, "z": z_lik}}
 
-    def aux_loss(self) -> torch.Tensor:
-        return self.entropy_bottleneck.loss()
-
-    # ------------------------------------------------------------------ tables
-    def update(self, force: bool = False) -> bool:
-        """Rebuild the CDF tables on the CPU (identical on every machine) and copy them to the model's device."""
-        check_quantiles(self.entropy_bottleneck.quantiles)
-        updated = False
-        for name, buffers in _TABLE_BUFFERS.items():
-            module = getattr(self, name)
-            device = module.likelihood_lower_bound.bound.device
-            cpu = copy.deepcopy(module).cpu().float()
-            changed = (cpu.update(force=force) if name == "entropy_bottleneck"
-                       else cpu.update_scale_table(self._scale_table, force=force))
-            if changed:
-                for buf in buffers:
-                    setattr(module, buf, getattr(cpu, buf).to(device))
-            updated |= bool(changed)
-        self._coding = None
-        self._tables_key = self._weights_key()
-        return updated
-
-    def refresh_tables(self) -> None:
-        """Rebuild the tables if any weight changed since they were built or loaded."""
-        if self._tables_key != self._weights_key():
-            self.update(force=True)
-
-    def table_names(self) -> List[str]:
-        """State-dict names of the coder's tables (derived from the weights by ``update``; resized on load)."""
-        return [f"{m}.{b}" for m, bufs in _TABLE_BUFFERS.items() for b in bufs]
-
-    def _weights_key(self) -> tuple:
-        if getattr(self, "_param_list", None) is None:     # Parameter objects are stable; gather once
-            self._param_list = list(self.parameters())
-        return tuple((p.data_ptr(), p._version) for p in self._param_list)
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
-        # CDF tables have data-dependent sizes: resize ours to the saved ones before copying.
-        for name, buffers in _TABLE_BUFFERS.items():
-            module = getattr(self, name)
-            for buf in buffers:
-                key = f"{prefix}{name}.{buf}"
-                if key in state_dict and getattr(module, buf).shape != state_dict[key].shape:
-                    setattr(module, buf, torch.empty_like(state_dict[key], device=getattr(module, buf).device))
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        has_tables = all(state_dict.get(f"{prefix}{n}._offset", torch.empty(0)).numel() for n in _TABLE_BUFFERS)
-        self._coding = None
-        self._tables_key = self._weights_key() if has_tables else None
-
-    def _coding_state(self, device: torch.device):
-        self.refresh_tables()
-        if self._coding is None or self._coding[0] != self._tables_key or self._coding[1] != device:
-            exact = {"mean": _ExactReluNet(self.h_s_mean).to(device), "scale": _ExactReluNet(self.h_s_scale).to(device),
-                     "z_medians": to_grid(self.z_medians().cpu()).to(device)}
-            self._coding = (self._tables_key, device, _CodingTables(self.entropy_bottleneck),
-                            _CodingTables(self.gaussian_conditional), exact)
-        return self._coding[2], self._coding[3], self._coding[4]
+    def _exact_nets(self, device: torch.device) -> dict:
+        return {"mean": _ExactReluNet(self.h_s_mean).to(device), "scale": _ExactReluNet(self.h_s_scale).to(device),
+                "z_medians": to_grid(self.z_medians().cpu()).to(device)}
 
     # ------------------------------------------------------------------ coding
-    def _indexes(self, scales_grid: torch.Tensor) -> torch.Tensor:
-        """CDF index per element: the scale-table entries (but the last) below max(σ, bound) — σ on the exact grid."""
-        gc = self.gaussian_conditional
-        table = gc.scale_table.to(scales_grid.device)
-        sigma = torch.clamp(from_grid(scales_grid), min=float(gc.lower_bound_scale.bound))
-        return torch.bucketize(sigma, table[:-1]).int()
-
     @torch.no_grad()
     def compress(self, y: torch.Tensor) -> Tuple[bytes, torch.Tensor]:
         """Code one latent ``(1, M, h, w)`` → ``(string, y_hat)``; ``y_hat`` is exactly what :meth:`decompress` returns."""
@@ -188,11 +108,9 @@ class MeanScaleHyperprior(nn.Module):
         eb_tab, gc_tab, exact = self._coding_state(y.device)
         z = self.h_a(y)
         check_encoder_latents(y=y, z=z)
-        z_sym = check_symbols(torch.round(z.double() - exact["z_medians"] / ACT_SCALE).int())
-        z_idx = torch.arange(z.shape[1], dtype=torch.int32).view(1, -1, 1, 1).expand(z_sym.shape)
+        z_sym, z_rows = self._z_symbols(z, exact["z_medians"])
         encoder = BufferedRansEncoder()
-        encoder.encode_with_indexes(z_sym.reshape(-1).tolist(), z_idx.reshape(-1).tolist(),
-                                    eb_tab.cdf, eb_tab.lengths, eb_tab.offsets)
+        encoder.encode_with_indexes(z_sym.reshape(-1).tolist(), z_rows, eb_tab.cdf, eb_tab.lengths, eb_tab.offsets)
         scales, means = self._params(exact, z_sym)
         y_sym = check_symbols(torch.round(y.double() - means / ACT_SCALE).int())
         encoder.encode_with_indexes(y_sym.reshape(-1).tolist(), self._indexes(scales).reshape(-1).tolist(),
@@ -207,10 +125,6 @@ class MeanScaleHyperprior(nn.Module):
     def _y_hat(self, y_sym: torch.Tensor, means: torch.Tensor) -> torch.Tensor:
         return from_grid(y_sym.double() * ACT_SCALE + means, self.entropy_bottleneck.quantiles.dtype)
 
-    def symbol_count(self, y_hw: Tuple[int, int]) -> int:
-        h, w = y_hw
-        return self.M * h * w + self.hyper * (h // Z_STRIDE) * (w // Z_STRIDE)
-
     @torch.no_grad()
     def decompress(self, string: bytes, y_hw: Tuple[int, int], device: torch.device) -> torch.Tensor:
         """Inverse of :meth:`compress` for a ``y`` grid of ``y_hw`` (multiples of 4) → ``y_hat (1, M, h, w)``.
@@ -220,17 +134,10 @@ class MeanScaleHyperprior(nn.Module):
         coding of the decoded symbols.
         """
         eb_tab, gc_tab, exact = self._coding_state(device)
+        decoder, z_values, z_rows = self._start_decoding(string, y_hw, eb_tab, gc_tab)
         h, w = y_hw
-        hz, wz = h // Z_STRIDE, w // Z_STRIDE
-        check_payload_size(string, [(self.hyper * hz * wz, eb_tab), (self.M * h * w, gc_tab)], f"a {h}x{w} latent")
-        decoder = RansDecoder()
-        # The C++ decoder reads words without bounds checks: zero padding bounded by the symbol count
-        # keeps a crafted stream from reading past the buffer (as in the LFGCM's decoder).
-        decoder.set_stream(bytes(string) + bytes(4 * self.symbol_count(y_hw) + 16 * len(string) + 64))
-        z_idx = torch.arange(self.hyper, dtype=torch.int32).view(-1, 1, 1).expand(self.hyper, hz, wz)
-        z_rows = z_idx.reshape(-1).tolist()
-        z_values = decoder.decode_stream(z_rows, eb_tab.cdf, eb_tab.lengths, eb_tab.offsets)
-        z_sym = torch.tensor(z_values, dtype=torch.int32, device=device).view(1, self.hyper, hz, wz)
+        z_sym = torch.tensor(z_values, dtype=torch.int32, device=device).view(1, self.hyper, h // Z_STRIDE,
+                                                                              w // Z_STRIDE)
         in_range("z", z_sym.double() * ACT_SCALE + exact["z_medians"])
         scales, means = self._params(exact, z_sym)
         y_rows = self._indexes(scales).reshape(-1).tolist()
@@ -240,14 +147,6 @@ class MeanScaleHyperprior(nn.Module):
         check_canonical(string, [(z_values, z_rows, eb_tab.cdf, eb_tab.lengths, eb_tab.offsets),
                                  (y_values, y_rows, gc_tab.cdf, gc_tab.lengths, gc_tab.offsets)])
         return self._y_hat(y_sym, means)
-
-
-def _check_loaded_tables(module: MeanScaleHyperprior, incompatible_keys) -> None:
-    # After the whole load (the tables and quantiles live in child modules): the C++ coder trusts the
-    # tables blindly, and NaN quantiles would hang it, so neither is accepted from a file.
-    check_quantiles(module.entropy_bottleneck.quantiles)
-    if module.entropy_bottleneck._offset.numel() and module.gaussian_conditional._offset.numel():
-        check_entropy_tables(module.entropy_bottleneck, module.gaussian_conditional)
 
 
 __all__ = ["MeanScaleHyperprior", "hyper_analysis", "hyper_synthesis", "Z_STRIDE"]

@@ -1,5 +1,6 @@
 """What the non-DiffEIC codec families share: the user-facing codec around a transform codec whose
-latent is coded by :class:`~diffeic.hyperprior.MeanScaleHyperprior`, and its checkpoint folder.
+latent is coded by :class:`~diffeic.hyperprior.MeanScaleHyperprior`, and its checkpoint folder.  The
+input checks and the padded size are DiffEICCodec's too.
 
 A family provides a config dataclass and a model with ``encoder`` (image → y), ``hyperprior`` and
 ``reconstruct(y_hat, **settings)`` (ŷ → padded image in [0, 1]).  This class adds what every codec
@@ -11,7 +12,6 @@ fingerprint, input checks, and ``save_pretrained``/``from_pretrained`` for a fol
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from pathlib import Path
 from typing import Any, ClassVar, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -20,7 +20,8 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from .bitstream import MAX_SIDE, NON_FINITE_STREAM, BitstreamError, StreamHeader, describe, pack, unpack
+from .bitstream import MAX_SIDE, NON_FINITE_STREAM, BitstreamError, StreamHeader, describe, pack, unpack_for
+from .checkpoint import Fingerprint
 from .config import load_yaml
 # The families share DiffEIC's padding and y stride (their transforms are built to them).
 from .lfgcm import PAD_MULTIPLE, Y_STRIDE
@@ -31,6 +32,7 @@ MODEL_FILE = "model.safetensors"
 
 
 def padded_size(height: int, width: int, multiple: int = PAD_MULTIPLE) -> Tuple[int, int]:
+    """The size the codecs work at: H and W rounded up to a multiple of 64."""
     return -(-height // multiple) * multiple, -(-width // multiple) * multiple
 
 
@@ -45,6 +47,10 @@ def check_images(x: Any, device: torch.device, max_pixels: int, owner: str) -> T
     """Validate an image ``(3,H,W)`` or batch ``(B,3,H,W)`` in [0,1] → ``(batch float32 on device, was_single)``."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"expected a torch.Tensor image of shape (3,H,W) or (B,3,H,W) in [0,1], got {type(x).__name__}")
+    if x.layout != torch.strided:
+        raise TypeError(f"expected a dense image tensor, got layout {x.layout} (call x.to_dense() first)")
+    if x.is_meta:
+        raise ValueError("the image is a meta tensor: it has a shape but no values to compress")
     if not torch.is_floating_point(x):
         raise TypeError(f"expected a floating-point image in [0,1], got dtype {x.dtype} (for uint8 data use x.float() / 255)")
     if x.dim() not in (3, 4):
@@ -101,11 +107,12 @@ class HyperpriorImageCodec(nn.Module):
     """Base of the HiFiC and refinement codecs (see the module docstring).
 
     Subclasses set ``family`` (a name in :data:`diffeic.bitstream.FAMILY_IDS`), ``config_class``,
-    ``presets`` and implement :meth:`build_model` and, when decoding takes settings, :meth:`decode_defaults`.
+    ``model_class`` (built from a config), ``presets`` and, when decoding takes settings, :meth:`decode_defaults`.
     """
 
     family: ClassVar[str] = ""
     config_class: ClassVar[type]
+    model_class: ClassVar[type]
     presets: ClassVar[Dict[str, Any]] = {}
     #: Largest image (pixels) compress/decompress accept; streams declaring more are refused before allocating.
     max_pixels: int = 64 * 1024 * 1024
@@ -115,13 +122,12 @@ class HyperpriorImageCodec(nn.Module):
         self.config = config
         self.model = model
         self.is_trained = bool(trained)
-        self._fingerprint_key: Optional[tuple] = None
-        self._fingerprint: Optional[str] = None
+        self._fingerprint = Fingerprint()
 
     # ------------------------------------------------------------------ construction
     @classmethod
     def build_model(cls, config: Any) -> nn.Module:
-        raise NotImplementedError
+        return cls.model_class(config)
 
     @classmethod
     def get_config(cls, config: Union[str, Path, Any]) -> Any:
@@ -182,15 +188,13 @@ class HyperpriorImageCodec(nn.Module):
         state = checkpoint.load_tensors(folder / MODEL_FILE)
         shapes = checkpoint.shapes_only(lambda: cls.build_model(cfg))
         checkpoint.check_keys(folder / MODEL_FILE, state, shapes,
-                              resizable=["hyperprior." + n for n in shapes.hyperprior.table_names()])
+                              resizable=["hyperprior." + n for n in shapes.hyperprior.coding_table_names()])
         codec = cls(cfg, cls.build_model(cfg), trained=meta.get("trained", True))
         try:
             codec.model.load_state_dict(state)
         except ValueError as err:               # corrupt coding tables or quantiles
             raise CheckpointError(f"{folder / MODEL_FILE}: {err}") from None
-        codec.eval()
-        if codec.model.hyperprior.entropy_bottleneck._offset.numel() == 0:
-            codec.model.hyperprior.update(force=True)
+        codec.eval()                            # (empty coding tables are rebuilt when first used)
         return codec.to(device) if device is not None else codec
 
     def save_pretrained(self, path: Union[str, Path], overwrite: bool = True, **metadata: Any) -> Path:
@@ -213,19 +217,9 @@ class HyperpriorImageCodec(nn.Module):
         self.model.hyperprior.refresh_tables()
         # Everything the decoder depends on, as for DiffEIC's LFGCM: all parameters and all buffers (the CDF
         # and scale tables, the scale bound), so a model that would decode differently has another fingerprint.
-        if getattr(self, "_param_list", None) is None:     # Parameter objects are stable; gather once
-            self._param_list = list(self.model.named_parameters())
-        tensors = self._param_list + list(self.model.named_buffers())     # buffers are replaced on update()
-        key = tuple((name, t.data_ptr(), t._version) for name, t in tensors)
-        if key != self._fingerprint_key:
-            h = hashlib.sha256(self.family.encode())
-            h.update(yaml.safe_dump(dataclasses.asdict(self.config), sort_keys=True).encode())
-            for name, t in tensors:
-                h.update(name.encode())
-                t = t.detach().cpu()
-                h.update((t.float() if t.is_floating_point() else t).contiguous().numpy().tobytes())
-            self._fingerprint, self._fingerprint_key = h.hexdigest()[:16], key
-        return self._fingerprint
+        return self._fingerprint(
+            lambda: [self.family.encode(), yaml.safe_dump(dataclasses.asdict(self.config), sort_keys=True).encode()],
+            [*self.model.named_parameters(), *self.model.named_buffers()])
 
     # ------------------------------------------------------------------ decode settings
     def decode_defaults(self) -> Dict[str, Optional[int]]:
@@ -293,34 +287,14 @@ class HyperpriorImageCodec(nn.Module):
     def estimate_bits(self, x: torch.Tensor) -> Union[float, List[float]]:
         """Entropy-model estimate of the payload bits for ``x`` (hard rounding, as coded)."""
         batch, single = check_images(x, self.device, self.max_pixels, type(self).__name__)
-        hp = self.model.hyperprior
-        was_training = hp.training
-        hp.eval()
-        try:
-            out = hp(self.model.encoder(pad_image(batch)))
-        finally:
-            hp.train(was_training)
-        bits = sum(-torch.log2(lik).flatten(1).sum(1) for lik in out["likelihoods"].values())
-        values = [float(b) for b in bits]
+        values = self.model.hyperprior.estimate_bits(self.model.encoder(pad_image(batch)))
         return values[0] if single else values
 
-    @staticmethod
-    def inspect(bits: Bits) -> Dict[str, Any]:
-        """The stream's header as a dict (no model needed): :func:`diffeic.bitstream.describe`."""
-        return describe(bits)
+    inspect = staticmethod(describe)            # the stream's header as a dict (no model needed)
 
     def _open(self, bits: Bits) -> Tuple[StreamHeader, bytes]:
-        header, payload = unpack(bits)
-        if header.family != self.family:
-            raise BitstreamError(f"stream was made by a {header.family!r} codec, not by a {self.family!r} one; "
-                                 f"load that codec (diffeic.load_codec) to decode it")
-        mine = self.fingerprint()[:8]
-        if header.fingerprint != mine:
-            raise BitstreamError(f"stream was made by model {header.fingerprint}, but this codec is model {mine} "
-                                 f"({self.config.name}); decode it with the model that encoded it")
-        if header.height * header.width > self.max_pixels:
-            raise BitstreamError(f"stream declares a {header.height}x{header.width} image, more than this codec's limit "
-                                 f"of {self.max_pixels} pixels (raise {type(self).__name__}.max_pixels to decode it)")
+        header, payload = unpack_for(bits, self.family, self.fingerprint()[:8], self.config.name, self.max_pixels,
+                                     type(self).__name__)
         if header.rate is not None or header.sampler is not None:
             raise BitstreamError(f"corrupt header: a {self.family} stream carries no rate or sampler field")
         if not self.decode_defaults() and (header.steps is not None or header.seed is not None):
@@ -362,11 +336,6 @@ class HyperpriorImageCodec(nn.Module):
         return image[0, :, :header.height, :header.width].clamp(0, 1)
 
 
-def build_config_presets(*configs: Any) -> Dict[str, Any]:
-    """``{name: factory}`` for configs made by zero-argument functions (kept fresh per call)."""
-    return {fn().name: fn for fn in configs}
-
-
 __all__ = ["HyperpriorImageCodec", "check_images", "pad_image", "padded_size", "config_from_dict",
-           "read_checkpoint_meta", "build_config_presets", "CONFIG_FILE", "MODEL_FILE",
+           "read_checkpoint_meta", "CONFIG_FILE", "MODEL_FILE",
            "PAD_MULTIPLE"]

@@ -66,6 +66,18 @@ def photo_crop(name: str, top: int, left: int, height: int, width: int) -> torch
     return torch.from_numpy(crop).permute(2, 0, 1).float() / 255.0
 
 
+# ---------------------------------------------------------------------------------------------- codec
+def lfgcm_forward(codec, x: torch.Tensor, rate=None) -> dict:
+    """The LFGCM's eval-mode forward pass on a ``(3,H,W)`` image, padded and guided as ``codec.compress``
+    does it: ``{"y_hat", "z_hat", "z_c", "likelihoods"}`` — ŷ and ẑ are the values the coder codes."""
+    from diffeic.codec import padded_size
+
+    hp, wp = padded_size(*x.shape[-2:])
+    x_pad = torch.nn.functional.pad(x[None], (0, wp - x.shape[-1], 0, hp - x.shape[-2]))
+    with torch.no_grad():
+        return codec.lfgcm.eval()(x_pad, codec.backbone.encode(x_pad), rate=rate)
+
+
 # ---------------------------------------------------------------------------------------------- goldens
 def check_golden_tensors(name: str, tensors: Dict[str, torch.Tensor], rel: float = 1e-4) -> None:
     """Compare tensors with those stored in ``tests/data/<name>`` (regenerated with ``DIFFEIC_REGEN_GOLDEN=1``).

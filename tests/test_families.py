@@ -55,7 +55,7 @@ def test_each_family_refuses_the_others_streams_by_name(hific, refine, tiny_code
         hific.decompress(r_bits)
     with pytest.raises(BitstreamError, match="'hific' codec, not by a 'refine'"):
         refine.decompress(h_bits)
-    with pytest.raises(BitstreamError, match="'hific' codec, not by DiffEIC"):
+    with pytest.raises(BitstreamError, match="'hific' codec, not by a 'diffeic'"):
         tiny_codec.decompress(h_bits)
 
 

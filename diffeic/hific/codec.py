@@ -1,8 +1,6 @@
 """HiFiCCodec: the HiFiC transform codec with real bitstreams (family id ``hific`` in the container)."""
 from __future__ import annotations
 
-from torch import nn
-
 from ..image_codec import HyperpriorImageCodec
 from .config import PRESETS, HiFiCConfig
 from .model import HiFiCModel
@@ -18,10 +16,7 @@ class HiFiCCodec(HyperpriorImageCodec):
     family = "hific"
     config_class = HiFiCConfig
     presets = PRESETS
-
-    @classmethod
-    def build_model(cls, config: HiFiCConfig) -> nn.Module:
-        return HiFiCModel(config)
+    model_class = HiFiCModel
 
 
 __all__ = ["HiFiCCodec"]

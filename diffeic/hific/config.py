@@ -10,14 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import MAX_WIDTH, SEED_LIMIT, check_int, check_scale_table
+from ..config import MAX_WIDTH, FamilyConfig, check_int
 
 
 @dataclass
-class HiFiCConfig:
+class HiFiCConfig(FamilyConfig):
     """A HiFiC architecture (codec + discriminator). Defaults are the paper's."""
 
-    name: str = "custom"
     latent_channels: int = 220          # C_y
     enc_base: int = 60                  # encoder/generator base width (×2 per stride-2 stage)
     num_down: int = 4                   # stride-2 stages: y has stride 16
@@ -28,13 +27,9 @@ class HiFiCConfig:
     disc_latent_channels: int = 12      # ŷ → this many channels before upsampling
     disc_norm: str = "spectral"         # "spectral" (the authors' release) or "instance" (pix2pixHD / GC style)
     disc_scales: int = 1                # 1: single scale (HiFiC); >1: pix2pixHD-style multi-scale
-    scale_min: float = 0.11
-    scale_max: float = 256.0
-    scale_levels: int = 64
-    init_seed: int = 0
 
     def __post_init__(self) -> None:
-        # Checked when built (from YAML or a checkpoint): one line naming the field, the value and what is allowed.
+        super().__post_init__()
         for key in ("latent_channels", "enc_base", "hyper_channels", "disc_base", "disc_layers", "disc_latent_channels"):
             setattr(self, key, check_int(key, getattr(self, key), 1, MAX_WIDTH))
         self.res_blocks = check_int("res_blocks", self.res_blocks, 0, 1024)
@@ -43,9 +38,6 @@ class HiFiCConfig:
         if self.disc_norm not in ("spectral", "instance"):
             raise ValueError(f"disc_norm must be 'spectral' or 'instance', got {self.disc_norm!r}")
         self.disc_scales = check_int("disc_scales", self.disc_scales, 1, 3)
-        self.scale_min, self.scale_max, self.scale_levels = check_scale_table(
-            "", self.scale_min, self.scale_max, self.scale_levels)
-        self.init_seed = check_int("init_seed", self.init_seed, 0, SEED_LIMIT - 1)
 
 
 def _hific() -> HiFiCConfig:

@@ -27,12 +27,11 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from compressai.ans import BufferedRansEncoder, RansDecoder
 from compressai.entropy_models import EntropyBottleneck, GaussianConditional
-from compressai.models import CompressionModel
 from torch import nn
 
 from ..config import LFGCMConfig
@@ -40,12 +39,14 @@ from .exact import ACT_CLIP, ACT_SCALE, LATENT_LIMIT, ExactEntropyPath, from_gri
 from .layers import conv
 
 #: The buffers the rANS coder reads, per entropy model: built by ``update``, saved with the weights,
-#: checked when loaded (:meth:`SliceCheckerboardEntropyModel.check_coding_tables`), and part of the
-#: model fingerprint. The one list of them.
+#: resized and checked when loaded (:class:`CodingTables`), and part of the model fingerprint. The one
+#: list of them, for every coder built on compressai's entropy models (this LFGCM, diffeic.hyperprior).
 CODING_TABLES: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
     ("entropy_bottleneck", ("_offset", "_quantized_cdf", "_cdf_length")),
     ("gaussian_conditional", ("_offset", "_quantized_cdf", "_cdf_length", "scale_table")),
 )
+#: Spatial stride of z relative to y (the hyper-analysis downsamples twice by 2).
+Z_STRIDE = 4
 CDF_PRECISION = 16                     # compressai's CDFs end at 2^16
 #: A symbol costs at least log2(2^16 / largest frequency) bits, less what one rANS step can lose to
 #: rounding: the state before a step is at least 2^15 x frequency, so x' / x > (2^16 / f)(1 - 2^-15).
@@ -227,7 +228,188 @@ def check_canonical(string: bytes, parts: Sequence[Tuple[list, list, list, list,
                          "non-canonical bytes)")
 
 
-class SliceCheckerboardEntropyModel(CompressionModel):
+class CodingTables:
+    """Mixin: the coding tables of a latent coder made of an ``entropy_bottleneck`` (z) and a
+    ``gaussian_conditional`` (y) that codes z then y into one rANS string — this LFGCM's entropy model and
+    :class:`diffeic.hyperprior.MeanScaleHyperprior`.
+
+    The tables (:data:`CODING_TABLES`) are built from the weights on the CPU, so every machine codes with the
+    same ones; rebuilt whenever the weights change; resized, checked and taken as current when loaded (empty
+    ones are rebuilt when first used).  Users call :meth:`_init_coding` where the two entropy models belong and provide
+    ``_exact_nets(device)``, the exact integer twin of the networks that choose y's CDFs.
+    """
+
+    entropy_bottleneck: EntropyBottleneck
+    gaussian_conditional: GaussianConditional
+
+    def _init_coding(self, z_channels: int, scale_min: float, scale_max: float, scale_levels: int) -> None:
+        self.entropy_bottleneck = EntropyBottleneck(z_channels)
+        self.gaussian_conditional = GaussianConditional(None, scale_bound=scale_min)
+        # Built with Python's math (not a vectorised kernel whose last bit may depend on the CPU), so
+        # every machine selects CDFs against the same table.
+        step = (math.log(scale_max) - math.log(scale_min)) / (scale_levels - 1)
+        self._scale_table = torch.tensor([math.exp(math.log(scale_min) + i * step) for i in range(scale_levels)],
+                                         dtype=torch.float32)
+        self._coding: Optional[tuple] = None
+        self._tables_key: Optional[tuple] = None
+        self.register_load_state_dict_post_hook(_after_load)
+
+    @staticmethod
+    def coding_table_names() -> List[str]:
+        """State-dict names of the coder's tables (derived from the weights by ``update``; resized on load)."""
+        return [f"{module}.{buf}" for module, bufs in CODING_TABLES for buf in bufs]
+
+    def update(self, scale_table: Optional[torch.Tensor] = None, force: bool = False,
+               update_quantiles: bool = False) -> bool:
+        """Rebuild the CDF tables (after training or loading weights).
+
+        Tables are computed on the CPU and copied to the model's device, so every device codes with
+        identical tables.  Quantiles are never re-estimated here: their medians are z's quantisation
+        offsets and must stay those the model was trained with.
+        """
+        scale_table = self._scale_table if scale_table is None else scale_table
+        check_quantiles(self.entropy_bottleneck.quantiles)
+        updated = False
+        for name, buffers in CODING_TABLES:
+            module = getattr(self, name)
+            device = module.likelihood_lower_bound.bound.device
+            cpu = copy.deepcopy(module).cpu().float()     # tables never depend on device or dtype
+            changed = (cpu.update(force=force) if name == "entropy_bottleneck"
+                       else cpu.update_scale_table(scale_table.cpu(), force=force))
+            if changed:
+                for buf in buffers:
+                    setattr(module, buf, getattr(cpu, buf).to(device))
+            updated |= bool(changed)
+        self._coding = None
+        self._tables_key = self._weights_key()
+        return updated
+
+    def refresh_tables(self) -> None:
+        """Rebuild the CDF tables if the weights changed since they were built or loaded."""
+        if self._tables_key != self._weights_key():
+            self.update(force=True)
+
+    def check_coding_tables(self) -> None:
+        """Raise ``ValueError`` naming the table unless every CDF table is safe for the C++ coder."""
+        check_entropy_tables(self.entropy_bottleneck, self.gaussian_conditional)
+
+    def aux_loss(self) -> torch.Tensor:
+        return self.entropy_bottleneck.loss()
+
+    @torch.no_grad()
+    def estimate_bits(self, *inputs: torch.Tensor, **kwargs) -> List[float]:
+        """The entropy model's estimate of the bits each batch item costs: ``-log2`` of the likelihoods of
+        ``forward(*inputs, **kwargs)`` in eval mode (hard rounding, as coded)."""
+        was_training = self.training
+        self.eval()
+        try:
+            out = self(*inputs, **kwargs)
+        finally:
+            self.train(was_training)
+        return [float(b) for b in sum(-torch.log2(lik).flatten(1).sum(1) for lik in out["likelihoods"].values())]
+
+    def z_medians(self) -> torch.Tensor:
+        return self.entropy_bottleneck.quantiles[:, 0, 1].detach().view(1, -1, 1, 1)
+
+    def _weights_key(self) -> tuple:
+        # Parameter objects survive .to() and load_state_dict (their data is swapped or copied in
+        # place), so the list is gathered once; data_ptr and _version reveal any change.
+        if getattr(self, "_param_list", None) is None:
+            self._param_list = list(self.parameters())
+        return tuple((p.data_ptr(), p._version) for p in self._param_list)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # CDF tables have data-dependent sizes: resize ours to the saved ones before the children copy them.
+        for name in self.coding_table_names():
+            module, buf = name.split(".")
+            old, new = getattr(getattr(self, module), buf), state_dict.get(prefix + name)
+            if new is not None and old.shape != new.shape:
+                setattr(getattr(self, module), buf, torch.empty_like(new, device=old.device))
+        self._loading_tables = all(state_dict.get(f"{prefix}{module}._offset", torch.empty(0)).numel()
+                                   for module, _ in CODING_TABLES)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _coding_state(self, device: torch.device) -> tuple:
+        """``(z tables, y tables, exact nets)``, rebuilt whenever the weights have changed."""
+        self.refresh_tables()
+        if self._coding is None or self._coding[0] != self._tables_key or self._coding[1] != device:
+            self._coding = (self._tables_key, device, _CodingTables(self.entropy_bottleneck),
+                            _CodingTables(self.gaussian_conditional), self._exact_nets(device))
+        return self._coding[2:]
+
+    def _indexes(self, scales_grid: torch.Tensor) -> torch.Tensor:
+        """CDF index per σ (grid integers): the number of scale-table entries (but the last) below max(σ, bound).
+
+        Same result as compressai's ``build_indexes``, in one ``bucketize`` instead of a loop over
+        the table.  σ is an exact multiple of 2^-8, so the comparison is device independent.
+        """
+        gc = self.gaussian_conditional
+        sigma = torch.clamp(from_grid(scales_grid), min=float(gc.lower_bound_scale.bound))
+        return torch.bucketize(sigma, gc.scale_table.to(scales_grid.device)[:-1]).int()
+
+    def symbol_count(self, y_hw: Tuple[int, int]) -> int:
+        """Number of symbols a stream of this latent size carries (z and y)."""
+        h, w = y_hw
+        return self.M * h * w + self.entropy_bottleneck.channels * (h // Z_STRIDE) * (w // Z_STRIDE)
+
+    @staticmethod
+    def _z_symbols(z: torch.Tensor, medians_grid: torch.Tensor) -> Tuple[torch.Tensor, list]:
+        """z's symbols (checked) and their CDF rows (z's channels), in coding order."""
+        z_sym = check_symbols(torch.round(z.double() - medians_grid / ACT_SCALE).int())
+        rows = torch.arange(z.shape[1], dtype=torch.int32).view(1, -1, 1, 1).expand(z_sym.shape)
+        return z_sym, rows.reshape(-1).tolist()
+
+    def _start_decoding(self, string: bytes, y_hw: Tuple[int, int], eb_tab: _CodingTables,
+                        gc_tab: _CodingTables) -> Tuple[RansDecoder, list, list]:
+        """Check that the payload can hold its symbols, open a decoder on it and decode z:
+        ``(decoder, z symbols, z rows)``."""
+        h, w = y_hw
+        n_ch, hz, wz = self.entropy_bottleneck.channels, h // Z_STRIDE, w // Z_STRIDE
+        check_payload_size(string, [(n_ch * hz * wz, eb_tab), (self.M * h * w, gc_tab)],
+                           f"a {h}x{w} latent")
+        decoder = RansDecoder()
+        # The C++ decoder reads 32-bit words without bounds checks; zero padding bounded by the
+        # symbol count (≤ one word per symbol, escapes bounded by the payload's own bits) keeps a
+        # crafted stream from reading past the buffer.
+        decoder.set_stream(bytes(string) + bytes(4 * self.symbol_count(y_hw) + 16 * len(string) + 64))
+        z_rows = torch.arange(n_ch, dtype=torch.int32).view(-1, 1, 1).expand(n_ch, hz, wz).reshape(-1).tolist()
+        return decoder, decoder.decode_stream(z_rows, eb_tab.cdf, eb_tab.lengths, eb_tab.offsets), z_rows
+
+
+def _after_load(module: CodingTables, incompatible_keys) -> None:
+    # After the whole load (the tables and quantiles live in child modules): the C++ coder trusts the
+    # tables blindly, and NaN quantiles would hang it, so neither is accepted from a file.  Loaded
+    # tables are taken as current, so every machine codes with the tables that were saved.
+    check_quantiles(module.entropy_bottleneck.quantiles)
+    loaded = getattr(module, "_loading_tables", False)
+    if loaded:
+        module.check_coding_tables()
+    module._coding = None
+    module._tables_key = module._weights_key() if loaded else None
+
+
+def slice_walk(nets, psi: torch.Tensor, n_slices: int, masks: Tuple[torch.Tensor, torch.Tensor],
+               code_pass: Callable[..., torch.Tensor]) -> List[torch.Tensor]:
+    """The one walk over y's channel slices and their two checkerboard passes (training, coding, decoding).
+
+    ``nets``: the parameter networks by the model's attribute names — the model's float modules, or their
+    exact integer twin (:class:`~diffeic.lfgcm.exact.ExactEntropyPath`).  Anchors' parameters come from ψ
+    and a channel context over all earlier slices; non-anchors' from the same plus a spatial context over
+    the slice's decoded anchors; the nets take ``[local, channel, ψ]`` in that order and give scales, then
+    means (the published weights fix both orders).  ``code_pass(k, mask, scales, means)`` codes (or decodes)
+    the positions ``mask`` of slice k and returns their values, zeros elsewhere.  Returns the slices.
+    """
+    decoded: List[torch.Tensor] = []
+    for k in range(n_slices):
+        ctx = [nets.channel_context[k](torch.cat(decoded, dim=1))] if k else []
+        params = nets.entropy_parameters_anchor[k](torch.cat(ctx + [psi], dim=1))
+        y_a = code_pass(k, masks[0], *params.chunk(2, dim=1))
+        params = nets.entropy_parameters_nonanchor[k](torch.cat([nets.local_context[k](y_a)] + ctx + [psi], dim=1))
+        decoded.append(y_a + code_pass(k, masks[1], *params.chunk(2, dim=1)))
+    return decoded
+
+
+class SliceCheckerboardEntropyModel(CodingTables, nn.Module):
     """Rate model and coder for ``(y, z)`` given the hyper-synthesis network ``self.hyper_dec``.
 
     Subclasses provide ``hyper_dec`` (ẑ → ψ with 2M channels at y's resolution).
@@ -238,14 +420,9 @@ class SliceCheckerboardEntropyModel(CompressionModel):
     def __init__(self, cfg: LFGCMConfig) -> None:
         super().__init__()
         self.slices: Tuple[int, ...] = tuple(cfg.slices)
+        self.M = sum(self.slices)
         self.psi_ch = 2 * cfg.M
-        self.entropy_bottleneck = EntropyBottleneck(cfg.N)
-        self.gaussian_conditional = GaussianConditional(None, scale_bound=cfg.scale_min)
-        # Built with Python's math (not a vectorised kernel whose last bit may depend on the CPU), so
-        # every machine selects CDFs against the same table.
-        step = (math.log(cfg.scale_max) - math.log(cfg.scale_min)) / (cfg.scale_levels - 1)
-        self._scale_table = torch.tensor([math.exp(math.log(cfg.scale_min) + i * step)
-                                          for i in range(cfg.scale_levels)], dtype=torch.float32)
+        self._init_coding(cfg.N, cfg.scale_min, cfg.scale_max, cfg.scale_levels)
         self.local_context = nn.ModuleList(conv(c, 2 * c, 5, 1) for c in self.slices)
         # Index 0 has no channel context (nothing decoded before the first slice).
         self.channel_context = nn.ModuleList(
@@ -255,57 +432,6 @@ class SliceCheckerboardEntropyModel(CompressionModel):
             entropy_parameters(self.psi_ch + (2 * c if k else 0), 2 * c) for k, c in enumerate(self.slices))
         self.entropy_parameters_nonanchor = nn.ModuleList(
             entropy_parameters(self.psi_ch + (4 * c if k else 2 * c), 2 * c) for k, c in enumerate(self.slices))
-        self._coding: Optional[Tuple[tuple, _CodingTables, _CodingTables, ExactEntropyPath]] = None
-
-    # ------------------------------------------------------------------ tables
-    def update(self, scale_table=None, force: bool = False, update_quantiles: bool = False) -> bool:
-        """Rebuild the CDF tables (after training or loading weights).
-
-        Tables are computed on the CPU and copied to the model's device, so every device codes with
-        identical tables.  Quantiles are never re-estimated here: their medians are z's quantisation
-        offsets and must stay those the model was trained with.
-        """
-        if scale_table is None:
-            scale_table = self._scale_table
-        check_quantiles(self.entropy_bottleneck.quantiles)
-        updated = False
-        for name, buffers in CODING_TABLES:
-            module = getattr(self, name)
-            device = module.likelihood_lower_bound.bound.device
-            cpu = copy.deepcopy(module).cpu().float()     # tables never depend on device or dtype
-            if name == "entropy_bottleneck":
-                changed = cpu.update(force=force)
-            else:
-                changed = cpu.update_scale_table(scale_table.cpu(), force=force)
-            if changed:
-                for buf in buffers:
-                    setattr(module, buf, getattr(cpu, buf).to(device))
-            updated |= bool(changed)
-        self._coding = None
-        self._tables_key = self._weights_key()
-        return updated
-
-    def load_state_dict(self, state_dict, strict: bool = True):
-        """compressai's loader (resizes CDF buffers, remaps old EB names); loaded non-empty tables are
-        checked (:meth:`check_coding_tables`) and taken as current, so every machine codes with the tables
-        that were saved; empty ones are rebuilt from the weights."""
-        result = super().load_state_dict(state_dict, strict=strict)
-        self._coding = None
-        has_tables = self.entropy_bottleneck._offset.numel() and self.gaussian_conditional._offset.numel()
-        check_quantiles(self.entropy_bottleneck.quantiles)
-        if has_tables:
-            self.check_coding_tables()
-        self._tables_key = self._weights_key() if has_tables else None
-        return result
-
-    @classmethod
-    def coding_table_names(cls) -> List[str]:
-        """State-dict names of the coder's tables (derived from the weights by ``update``)."""
-        return [f"{module}.{buf}" for module, bufs in CODING_TABLES for buf in bufs]
-
-    def check_coding_tables(self) -> None:
-        """Raise ``ValueError`` naming the table unless every CDF table is safe for the C++ coder."""
-        check_entropy_tables(self.entropy_bottleneck, self.gaussian_conditional)
 
     def fingerprint_tensors(self) -> List[Tuple[str, torch.Tensor]]:
         """Everything the coder depends on, by name: all parameters and all buffers (the CDF tables, the
@@ -314,45 +440,8 @@ class SliceCheckerboardEntropyModel(CompressionModel):
             self._param_names = list(self.named_parameters())
         return self._param_names + list(self.named_buffers())   # buffers are replaced on update()
 
-    def refresh_tables(self) -> None:
-        """Rebuild the CDF tables if the weights changed since they were built or loaded."""
-        if getattr(self, "_tables_key", None) != self._weights_key():
-            self.update(force=True)
-
-    def _weights_key(self) -> tuple:
-        # Parameter objects survive .to() and load_state_dict (their data is swapped or copied in
-        # place), so the list is gathered once; data_ptr and _version reveal any change.
-        if getattr(self, "_param_list", None) is None:
-            self._param_list = list(self.parameters())
-        return tuple((p.data_ptr(), p._version) for p in self._param_list)
-
-    def _coding_state(self, device: torch.device) -> Tuple[_CodingTables, _CodingTables, ExactEntropyPath]:
-        """CDF tables and the exact parameter path, rebuilt whenever the weights have changed."""
-        self.refresh_tables()
-        if self._coding is None or self._coding[0] != self._tables_key or self._coding[3].device != device:
-            self._coding = (self._tables_key, _CodingTables(self.entropy_bottleneck),
-                            _CodingTables(self.gaussian_conditional), ExactEntropyPath(self, device))
-        return self._coding[1], self._coding[2], self._coding[3]
-
-    # ------------------------------------------------------------------ parameters
-    def _anchor_params(self, k: int, psi: torch.Tensor, decoded: Sequence[torch.Tensor]):
-        if k == 0:
-            ctx = None
-            params = self.entropy_parameters_anchor[0](psi)
-        else:
-            ctx = self.channel_context[k](torch.cat(list(decoded), dim=1))
-            params = self.entropy_parameters_anchor[k](torch.cat([ctx, psi], dim=1))
-        scales, means = params.chunk(2, dim=1)      # scales first, means second (published weights)
-        return scales, means, ctx
-
-    def _nonanchor_params(self, k: int, psi: torch.Tensor, anchor_hat: torch.Tensor, ctx: Optional[torch.Tensor]):
-        local = self.local_context[k](anchor_hat)
-        inputs = [local, psi] if ctx is None else [local, ctx, psi]
-        scales, means = self.entropy_parameters_nonanchor[k](torch.cat(inputs, dim=1)).chunk(2, dim=1)
-        return scales, means
-
-    def z_medians(self) -> torch.Tensor:
-        return self.entropy_bottleneck.quantiles[:, 0, 1].detach().view(1, -1, 1, 1)
+    def _exact_nets(self, device: torch.device) -> ExactEntropyPath:
+        return ExactEntropyPath(self, device)
 
     def _exact_path(self, device: torch.device) -> ExactEntropyPath:
         """The exact integer twin of the current weights (recompiled whenever they change)."""
@@ -379,29 +468,30 @@ class SliceCheckerboardEntropyModel(CompressionModel):
         exact = self._exact_path(y.device)
         _, z_lik = self.entropy_bottleneck(z, training=self.training)
         z_hat = _round_ste(z, from_grid(exact.z_medians, z.dtype))
-        psi = self.hyper_dec(z_hat)
-        psi_e = exact.psi(_grid(z_hat))
-        anchor, nonanchor = checkerboard_masks(y.shape[-2], y.shape[-1], y.device)
-        a_mask, n_mask = anchor.to(y.dtype), nonanchor.to(y.dtype)
-        decoded: List[torch.Tensor] = []
-        decoded_e: List[torch.Tensor] = []
+        masks = checkerboard_masks(y.shape[-2], y.shape[-1], y.device)
+        y_k = y.split(self.slices, dim=1)
+        # First the exact twin's walk: σ and μ as the coder computes them, from the values it decodes ...
+        coder_params: List[Tuple[torch.Tensor, torch.Tensor]] = []
+
+        def exact_pass(k: int, mask: torch.Tensor, scales: torch.Tensor, means: torch.Tensor) -> torch.Tensor:
+            coder_params.append((scales, means))
+            return _grid(_round_ste(y_k[k].detach(), from_grid(means, y.dtype)) * mask.to(y.dtype))
+
+        slice_walk(exact, exact.psi(_grid(z_hat)), len(self.slices), masks, exact_pass)
+        # ... then the float networks' walk: the coder's σ and μ forward, their own gradients backward.
+        coder = iter(coder_params)
         liks: List[torch.Tensor] = []
-        for k, y_k in enumerate(y.split(self.slices, dim=1)):
-            scales_a, means_a, ctx = self._anchor_params(k, psi, decoded)
-            scales_e, means_e, ctx_e = exact.anchor_params(k, psi_e, decoded_e)
-            scales_a, means_a = _coder_value(scales_a, scales_e), _coder_value(means_a, means_e)
-            _, lik_a = self.gaussian_conditional(y_k, scales_a, means_a, training=self.training)
-            y_a = _round_ste(y_k, means_a) * a_mask
-            scales_n, means_n = self._nonanchor_params(k, psi, y_a, ctx)
-            scales_e, means_e = exact.nonanchor_params(k, psi_e, _grid(y_a), ctx_e)
-            scales_n, means_n = _coder_value(scales_n, scales_e), _coder_value(means_n, means_e)
-            _, lik_n = self.gaussian_conditional(y_k, scales_n, means_n, training=self.training)
-            y_n = _round_ste(y_k, means_n) * n_mask
-            decoded.append(y_a + y_n)
-            decoded_e.append(_grid(decoded[-1]))
-            liks.append(lik_a * a_mask + lik_n * n_mask)
+
+        def float_pass(k: int, mask: torch.Tensor, scales: torch.Tensor, means: torch.Tensor) -> torch.Tensor:
+            scales_e, means_e = next(coder)
+            scales, means = _coder_value(scales, scales_e), _coder_value(means, means_e)
+            _, lik = self.gaussian_conditional(y_k[k], scales, means, training=self.training)
+            liks.append(lik * mask.to(y.dtype))
+            return _round_ste(y_k[k], means) * mask.to(y.dtype)
+
+        decoded = slice_walk(self, self.hyper_dec(z_hat), len(self.slices), masks, float_pass)
         return {"y_hat": torch.cat(decoded, dim=1), "z_hat": z_hat,
-                "likelihoods": {"y": torch.cat(liks, dim=1), "z": z_lik}}
+                "likelihoods": {"y": torch.cat([a + n for a, n in zip(liks[::2], liks[1::2])], dim=1), "z": z_lik}}
 
     # ------------------------------------------------------------------ coding
     @torch.no_grad()
@@ -440,41 +530,24 @@ class SliceCheckerboardEntropyModel(CompressionModel):
             raise ValueError("encode_latents codes one image at a time (batch size 1)")
         check_encoder_latents(y=y, z=z)
         _, _, exact = self._coding_state(y.device)
-        z_sym = check_symbols(torch.round(z.double() - from_grid(exact.z_medians, torch.float64)).int())
-        z_idx = torch.arange(z.shape[1], dtype=torch.int32).view(1, -1, 1, 1).expand(z_sym.shape)
+        z_sym, z_rows = self._z_symbols(z, exact.z_medians)
         z_hat = exact.z_hat(z_sym)
-        psi = exact.psi(z_hat)
-        anchor, nonanchor = checkerboard_masks(y.shape[-2], y.shape[-1], y.device)
-        decoded: List[torch.Tensor] = []
+        y_k = y.double().split(self.slices, dim=1)
         symbols: List[torch.Tensor] = []
         indexes: List[torch.Tensor] = []
-        for k, y_k in enumerate(y.double().split(self.slices, dim=1)):
-            scales_a, means_a, ctx = exact.anchor_params(k, psi, decoded)
-            y_a = self._encode_pass(symbols, indexes, y_k, scales_a, means_a, anchor)
-            scales_n, means_n = exact.nonanchor_params(k, psi, y_a, ctx)
-            y_n = self._encode_pass(symbols, indexes, y_k, scales_n, means_n, nonanchor)
-            decoded.append(y_a + y_n)
+
+        def encode_pass(k: int, mask: torch.Tensor, scales: torch.Tensor, means: torch.Tensor) -> torch.Tensor:
+            sym = torch.round(y_k[k][0][:, mask] - means[0][:, mask] / ACT_SCALE).int()
+            symbols.append(sym.reshape(-1).cpu())
+            indexes.append(self._indexes(scales[0][:, mask]).reshape(-1).cpu())
+            return self._place(sym, means, mask)
+
+        masks = checkerboard_masks(y.shape[-2], y.shape[-1], y.device)
+        decoded = slice_walk(exact, exact.psi(z_hat), len(self.slices), masks, encode_pass)
         dtype = self.entropy_bottleneck.quantiles.dtype
-        return ((z_sym.reshape(-1).tolist(), z_idx.reshape(-1).tolist()),
+        return ((z_sym.reshape(-1).tolist(), z_rows),
                 (check_symbols(torch.cat(symbols)).tolist(), torch.cat(indexes).tolist()),
                 from_grid(torch.cat(decoded, dim=1), dtype), from_grid(z_hat, dtype))
-
-    def _encode_pass(self, symbols: list, indexes: list, y_k, scales, means, mask) -> torch.Tensor:
-        sym = torch.round(y_k[0][:, mask] - means[0][:, mask] / ACT_SCALE).int()
-        symbols.append(sym.reshape(-1).cpu())
-        indexes.append(self._indexes(scales, mask).cpu())
-        return self._place(sym, means, mask)
-
-    def _indexes(self, scales: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """CDF index per symbol: the number of scale-table entries (but the last) below max(σ, bound).
-
-        Same result as compressai's ``build_indexes``, in one ``bucketize`` instead of a loop over
-        the table.  σ is an exact multiple of 2^-8, so the comparison is device independent.
-        """
-        gc = self.gaussian_conditional
-        table = gc.scale_table.to(scales.device)
-        sigma = torch.clamp(from_grid(scales[0][:, mask]), min=float(gc.lower_bound_scale.bound))
-        return torch.bucketize(sigma, table[:-1]).int().reshape(-1)
 
     @staticmethod
     def _place(sym: torch.Tensor, means: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -482,11 +555,6 @@ class SliceCheckerboardEntropyModel(CompressionModel):
         out = torch.zeros_like(means[0])
         out[:, mask] = sym.to(means.dtype) * ACT_SCALE + means[0][:, mask]
         return out.unsqueeze(0)
-
-    def symbol_count(self, y_hw: Tuple[int, int]) -> int:
-        """Number of symbols a stream of this latent size carries (z and y)."""
-        h, w = y_hw
-        return sum(self.slices) * h * w + self.entropy_bottleneck.channels * (h // 4) * (w // 4)
 
     @torch.no_grad()
     def decode_latents(self, string: bytes, y_hw: Tuple[int, int],
@@ -498,32 +566,26 @@ class SliceCheckerboardEntropyModel(CompressionModel):
         bytes that are not exactly the coding of the decoded symbols (unused, altered or non-canonical).
         """
         eb_tab, gc_tab, exact = self._coding_state(device)
+        decoder, z_sym, z_rows = self._start_decoding(string, y_hw, eb_tab, gc_tab)
         h, w = y_hw
-        hz, wz = h // 4, w // 4
-        n_ch = self.entropy_bottleneck.channels
-        check_payload_size(string, [(n_ch * hz * wz, eb_tab), (sum(self.slices) * h * w, gc_tab)],
-                           f"a {h}x{w} latent")
-        decoder = RansDecoder()
-        # The C++ decoder reads 32-bit words without bounds checks; zero padding bounded by the
-        # symbol count (≤ one word per symbol, escapes bounded by the payload's own bits) keeps a
-        # crafted stream from reading past the buffer.
-        pad = 4 * self.symbol_count(y_hw) + 16 * len(string) + 64
-        decoder.set_stream(bytes(string) + bytes(pad))
-        z_idx = torch.arange(n_ch, dtype=torch.int32).view(-1, 1, 1).expand(n_ch, hz, wz)
-        z_rows = z_idx.reshape(-1).tolist()
-        z_sym = decoder.decode_stream(z_rows, eb_tab.cdf, eb_tab.lengths, eb_tab.offsets)
-        z_hat = in_range("z", exact.z_hat(torch.tensor(z_sym, dtype=torch.int32, device=device).view(1, n_ch, hz, wz)))
-        psi = exact.psi(z_hat)
-        anchor, nonanchor = checkerboard_masks(h, w, device)
-        decoded: List[torch.Tensor] = []
+        z_hat = in_range("z", exact.z_hat(torch.tensor(z_sym, dtype=torch.int32, device=device).view(
+            1, self.entropy_bottleneck.channels, h // Z_STRIDE, w // Z_STRIDE)))
         y_sym: List[torch.Tensor] = []
         y_rows: List[torch.Tensor] = []
-        for k in range(len(self.slices)):
-            scales_a, means_a, ctx = exact.anchor_params(k, psi, decoded)
-            y_a = self._decode_pass(decoder, gc_tab, scales_a, means_a, anchor, y_sym, y_rows)
-            scales_n, means_n = exact.nonanchor_params(k, psi, y_a, ctx)
-            y_n = self._decode_pass(decoder, gc_tab, scales_n, means_n, nonanchor, y_sym, y_rows)
-            decoded.append(y_a + y_n)
+
+        def decode_pass(k: int, mask: torch.Tensor, scales: torch.Tensor, means: torch.Tensor) -> torch.Tensor:
+            idx = self._indexes(scales[0][:, mask]).reshape(-1).cpu()
+            # Hand the decoder only the CDF rows this pass uses (converting the full table per call
+            # dominated decoding time); indexes are renumbered into that subset.
+            used, local = torch.unique(idx, return_inverse=True)
+            rows = used.tolist()
+            values = decoder.decode_stream(local.tolist(), [gc_tab.cdf[r] for r in rows],
+                                           [gc_tab.lengths[r] for r in rows], [gc_tab.offsets[r] for r in rows])
+            y_sym.append(torch.tensor(values, dtype=torch.int32))
+            y_rows.append(idx)
+            return in_range("y", self._place(y_sym[-1].to(means.device).view(means.shape[1], -1), means, mask))
+
+        decoded = slice_walk(exact, exact.psi(z_hat), len(self.slices), checkerboard_masks(h, w, device), decode_pass)
         used, local = torch.unique(torch.cat(y_rows), return_inverse=True)   # only the rows used (as decoding)
         rows = used.tolist()
         check_canonical(string, [(z_sym, z_rows, eb_tab.cdf, eb_tab.lengths, eb_tab.offsets),
@@ -531,17 +593,3 @@ class SliceCheckerboardEntropyModel(CompressionModel):
                                   [gc_tab.lengths[r] for r in rows], [gc_tab.offsets[r] for r in rows])])
         dtype = self.entropy_bottleneck.quantiles.dtype
         return from_grid(torch.cat(decoded, dim=1), dtype), from_grid(z_hat, dtype)
-
-    def _decode_pass(self, decoder, tab: _CodingTables, scales, means, mask, symbols: list,
-                     rows_used: list) -> torch.Tensor:
-        idx = self._indexes(scales, mask)
-        # Hand the decoder only the CDF rows this pass uses (converting the full table per call
-        # dominated decoding time); indexes are renumbered into that subset.
-        used, local = torch.unique(idx.cpu(), return_inverse=True)
-        rows = used.tolist()
-        values = decoder.decode_stream(local.tolist(), [tab.cdf[r] for r in rows],
-                                       [tab.lengths[r] for r in rows], [tab.offsets[r] for r in rows])
-        sym = torch.tensor(values, dtype=torch.int32)
-        symbols.append(sym)
-        rows_used.append(idx.cpu())
-        return in_range("y", self._place(sym.to(means.device).view(means.shape[1], -1), means, mask))

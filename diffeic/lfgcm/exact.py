@@ -18,7 +18,7 @@ its σ and μ (straight-through) so that training, rate estimate and coding see 
 from __future__ import annotations
 
 import math
-from typing import Iterable, List, Optional, Sequence, Tuple
+from typing import Iterable, List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -148,7 +148,8 @@ def _leaves(module: nn.Module) -> Iterable[nn.Module]:
 
 
 class ExactEntropyPath:
-    """The coding-side parameter networks of a SliceCheckerboardEntropyModel, in exact arithmetic.
+    """The coding-side parameter networks of a SliceCheckerboardEntropyModel, in exact arithmetic, under
+    the model's attribute names (so :func:`diffeic.lfgcm.entropy.slice_walk` runs either).
 
     All tensors are float64 holding grid integers; σ and μ come out on the 2^-8 grid, so
     ``from_grid`` gives float32 values that are identical wherever they are computed.
@@ -160,8 +161,8 @@ class ExactEntropyPath:
         self.channel_context: List[Optional[ExactNet]] = [
             None if k == 0 else ExactNet(m).to(device) for k, m in enumerate(model.channel_context)]
         self.local_context = [ExactNet(m).to(device) for m in model.local_context]
-        self.anchor = [ExactNet(m).to(device) for m in model.entropy_parameters_anchor]
-        self.nonanchor = [ExactNet(m).to(device) for m in model.entropy_parameters_nonanchor]
+        self.entropy_parameters_anchor = [ExactNet(m).to(device) for m in model.entropy_parameters_anchor]
+        self.entropy_parameters_nonanchor = [ExactNet(m).to(device) for m in model.entropy_parameters_nonanchor]
         self.z_medians = to_grid(model.entropy_bottleneck.quantiles[:, 0, 1].detach()).view(1, -1, 1, 1).to(device)
 
     def z_hat(self, z_sym: torch.Tensor) -> torch.Tensor:
@@ -170,19 +171,3 @@ class ExactEntropyPath:
 
     def psi(self, z_hat: torch.Tensor) -> torch.Tensor:
         return self.hyper_dec(z_hat)
-
-    def anchor_params(self, k: int, psi: torch.Tensor, decoded: Sequence[torch.Tensor]
-                      ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
-        if k == 0:
-            ctx, params = None, self.anchor[0](psi)
-        else:
-            ctx = self.channel_context[k](torch.cat(list(decoded), dim=1))
-            params = self.anchor[k](torch.cat([ctx, psi], dim=1))
-        scales, means = params.chunk(2, dim=1)
-        return scales, means, ctx
-
-    def nonanchor_params(self, k: int, psi: torch.Tensor, anchor_hat: torch.Tensor,
-                         ctx: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
-        local = self.local_context[k](anchor_hat)
-        inputs = [local, psi] if ctx is None else [local, ctx, psi]
-        return self.nonanchor[k](torch.cat(inputs, dim=1)).chunk(2, dim=1)

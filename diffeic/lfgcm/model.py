@@ -14,19 +14,19 @@ References:
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 
 from ..config import LFGCMConfig
-from .entropy import SliceCheckerboardEntropyModel
+from .entropy import Z_STRIDE, SliceCheckerboardEntropyModel
 from .rate import RateGains, RateLike
 from .transforms import (AnalysisTransform, HyperAnalysisTransform, HyperSynthesisTransform, SynthesisTransform,
                          information_extraction)
 
-#: Spatial stride of y relative to the image, and of the image padding multiple.
+#: Spatial stride of y relative to the image, of z relative to y, and the image padding multiple.
 Y_STRIDE = 16
-PAD_MULTIPLE = 64
+PAD_MULTIPLE = Y_STRIDE * Z_STRIDE
 
 
 class LFGCM(SliceCheckerboardEntropyModel):
@@ -78,17 +78,27 @@ class LFGCM(SliceCheckerboardEntropyModel):
         return out
 
     @torch.no_grad()
-    def compress(self, x: torch.Tensor, z_g: torch.Tensor,
-                 rate: Optional[RateLike] = None) -> Tuple[bytes, torch.Tensor, torch.Tensor]:
-        """Code one padded image ``(1,3,H,W)`` → ``(string, y_hat, z_hat)``."""
+    def compress(self, x: torch.Tensor, z_g: torch.Tensor, rate: Optional[RateLike] = None) -> Dict[str, Any]:
+        """Code padded images ``(B,3,H,W)`` guided by their VAE latents ``z_g`` → ``{"strings", "shape"}``.
+
+        As in compressai's models: ``strings`` holds one list per stream kind — here one, since z and y share
+        a single rANS string — with one string per batch item; ``shape`` is z's spatial size.  Each item is
+        coded on its own, exactly as :meth:`decompress` decodes it.
+        """
         y, z = self.hyper_analyse(self.encoder(x, z_g), z_g, rate)
-        return self.encode_latents(y, z)
+        return {"strings": [[self.encode_latents(y[i:i + 1], z[i:i + 1])[0] for i in range(y.shape[0])]],
+                "shape": tuple(z.shape[-2:])}
 
     @torch.no_grad()
-    def decompress(self, string: bytes, padded_hw: Tuple[int, int], device: torch.device,
-                   rate: Optional[RateLike] = None) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Decode a string for a padded image size → ``(z_c, y_hat, z_hat)``."""
-        self._rate(rate, 1, device)           # refuse a bad rate before decoding anything
-        h, w = padded_hw
-        y_hat, z_hat = self.decode_latents(string, (h // Y_STRIDE, w // Y_STRIDE), device)
-        return self.synthesize(y_hat, z_hat, rate), y_hat, z_hat
+    def decompress(self, strings: Sequence[Sequence[bytes]], shape: Tuple[int, int],
+                   rate: Optional[RateLike] = None) -> Dict[str, torch.Tensor]:
+        """Inverse of :meth:`compress` → ``{"z_c", "y_hat", "z_hat"}``, one batch item per string.
+
+        ``ŷ, ẑ`` are bit-identical on every device; a string that cannot be one :meth:`compress` wrote raises
+        ``ValueError``.
+        """
+        device = self.entropy_bottleneck.quantiles.device
+        self._rate(rate, len(strings[0]), device)           # refuse a bad rate before decoding anything
+        y_hw = (shape[0] * Z_STRIDE, shape[1] * Z_STRIDE)
+        y_hat, z_hat = (torch.cat(t) for t in zip(*(self.decode_latents(s, y_hw, device) for s in strings[0])))
+        return {"z_c": self.synthesize(y_hat, z_hat, rate), "y_hat": y_hat, "z_hat": z_hat}

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 from typing import Dict
 
-from torch import nn
-
 from ..image_codec import HyperpriorImageCodec
 from .config import PRESETS, RefineConfig
 from .model import RefineModel
@@ -21,10 +19,7 @@ class RefineCodec(HyperpriorImageCodec):
     family = "refine"
     config_class = RefineConfig
     presets = PRESETS
-
-    @classmethod
-    def build_model(cls, config: RefineConfig) -> nn.Module:
-        return RefineModel(config)
+    model_class = RefineModel
 
     def decode_defaults(self) -> Dict[str, int]:
         return {"steps": self.config.steps, "seed": self.config.seed}

@@ -12,16 +12,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Tuple
 
-from ..config import MAX_WIDTH, SEED_LIMIT, check_bool, check_float, check_int, check_ints, check_scale_table
+from ..config import MAX_WIDTH, SEED_LIMIT, FamilyConfig, check_bool, check_float, check_int, check_ints
 
 VARIANTS = ("diffusion", "flow")
 
 
 @dataclass
-class RefineConfig:
+class RefineConfig(FamilyConfig):
     """A refinement codec: MSE autoencoder widths, refiner UNet, and its noise process."""
 
-    name: str = "custom"
     N: int = 192                        # transform widths (compressai mbt2018-mean, quality ≥ 5)
     M: int = 320                        # latent channels
     hyper_channels: int = 192
@@ -36,14 +35,11 @@ class RefineConfig:
     flow_noise: float = 0.1             # rectified flow: σ of the noise added to the MSE image at t = 0 ([-1,1] units)
     steps: int = 32                     # default sampling steps (a stream may ask for others)
     seed: int = 0                       # default sampling seed
-    scale_min: float = 0.11
-    scale_max: float = 256.0
-    scale_levels: int = 64
-    init_seed: int = 0
 
     def __post_init__(self) -> None:
-        # Checked when built (from YAML or a checkpoint): one line naming the field, the value and what is allowed.
         from ..bitstream import MAX_STEPS
+
+        super().__post_init__()
 
         for key in ("N", "M", "hyper_channels", "refiner_groups"):
             setattr(self, key, check_int(key, getattr(self, key), 1, MAX_WIDTH))
@@ -69,9 +65,6 @@ class RefineConfig:
         self.flow_noise = check_float("flow_noise", self.flow_noise, 0.0, 10.0, lo_open=False)
         self.steps = check_int("steps", self.steps, 1, MAX_STEPS)
         self.seed = check_int("seed", self.seed, 0, SEED_LIMIT - 1)
-        self.scale_min, self.scale_max, self.scale_levels = check_scale_table(
-            "", self.scale_min, self.scale_max, self.scale_levels)
-        self.init_seed = check_int("init_seed", self.init_seed, 0, SEED_LIMIT - 1)
 
 
 def _refine() -> RefineConfig:
