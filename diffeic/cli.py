@@ -33,8 +33,7 @@ from .bitstream import FORMAT_VERSION, MAX_STEPS, SAMPLER_IDS, BitstreamError, d
 from .config import PRESETS  # noqa: E402
 from .convert import add_convert_parser  # noqa: E402
 from .io import IMAGE_SUFFIXES, expand_tree, image_size, output_format  # noqa: E402
-from .hub import is_hub_id  # noqa: E402
-from .pretrained import DEMO_MODEL, pretrained_folder, pretrained_models  # noqa: E402
+from .pretrained import DEMO_MODEL, pretrained_models  # noqa: E402
 
 if TYPE_CHECKING:
     import torch
@@ -508,45 +507,31 @@ def _write(dst: Path, write: Callable[[Path], Any]) -> None:
 
 def load_codec(model: str, sd_path: Optional[str] = None, device: Optional["torch.device"] = None
                ) -> "DiffEICCodec":
-    """A preset or config ``.yaml`` (random weights), or a checkpoint (folder, shipped name, hub id) → codec."""
-    from .codec import DiffEICCodec, warn_if_untrained
+    """``--model`` → codec on the device (:func:`diffeic.load_codec`), saying when its weights are untrained."""
+    from .codec import warn_if_untrained
+    from .codecs import family_of, load_codec as load_any_codec
 
-    if _model_kind(model) == "family":      # HiFiC / refine presets and folders: diffeic.load_codec
-        from .codecs import family_of, load_codec as load_any_codec
-
-        if sd_path is not None:
-            _note(f"--sd-path is ignored for --model {model} (a {family_of(model)} model has no SD backbone)")
-        codec = load_any_codec(model)
-        if not codec.is_trained:
-            _note(f"model {model!r} has random, untrained weights: reconstructions will not resemble the input")
-        return codec.to(_resolve_device(device))
-    if _model_kind(model) == "config":
-        if sd_path is not None:
-            _note(f"--sd-path is ignored for --model {model} (it applies to checkpoint folders)")
-        codec = DiffEICCodec.from_config(model)
-    else:
-        codec = DiffEICCodec.from_pretrained(model, sd_path=sd_path)
-    warn_if_untrained(codec, name=model, always=True)      # every command says it, not only the first
+    family = family_of(model)
+    if sd_path is not None and (family != "diffeic" or _model_kind(model) != "checkpoint"):
+        _note(f"--sd-path is ignored for --model {model} (it applies to DiffEIC checkpoints)")
+        sd_path = None
+    codec = load_any_codec(model, **({} if sd_path is None else {"sd_path": sd_path}))
+    if family == "diffeic":
+        warn_if_untrained(codec, name=model, always=True)      # every command says it, not only the first
+    elif not codec.is_trained:
+        _note(f"model {model!r} has random, untrained weights: reconstructions will not resemble the input")
     return codec.to(_resolve_device(device))
 
 
 def _model_kind(model: str) -> str:
-    """``"config"``, ``"checkpoint"`` or ``"family"`` (another codec family's preset or folder) — checked
-    before any input is read or any model loaded."""
-    from .codecs import family_of
+    """``"preset"``, ``"config"`` or ``"checkpoint"`` (:func:`diffeic.codecs.model_kind`), checked before any
+    input is read or any model loaded."""
+    from .codecs import model_kind
 
-    path = Path(model)
-    if family_of(model) != "diffeic":
-        return "family"
-    if model in PRESETS or (path.suffix in (".yaml", ".yml") and path.is_file()):
-        return "config"
-    if path.is_dir() or pretrained_folder(model) is not None or is_hub_id(model):
-        return "checkpoint"
-    from .codecs import preset_names
-
-    raise CLIError(f"--model {model}: neither a preset ({', '.join(preset_names())}), a shipped model "
-                   f"({', '.join(pretrained_models()) or 'none installed'}), a checkpoint folder, a hub id "
-                   f"(user/repo) nor a config .yaml file")
+    try:
+        return model_kind(model)
+    except ValueError as err:
+        raise CLIError(f"--model {err}") from None
 
 
 def _resolve_device(device: Optional["torch.device"]) -> "torch.device":

@@ -107,6 +107,26 @@ def test_load_codec_by_preset_and_folder(hific, refine, image, tmp_path):
         load_codec(tmp_path / "missing")
 
 
+def test_one_loader_for_every_kind_of_model_spec(tmp_path, tiny_codec):
+    from diffeic import cli
+    from diffeic.codecs import model_kind
+    from diffeic.config import get_config
+
+    yaml_file = tmp_path / "mine.yaml"
+    get_config("tiny").to_yaml(yaml_file)
+    assert [model_kind(s) for s in ("tiny", "hific_tiny", yaml_file, "tiny-trained", tmp_path, "user/repo")] == \
+        ["preset", "preset", "config", "checkpoint", "checkpoint", "checkpoint"]
+    assert load_codec(yaml_file).fingerprint() == tiny_codec.fingerprint()        # same config, same init
+    shipped = load_codec("tiny-trained")
+    assert shipped.is_trained and shipped.config.lfgcm.rate is not None
+    # One refusal, worded once, for the library, the diffeic command and eval.py.
+    with pytest.raises(ValueError, match="'tinyy': neither a preset") as err:
+        load_codec("tinyy")
+    with pytest.raises(cli.CLIError) as cli_err:
+        cli._model_kind("tinyy")
+    assert str(cli_err.value) == f"--model {err.value}"      # eval.py's wording: test_api_conventions
+
+
 @pytest.mark.parametrize("name,module", [("hific_tiny", "HiFiCModule"), ("refine_tiny", "RefineModule")])
 def test_train_py_configs_name_and_validate_their_module(name, module, capsys):
     from diffeic.training.cli import main

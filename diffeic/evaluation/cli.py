@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import List, Optional
 
 from ..bitstream import MAX_STEPS, SAMPLER_IDS
-from ..codecs import preset_names
-from ..config import PRESETS
-from ..pretrained import DEMO_MODEL, pretrained_folder, pretrained_models
+from ..codecs import model_kind
+from ..pretrained import DEMO_MODEL, pretrained_models
 from ..samples import HELDOUT_PHOTOS as SAMPLE_PHOTOS
 from .baselines import BASELINE_NAMES
 from .datasets import SPECS, DatasetUnavailable
@@ -142,12 +141,10 @@ def _check_names(args: argparse.Namespace, parser: argparse.ArgumentParser) -> N
     elif args.dataset not in (*SPECS, "samples"):
         parser.error(f"--dataset {args.dataset!r}: unknown; choose one of {', '.join(datasets)}")
     for model in _split(args.model):
-        path = Path(model)
-        if not (model in PRESETS or model in preset_names() or path.is_dir() or (path.suffix in (".yaml", ".yml") and path.is_file())
-                or pretrained_folder(model) is not None):
-            parser.error(f"--model {model!r}: neither a preset ({', '.join(preset_names())}), a shipped model "
-                         f"({', '.join(pretrained_models()) or 'none installed'}), a checkpoint folder nor a "
-                         f"config .yaml file")
+        try:
+            model_kind(model)
+        except ValueError as err:
+            parser.error(f"--model {err}")
     if not _split(args.model):
         parser.error("--model: no model given")
     baselines = [b.lower() for b in _split(args.baselines)]
