@@ -302,8 +302,10 @@ class DiffEICCodec(nn.Module):
         else:
             streams = []
             for i in range(batch.shape[0]):
-                def encode(q: float, i: int = i) -> bytes:
-                    return stream(self.lfgcm.compress(x_pad[i:i + 1], z_g[i:i + 1], q)["strings"][0][0], q)
+                compress_at = self.lfgcm.compressor(x_pad[i:i + 1], z_g[i:i + 1])
+
+                def encode(q: float) -> bytes:
+                    return stream(compress_at(q)["strings"][0][0], q)
                 try:
                     streams.append(fit_to_budget(encode, *self.rate_range, budget)[1])
                 except TargetTooSmall as err:

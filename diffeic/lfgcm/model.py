@@ -14,7 +14,7 @@ References:
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 
@@ -85,9 +85,19 @@ class LFGCM(SliceCheckerboardEntropyModel):
         a single rANS string — with one string per batch item; ``shape`` is z's spatial size.  Each item is
         coded on its own, exactly as :meth:`decompress` decodes it.
         """
-        y, z = self.hyper_analyse(self.encoder(x, z_g), z_g, rate)
-        return {"strings": [[self.encode_latents(y[i:i + 1], z[i:i + 1])[0] for i in range(y.shape[0])]],
-                "shape": tuple(z.shape[-2:])}
+        return self.compressor(x, z_g)(rate)
+
+    @torch.no_grad()
+    def compressor(self, x: torch.Tensor, z_g: torch.Tensor) -> Callable[[Optional[RateLike]], Dict[str, Any]]:
+        """``rate → compress(x, z_g, rate)``, with the analysis transform (which does not depend on the rate)
+        run once: a search over rates for a target size probes it ~10 times per image."""
+        y_unscaled = self.encoder(x, z_g)
+
+        def at(rate: Optional[RateLike] = None) -> Dict[str, Any]:
+            y, z = self.hyper_analyse(y_unscaled, z_g, rate)
+            return {"strings": [[self.encode_latents(y[i:i + 1], z[i:i + 1])[0] for i in range(y.shape[0])]],
+                    "shape": tuple(z.shape[-2:])}
+        return at
 
     @torch.no_grad()
     def decompress(self, strings: Sequence[Sequence[bytes]], shape: Tuple[int, int],
