@@ -50,6 +50,14 @@ def test_a_batch_codes_each_item_as_it_would_alone(trained):
     assert torch.equal(one["y_hat"], lfgcm.decompress([batch], (1, 2), Q)["y_hat"][1:])
 
 
+def test_the_compressor_reuses_the_analysis_across_rates_without_changing_it(trained):
+    # The target-size search probes one image at ~10 rates through one analysis: a probe must not alter it.
+    lfgcm, x, z_g = trained
+    at = lfgcm.compressor(x[:1], z_g[:1])
+    low, high, low_again = (at(q)["strings"][0][0] for q in (0.0, Q, 0.0))
+    assert low == low_again and len(low) < len(high)
+
+
 def _rebuilt(module, update) -> set:
     """The state-dict entries that ``update()`` changes."""
     before = {k: v.clone() for k, v in module.state_dict().items()}
