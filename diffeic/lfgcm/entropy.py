@@ -112,6 +112,14 @@ class _CodingTables:
         f_max = max(max(row[j + 1] - row[j] for j in range(n - 1)) for row, n in zip(self.cdf, self.lengths))
         self.min_bits = max(0.0, CDF_PRECISION - math.log2(f_max) - _RANS_STEP_SLACK)
 
+    def subset(self, indexes: torch.Tensor) -> Tuple[list, list, list, list]:
+        """``(indexes, cdf, lengths, offsets)`` with only the rows ``indexes`` use, renumbered into them:
+        handing the C++ coder the full table on every call dominated decoding time."""
+        used, local = torch.unique(indexes, return_inverse=True)
+        rows = used.tolist()
+        return (local.tolist(), [self.cdf[r] for r in rows], [self.lengths[r] for r in rows],
+                [self.offsets[r] for r in rows])
+
 
 def check_cdf_table(name: str, cdf: torch.Tensor, lengths: torch.Tensor, offsets: torch.Tensor, rows: int) -> None:
     """Refuse a CDF table that compressai's C++ coder would trust blindly (it divides by frequencies and
@@ -353,11 +361,14 @@ class CodingTables:
         return self.M * h * w + self.entropy_bottleneck.channels * (h // Z_STRIDE) * (w // Z_STRIDE)
 
     @staticmethod
-    def _z_symbols(z: torch.Tensor, medians_grid: torch.Tensor) -> Tuple[torch.Tensor, list]:
-        """z's symbols (checked) and their CDF rows (z's channels), in coding order."""
+    def _z_rows(channels: int, hz: int, wz: int) -> list:
+        """z's CDF rows (its channels) in coding order."""
+        return torch.arange(channels, dtype=torch.int32).view(-1, 1, 1).expand(channels, hz, wz).reshape(-1).tolist()
+
+    def _z_symbols(self, z: torch.Tensor, medians_grid: torch.Tensor) -> Tuple[torch.Tensor, list]:
+        """z's symbols (checked) and their CDF rows, in coding order."""
         z_sym = check_symbols(torch.round(z.double() - medians_grid / ACT_SCALE).int())
-        rows = torch.arange(z.shape[1], dtype=torch.int32).view(1, -1, 1, 1).expand(z_sym.shape)
-        return z_sym, rows.reshape(-1).tolist()
+        return z_sym, self._z_rows(*z.shape[1:])
 
     def _start_decoding(self, string: bytes, y_hw: Tuple[int, int], eb_tab: _CodingTables,
                         gc_tab: _CodingTables) -> Tuple[RansDecoder, list, list]:
@@ -372,7 +383,7 @@ class CodingTables:
         # symbol count (≤ one word per symbol, escapes bounded by the payload's own bits) keeps a
         # crafted stream from reading past the buffer.
         decoder.set_stream(bytes(string) + bytes(4 * self.symbol_count(y_hw) + 16 * len(string) + 64))
-        z_rows = torch.arange(n_ch, dtype=torch.int32).view(-1, 1, 1).expand(n_ch, hz, wz).reshape(-1).tolist()
+        z_rows = self._z_rows(n_ch, hz, wz)
         return decoder, decoder.decode_stream(z_rows, eb_tab.cdf, eb_tab.lengths, eb_tab.offsets), z_rows
 
 
@@ -441,7 +452,7 @@ class SliceCheckerboardEntropyModel(CodingTables, nn.Module):
         return self._param_names + list(self.named_buffers())   # buffers are replaced on update()
 
     def _exact_nets(self, device: torch.device) -> ExactEntropyPath:
-        return ExactEntropyPath(self, device)
+        return self._exact_path(device)       # training's and the coder's twin: one, compiled once
 
     def _exact_path(self, device: torch.device) -> ExactEntropyPath:
         """The exact integer twin of the current weights (recompiled whenever they change)."""
@@ -575,21 +586,13 @@ class SliceCheckerboardEntropyModel(CodingTables, nn.Module):
 
         def decode_pass(k: int, mask: torch.Tensor, scales: torch.Tensor, means: torch.Tensor) -> torch.Tensor:
             idx = self._indexes(scales[0][:, mask]).reshape(-1).cpu()
-            # Hand the decoder only the CDF rows this pass uses (converting the full table per call
-            # dominated decoding time); indexes are renumbered into that subset.
-            used, local = torch.unique(idx, return_inverse=True)
-            rows = used.tolist()
-            values = decoder.decode_stream(local.tolist(), [gc_tab.cdf[r] for r in rows],
-                                           [gc_tab.lengths[r] for r in rows], [gc_tab.offsets[r] for r in rows])
+            values = decoder.decode_stream(*gc_tab.subset(idx))
             y_sym.append(torch.tensor(values, dtype=torch.int32))
             y_rows.append(idx)
             return in_range("y", self._place(y_sym[-1].to(means.device).view(means.shape[1], -1), means, mask))
 
         decoded = slice_walk(exact, exact.psi(z_hat), len(self.slices), checkerboard_masks(h, w, device), decode_pass)
-        used, local = torch.unique(torch.cat(y_rows), return_inverse=True)   # only the rows used (as decoding)
-        rows = used.tolist()
         check_canonical(string, [(z_sym, z_rows, eb_tab.cdf, eb_tab.lengths, eb_tab.offsets),
-                                 (torch.cat(y_sym).tolist(), local.tolist(), [gc_tab.cdf[r] for r in rows],
-                                  [gc_tab.lengths[r] for r in rows], [gc_tab.offsets[r] for r in rows])])
+                                 (torch.cat(y_sym).tolist(), *gc_tab.subset(torch.cat(y_rows)))])
         dtype = self.entropy_bottleneck.quantiles.dtype
         return from_grid(torch.cat(decoded, dim=1), dtype), from_grid(z_hat, dtype)
