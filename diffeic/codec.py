@@ -472,10 +472,12 @@ class DiffEICCodec(nn.Module):
             generator = torch.Generator("cpu").manual_seed(int(seed))
         if sampler == ONESTEP:
             one_step = self.one_step_decoder()
-            return self.one_step_fast_decoder().decode_one_step(z_c, one_step, generator)
+            return self.one_step_fast_decoder().decode_one_step(z_c, one_step, generator,
+                                                                 colour_fix=self.config.sampler.colour_fix)
         return self.fast_decoder().decode(z_c, sampler=sampler, steps=steps, generator=generator,
                                           schedule=self.config.schedule,
-                                          fewstep_start=self.config.sampler.fewstep_start, progress=progress)
+                                          fewstep_start=self.config.sampler.fewstep_start, progress=progress,
+                                          colour_fix=self.config.sampler.colour_fix)
 
     # ------------------------------------------------------------------ one-step decoding
     def one_step_decoder(self) -> OneStepDecoder:

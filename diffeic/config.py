@@ -249,6 +249,7 @@ class SamplerConfig:
     steps: int = 50
     seed: int = 231
     fewstep_start: int = 299            # start timestep of the few-step mode (RDEIC: 299)
+    colour_fix: bool = False            # keep z_c's low frequencies in the sampled latent (diffusion.colour_fix)
 
     def __post_init__(self) -> None:
         from .bitstream import MAX_STEPS, SAMPLER_IDS    # the container's limits are the config's limits
@@ -257,6 +258,7 @@ class SamplerConfig:
         self.steps = check_int("sampler.steps", self.steps, 1, MAX_STEPS)
         self.seed = check_int("sampler.seed", self.seed, 0, SEED_LIMIT - 1)
         self.fewstep_start = check_int("sampler.fewstep_start", self.fewstep_start, 0, 100_000)
+        self.colour_fix = check_bool("sampler.colour_fix", self.colour_fix)
 
 
 @dataclass
@@ -285,6 +287,8 @@ class DiffEICConfig:
         if data["lfgcm"]["rate"] is None:
             # Fixed-rate configs serialise as before the field existed: same YAML, same fingerprints.
             del data["lfgcm"]["rate"]
+        if not data["sampler"]["colour_fix"]:
+            del data["sampler"]["colour_fix"]          # likewise: only models that use it say so
         return data
 
     @classmethod

@@ -31,6 +31,7 @@ import torch
 
 from ..config import ScheduleConfig
 from .backbone import FrozenBackbone
+from .colour import colour_fix as fix_colours
 from .control import ControlModule
 from .fast import autocast, fast_step, set_attention, vae_tiling
 from .sampling import EpsFn, Generators, sample
@@ -202,20 +203,28 @@ class Decoder:
     @torch.no_grad()
     def decode(self, z_c: Tensor, sampler: str = "ddpm", steps: int = 50, generator: Generators = None,
                schedule: Optional[ScheduleConfig] = None, fewstep_start: int = 299,
-               progress: bool = False) -> Tensor:
-        """Content latents ``(B,4,h,w)`` → images ``(B,3,8h,8w)`` in [0,1] (see :func:`decode_latent`)."""
+               progress: bool = False, colour_fix: bool = False) -> Tensor:
+        """Content latents ``(B,4,h,w)`` → images ``(B,3,8h,8w)`` in [0,1] (see :func:`decode_latent`).
+
+        ``colour_fix``: the sample keeps ``z_c``'s low frequencies (:func:`~diffeic.diffusion.colour.colour_fix`).
+        """
         check_content_latent(self.backbone, z_c)
         z0 = self.denoise(z_c, sampler, steps, generator, schedule, fewstep_start, progress)
+        if colour_fix:
+            z0 = fix_colours(z0, z_c)
         return self.vae_decode(z0, tiled=self.tiles_for(z_c) is not None)
 
     @torch.no_grad()
-    def decode_one_step(self, z_c: Tensor, one_step: "OneStepDecoder", generator: Generators = None) -> Tensor:
+    def decode_one_step(self, z_c: Tensor, one_step: "OneStepDecoder", generator: Generators = None,
+                        colour_fix: bool = False) -> Tensor:
         """One-step decoding (:mod:`.onestep`) with these options; build this decoder on ``one_step.control``."""
         if one_step.control is not self.control:
             raise ValueError("decode_one_step needs a Decoder built on the one-step decoder's control module")
         check_content_latent(self.backbone, z_c)
         tiles = self.tiles_for(z_c)
         z0 = one_step.predict(self.eps_fn(z_c, tiles), z_c, generator)
+        if colour_fix:
+            z0 = fix_colours(z0, z_c)
         return self.vae_decode(z0, tiled=tiles is not None)
 
 

@@ -6,6 +6,11 @@ is ≥ 2S → BICUBIC resize so the short side is ``S`` → uniform random ``cro
 horizontal flip (p = 0.5) → float in [0, 1].  Because the short side is always resized to
 ``S ≥ crop``, images smaller than the crop are *upscaled* (bicubic) rather than rejected.
 
+Colour augmentation (off by default, as the paper; on for the demo model, whose few photos would otherwise
+teach it their palette): with probability ``colour`` a crop gets a random colour transform — a hue rotation
+about the grey axis, a random channel permutation, and saturation / contrast / brightness jitter — one affine
+map per crop, drawn from the same per-sample RNG.
+
 Reproducibility: each sample's randomness comes from ``(seed, key)`` only, where ``key`` is the
 global sample number ``epoch · N + index`` produced by :class:`ResumableDistributedSampler`.  Crops
 therefore do not depend on worker count, worker seeding or prefetching, every DDP rank draws
@@ -14,6 +19,8 @@ samples an uninterrupted run would.
 """
 from __future__ import annotations
 
+import functools
+import math
 import os
 import random
 import warnings
@@ -71,8 +78,12 @@ def find_images(root: Union[str, Path]) -> List[Source]:
     return files
 
 
+@functools.lru_cache(maxsize=128)
 def open_rgb(source: Source) -> Image.Image:
     """Decode a file (or a bundled photo) to an 8-bit RGB PIL image; ``ValueError`` if unreadable.
+
+    The last 128 images decoded are kept (callers never modify them): a few photos drawn thousands of times
+    are decoded once, not once per crop.
 
     Files go through the codec's reader (:func:`diffeic.io.load_image_8bit`: EXIF orientation, 16-bit
     and grayscale handling), so training sees the pixels ``compress`` would be given, rounded to 8 bits.
@@ -125,10 +136,13 @@ class CropSpec:
     short_min: int = 512
     short_max: int = 640
     hflip: bool = True
+    colour: float = 0.0                 # probability of a random colour transform (colour_transform)
 
     def __post_init__(self) -> None:
         if self.size % PAD_MULTIPLE:
             raise ValueError(f"crop size {self.size} must be a multiple of {PAD_MULTIPLE} (the LFGCM's stride)")
+        if not 0.0 <= self.colour <= 1.0:
+            raise ValueError(f"colour augmentation probability must be in [0, 1], got {self.colour}")
         if not self.size <= self.short_min <= self.short_max:
             raise ValueError(f"need crop size ≤ short_min ≤ short_max, got {self.size}, {self.short_min}, "
                              f"{self.short_max}")
@@ -150,6 +164,24 @@ def _bounded_aspect(img: Image.Image, rng: random.Random) -> Image.Image:
     return img.crop((start, 0, start + keep, h) if w > h else (0, start, w, start + keep))
 
 
+def colour_transform(rng: random.Random) -> Tuple[np.ndarray, np.ndarray]:
+    """A random affine colour map ``x ↦ M x + b`` on RGB in [0, 1]: hue rotation about the grey axis (any
+    angle), a channel permutation (p = 0.5), saturation ×[0.5, 1.5], contrast ×[0.7, 1.3] about mid-grey and
+    brightness ×[0.75, 1.25].  Grey stays grey under the hue and saturation parts."""
+    theta = rng.uniform(-math.pi, math.pi)
+    k = np.full((3, 3), 1.0 / 3.0)                      # projection onto the grey axis
+    cross = np.array([[0, -1, 1], [1, 0, -1], [-1, 1, 0]]) / math.sqrt(3.0)   # u× for u = (1,1,1)/√3
+    m = k + math.cos(theta) * (np.eye(3) - k) + math.sin(theta) * cross     # Rodrigues' rotation about u
+    if rng.random() < 0.5:
+        m = np.eye(3)[rng.sample(range(3), 3)] @ m
+    sat = rng.uniform(0.5, 1.5)
+    m = (k + sat * (np.eye(3) - k)) @ m
+    contrast, brightness = rng.uniform(0.7, 1.3), rng.uniform(0.75, 1.25)
+    m = brightness * contrast * m
+    b = np.full(3, brightness * (1 - contrast) * 0.5)
+    return m.astype(np.float32), b.astype(np.float32)
+
+
 def paper_crop(img: Image.Image, spec: CropSpec, rng: random.Random) -> torch.Tensor:
     """One augmented ``(3, size, size)`` float tensor in [0, 1] ([Li2024] Sec. IV-A)."""
     img = _bounded_aspect(img, rng)
@@ -166,7 +198,11 @@ def paper_crop(img: Image.Image, spec: CropSpec, rng: random.Random) -> torch.Te
     arr = arr[top:top + spec.size, left:left + spec.size]
     if spec.hflip and rng.random() < 0.5:
         arr = arr[:, ::-1]
-    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).float().div_(255.0)
+    out = torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).float().div_(255.0)
+    if spec.colour and rng.random() < spec.colour:
+        m, b = colour_transform(rng)
+        out = (torch.einsum("ij,jhw->ihw", torch.from_numpy(m), out) + torch.from_numpy(b)[:, None, None]).clamp_(0, 1)
+    return out
 
 
 def center_view(img: Image.Image, size: Optional[int]) -> torch.Tensor:
@@ -286,15 +322,16 @@ class DiffEICDataModule(LightningDataModule):
         seed: augmentation seed; ``None`` uses ``seed_everything``'s value (``PL_GLOBAL_SEED``).
         download: download LSDIR into ``root`` first if it is empty (online only; never implicit).
         crops_per_image: independent crops of each image per epoch (1 for LSDIR; more for a few photos).
+        colour: probability of a random colour transform per crop (:func:`colour_transform`; 0: the paper's).
     """
 
     def __init__(self, root: str = "data/LSDIR", val_root: Optional[str] = SAMPLES, crop_size: int = 512,
                  short_side: Tuple[int, int] = (512, 640), batch_size: int = 4, num_workers: int = 8,
                  val_size: Optional[int] = 512, val_limit: int = 4, seed: Optional[int] = None,
-                 download: bool = False, crops_per_image: int = 1) -> None:
+                 download: bool = False, crops_per_image: int = 1, colour: float = 0.0) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.crop = CropSpec(crop_size, int(short_side[0]), int(short_side[1]))
+        self.crop = CropSpec(crop_size, int(short_side[0]), int(short_side[1]), colour=float(colour))
         self.train_set: Optional[RandomCropDataset] = None
         self.val_set: Optional[ValidationDataset] = None
         self._batches_done = 0          # restored from a checkpoint, see load_state_dict
@@ -355,6 +392,6 @@ class DiffEICDataModule(LightningDataModule):
         self._batches_done = int(state_dict.get("batches_done", 0))
 
 
-__all__ = ["CropSpec", "paper_crop", "center_view", "find_images", "open_rgb", "RandomCropDataset",
+__all__ = ["CropSpec", "paper_crop", "colour_transform", "center_view", "find_images", "open_rgb", "RandomCropDataset",
            "ValidationDataset", "ResumableDistributedSampler", "DiffEICDataModule", "DatasetNotFoundError",
            "download_lsdir", "lsdir_help", "SAMPLES", "HELDOUT", "LSDIR_HF_REPO"]
