@@ -97,3 +97,25 @@ def test_decoder_applies_the_colour_fix_to_the_sample():
     plain = dec.decode(z_c, generator=torch.Generator().manual_seed(3), **kw)
     assert torch.allclose(got, expected, atol=1e-6)
     assert not torch.allclose(got, plain, atol=1e-3)
+
+
+def test_vae_trained_in_opponent_colours_folds_into_an_rgb_vae():
+    from diffusers import AutoencoderKL
+
+    from diffeic.training.backbone import fold_colour_space, opponent_colours
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
+                        block_out_channels=[8, 8], norm_num_groups=1, down_block_types=["DownEncoderBlock2D"] * 2,
+                        up_block_types=["UpDecoderBlock2D"] * 2).eval()
+    t = opponent_colours(3.0)
+    # Grey is luma only; the two colour rows see only colour differences, weighed 3x.
+    assert torch.allclose(t @ torch.ones(3), torch.tensor([1.0, 0, 0]))
+    assert torch.allclose(t @ torch.tensor([1.0, 0, -1.0]), torch.tensor([0.0, 3.0, 0.0]))
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        in_space = vae.decode(vae.encode(torch.einsum("ij,bjhw->bihw", t, x)).latent_dist.mode()).sample
+        expected = torch.einsum("ij,bjhw->bihw", torch.linalg.inv(t), in_space)
+        fold_colour_space(vae, t)
+        folded = vae.decode(vae.encode(x).latent_dist.mode()).sample
+    assert torch.allclose(folded, expected, atol=1e-4)
