@@ -140,6 +140,11 @@ def main() -> None:
         for file in ("lfgcm.safetensors", "control.safetensors"):
             _half_floats(folder / file)
         _record_hashes(folder)
+        # Loading verifies every recorded SHA-256 and the fingerprint; a shipped model must record both.
+        recorded = yaml.safe_load((folder / "config.yaml").read_text())
+        if set(recorded.get("files") or {}) != {"lfgcm.safetensors", "control.safetensors"} \
+                or recorded.get("fingerprint") != codec.fingerprint():
+            raise RuntimeError(f"{folder}: config.yaml must record both weight files' SHA-256 and the fingerprint")
         reloaded = DiffEICCodec.from_pretrained(folder)
         if reloaded.fingerprint() != codec.fingerprint():
             raise RuntimeError(f"{folder}: reloaded model differs from the one packaged")
