@@ -145,7 +145,7 @@ def test_family_config_values_are_checked_by_name():
         RateConfig(levels=1)
     with pytest.raises(ValueError, match="lmbda_min < lmbda_max .*got lmbda_min = 1, lmbda_max = 0.5"):
         RateConfig(lmbda_min=1.0, lmbda_max=0.5)
-    with pytest.raises(ValueError, match="lfgcm.rate.lmbda_min = 'no': must be a number"):
+    with pytest.raises(ValueError, match="lfgcm.rate.lmbda_min = 'no': must be a real number"):
         RateConfig(lmbda_min="no")
 
 
