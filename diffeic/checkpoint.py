@@ -173,6 +173,14 @@ def _mapping(name: str, value: Any) -> Any:
     return value
 
 
+def _digests(name: str, files: Dict[Any, Any]) -> Dict[Any, Any]:
+    for key, digest in files.items():
+        if not isinstance(key, str) or not key or Path(key).is_absolute() or ".." in Path(key).parts:
+            raise ValueError(f"{name}: {show(key)} is not a relative file name inside the folder")
+        _hex(64)(f"{name}.{key}", digest)
+    return files
+
+
 def _lmbda(name: str, value: Any) -> Any:
     values = value if isinstance(value, list) else [value]
     if not values:
@@ -215,6 +223,8 @@ META_SCHEMA: Dict[str, MetaField] = {
     "fingerprint": MetaField(_hex(16)),
     "backbone_fingerprint": MetaField(_hex(16), families=("diffeic",)),
     "sd_path": MetaField(_string, families=("diffeic",)),
+    # SHA-256 of each file of a backbone shipped beside the checkpoint (sd_path relative): path in it → digest
+    "backbone_files": MetaField(lambda n, v: _digests(n, _mapping(n, v)), families=("diffeic",)),
     "onestep": MetaField(_mapping, families=("diffeic",)),             # its fields: OneStepConfig's
     "files": MetaField(_mapping),                                      # names and SHA-256: check_common_meta
     "lmbda": MetaField(_lmbda),
@@ -269,8 +279,7 @@ def check_common_meta(meta: Dict[str, Any], allowed: Iterable[str], required: It
     if files is not None and (not isinstance(files, dict) or not required <= set(files) <= allowed):
         raise ValueError(f"files = {show(files)}: must map {', '.join(sorted(required))} (and optionally "
                          f"{', '.join(sorted(allowed - required)) or 'nothing else'}) to their SHA-256")
-    for name, digest in (files or {}).items():
-        _hex(64)(f"files.{name}", digest)
+    _digests("files", files or {})
 
 
 def is_shipped(folder: Path) -> bool:
@@ -305,6 +314,28 @@ def check_hashes(folder: Path, files: Any) -> None:
             raise CheckpointError(f"{folder / name}: its SHA-256 differs from the one recorded in {CONFIG_FILE} "
                                   f"(files.{name}): the file was modified, or the folder mixes files of different "
                                   f"saves")
+
+
+def check_backbone_files(meta_path: Path, backbone: Path, files: Any) -> None:
+    """The files of a backbone folder shipped beside a checkpoint against ``backbone_files`` (its SHA-256s);
+    :class:`CheckpointError` naming the file.  A shipped model must record them."""
+    if not files:
+        if is_shipped(meta_path.parent):
+            raise CheckpointError(f"{meta_path}: backbone_files: a shipped model must record the SHA-256 of each "
+                                  f"file of its backbone {backbone}; the package is damaged, reinstall diffeic")
+        return
+    for name, expected in files.items():
+        path = backbone / name
+        if not path.is_file():
+            raise CheckpointError(f"{path}: missing from the backbone (recorded in {meta_path}, backbone_files)")
+        if _sha256(path) != expected:
+            raise CheckpointError(f"{path}: its SHA-256 differs from the one recorded in {meta_path} "
+                                  f"(backbone_files.{name}): the backbone was modified")
+
+
+def file_digests(folder: Path) -> Dict[str, str]:
+    """The SHA-256 of every file under ``folder``, by its relative path (POSIX), for ``backbone_files``."""
+    return {p.relative_to(folder).as_posix(): _sha256(p) for p in sorted(Path(folder).rglob("*")) if p.is_file()}
 
 
 def check_fingerprint(meta_path: Path, recorded: Any, computed: str, verified: bool) -> None:
@@ -488,5 +519,5 @@ def _sha256(path: Path) -> str:
 
 __all__ = ["CONFIG_FILE", "CONTROL_FILE", "Checkpoint", "CheckpointError", "FILES", "LFGCM_FILE", "META_SCHEMA",
            "MetaField", "ONESTEP_FILE", "OPTIONAL_FILES", "WEIGHT_FILES", "check_common_meta", "check_fingerprint",
-           "check_hashes", "check_keys", "check_meta_schema", "check_target", "is_shipped",
+           "check_backbone_files", "check_hashes", "check_keys", "check_meta_schema", "file_digests", "check_target", "is_shipped",
            "load_tensors", "read", "shapes_only", "write", "write_folder"]

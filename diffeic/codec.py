@@ -157,7 +157,7 @@ class DiffEICCodec(nn.Module):
         cfg, meta, folder = ckpt.config, ckpt.meta, ckpt.folder
         lfgcm = ckpt.build_lfgcm()              # before the (slow) backbone: a bad folder fails fast
         if cfg.backbone.pretrained:
-            backbone = _recorded_backbone(cfg, meta.get("sd_path"), sd_path, folder)
+            backbone = _recorded_backbone(cfg, meta, sd_path, folder)
         else:
             backbone = FrozenBackbone.from_config(cfg.backbone, seed=cfg.init_seed + 1)
         recorded = meta.get("backbone_fingerprint")
@@ -588,16 +588,18 @@ class DiffEICCodec(nn.Module):
         return out
 
 
-def _recorded_backbone(cfg: DiffEICConfig, recorded: Optional[str], override: Optional[str],
+def _recorded_backbone(cfg: DiffEICConfig, meta: Dict[str, Any], override: Optional[str],
                        folder: Path) -> FrozenBackbone:
     """The frozen backbone of a checkpoint: ``override`` (the caller's ``sd_path``), else the one its config records.
 
     A relative recorded path (``../tiny-backbone``: a backbone shipped beside the checkpoint) is resolved against
-    the config file's real location, so a checkpoint reached through a symbolic link finds its backbone; if that
-    backbone cannot be loaded, the error names the checkpoint and its preset rather than SD2.1's download advice.
+    the config file's real location, so a checkpoint reached through a symbolic link finds its backbone, and its
+    files are checked against ``backbone_files`` (their SHA-256); if that backbone cannot be loaded, the error
+    names the checkpoint and its preset rather than SD2.1's download advice.
     """
     from .diffusion.sd_source import BackboneUnavailableError
 
+    recorded = meta.get("sd_path")
     if override or not recorded:
         return FrozenBackbone.from_pretrained(cfg.backbone, override or recorded)
     meta_path = (folder / checkpoint.CONFIG_FILE).resolve()
@@ -606,6 +608,8 @@ def _recorded_backbone(cfg: DiffEICConfig, recorded: Optional[str], override: Op
         local = (meta_path.parent / local).resolve()
     elif not local.is_absolute():
         return FrozenBackbone.from_pretrained(cfg.backbone, recorded)     # a hub id
+    if local.is_dir():
+        checkpoint.check_backbone_files(meta_path, local, meta.get("backbone_files"))
     try:
         return FrozenBackbone.from_pretrained(cfg.backbone, str(local))
     except BackboneUnavailableError as err:

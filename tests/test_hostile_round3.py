@@ -183,13 +183,18 @@ def test_the_shipped_model_records_the_digests_and_fingerprint_of_its_files():
     meta = yaml.safe_load((folder / "config.yaml").read_text())
     assert meta["files"] == {name: hashlib.sha256((folder / name).read_bytes()).hexdigest()
                              for name in ("lfgcm.safetensors", "control.safetensors")}
+    backbone = PRETRAINED_DIR / "tiny-backbone"
+    assert meta["backbone_files"] == {name: hashlib.sha256((backbone / name).read_bytes()).hexdigest()
+                                      for name in ("empty_prompt.safetensors", "unet/config.json", "vae/config.json",
+                                                   "unet/diffusion_pytorch_model.safetensors",
+                                                   "vae/diffusion_pytorch_model.safetensors")}
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)        # no "cannot be verified" or fingerprint warning
         codec = DiffEICCodec.from_pretrained("tiny-trained")
     assert codec.fingerprint() == meta["fingerprint"]
 
 
-@pytest.mark.parametrize("damage", ["flip", "swap", "fingerprint"])
+@pytest.mark.parametrize("damage", ["flip", "swap", "fingerprint", "backbone"])
 def test_a_tampered_copy_of_the_shipped_model_is_refused_naming_the_file(tmp_path, damage):
     folder = _copy_shipped(tmp_path)
     if damage == "flip":
@@ -203,6 +208,13 @@ def test_a_tampered_copy_of_the_shipped_model_is_refused_naming_the_file(tmp_pat
         a.write_bytes(db)
         b.write_bytes(da)
         match = r"lfgcm\.safetensors: its SHA-256 differs"
+    elif damage == "backbone":          # the empty-prompt embedding: outside the backbone's content fingerprint
+        path = folder.parent / "tiny-backbone" / "empty_prompt.safetensors"
+        raw = bytearray(path.read_bytes())
+        raw[-1] ^= 1
+        path.write_bytes(bytes(raw))
+        match = r"tiny-backbone/empty_prompt\.safetensors: its SHA-256 differs from the one recorded in .*config\.yaml " \
+                r"\(backbone_files\.empty_prompt\.safetensors\)"
     else:
         path = folder / "config.yaml"
         path.write_text(path.read_text().replace("fingerprint: 80f5bcfc3bb24aff", "fingerprint: 7dc4ff131c4161f9"))
@@ -259,6 +271,9 @@ def test_a_checkpoint_reached_through_a_symbolic_link_finds_its_backbone(tmp_pat
     link.symlink_to(folder, target_is_directory=True)
     codec = DiffEICCodec.from_pretrained(link)
     assert codec.fingerprint() == "80f5bcfc3bb24aff"
+    meta = yaml.safe_load((folder / "config.yaml").read_text())
+    del meta["backbone_files"]                                  # (a user's copy: digests are optional there)
+    (folder / "config.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
     shutil.rmtree(folder.parent / "tiny-backbone" / "unet")
     with pytest.raises(Exception) as err:
         DiffEICCodec.from_pretrained(link)
