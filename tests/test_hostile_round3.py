@@ -159,8 +159,12 @@ def test_a_bad_max_steps_is_refused_by_every_family(bad, tiny_codec, refine, hif
         DecodeOptions(max_steps=bad)
 
 
-def test_the_cli_decompress_takes_max_steps(tiny_codec, tmp_path, capsys):
+def test_the_cli_decompress_takes_max_steps(tiny_codec, tmp_path, capsys, monkeypatch):
     from diffeic.cli import main
+
+    ran = []                            # the sampling itself is not what is tested: a blank image, the steps noted
+    monkeypatch.setattr(DiffEICCodec, "generate", lambda self, z_c, sampler, steps, seed, progress=False:
+                        ran.append(steps) or torch.full((1, 3, 64, 64), 0.5))
 
     stream = tmp_path / "a.deic"
     stream.write_bytes(_diffeic_stream(tiny_codec, 17))
@@ -168,7 +172,7 @@ def test_the_cli_decompress_takes_max_steps(tiny_codec, tmp_path, capsys):
     assert "asks for 17 decoding steps, more than this decoder's limit of 16" in capsys.readouterr().err
     assert main(["decompress", str(stream), "--model", "tiny", "-o", str(tmp_path / "a.png"),
                  "--max-steps", "17"]) == 0
-    assert (tmp_path / "a.png").is_file() and "17 steps" in capsys.readouterr().out
+    assert (tmp_path / "a.png").is_file() and "17 steps" in capsys.readouterr().out and ran == [17]
 
 
 # ------------------------------------------------------------------------------------ 2. verified shipped model
