@@ -83,6 +83,16 @@ class StreamHeader:
         return 2 if (self.family != DEFAULT_FAMILY or self.rate is not None) else 1
 
 
+#: The smallest normal float32: a rate field below it (and above 0) is a subnormal.
+_FLOAT32_TINY = 2.0 ** -126
+
+
+def canonical_rate(rate: float) -> float:
+    """A float32 rate in its one stored form: ``-0.0`` and the subnormals (|q| < 2^-126, which no model can tell
+    from 0: the gains interpolate to those of q = 0) become ``+0.0``; other values are returned unchanged."""
+    return 0.0 if abs(rate) < _FLOAT32_TINY else rate
+
+
 def _put_varint(value: int, out: bytearray) -> None:
     if value < 0:
         raise ValueError(f"varint must be non-negative, got {value}")
@@ -133,6 +143,9 @@ def pack(header: StreamHeader, payload: bytes) -> bytes:
         rate = float(header.rate)
         if not math.isfinite(rate) or struct.unpack(">f", struct.pack(">f", rate))[0] != rate:
             raise ValueError(f"rate must be a finite float32 value, got {header.rate!r}")
+        if struct.pack(">f", rate) != struct.pack(">f", canonical_rate(rate)):
+            raise ValueError(f"rate {rate!r} is not in canonical form (-0.0 and subnormals are written as 0.0: "
+                             f"one encoding per value); pass canonical_rate(rate)")
         out += struct.pack(">f", rate)
     if header.sampler is not None:
         if header.sampler not in SAMPLER_IDS:
@@ -195,9 +208,12 @@ def unpack(data: bytes) -> Tuple[StreamHeader, bytes]:
         if pos + 4 > end:
             raise BitstreamError("truncated header: rate parameter is cut off")
         rate = struct.unpack(">f", body[pos:pos + 4])[0]
-        pos += 4
         if not math.isfinite(rate):
             raise BitstreamError("corrupt header: the rate parameter is not a finite number")
+        if struct.pack(">f", canonical_rate(rate)) != body[pos:pos + 4]:
+            raise BitstreamError(f"corrupt header: rate field {body[pos:pos + 4].hex()} ({rate!r}) is not in canonical "
+                                 f"form (-0.0 and subnormals are stored as 0.0: one encoding per value)")
+        pos += 4
     if version == 2 and family == DEFAULT_FAMILY and rate is None:
         raise BitstreamError("corrupt header: a version-2 stream without version-2 fields (streams have one encoding)")
     sampler = steps = seed = None

@@ -19,6 +19,7 @@ import hashlib
 import os
 import secrets
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
@@ -27,7 +28,7 @@ import torch
 import yaml
 from torch import nn
 
-from .config import DiffEICConfig, check_bool, load_yaml
+from .config import DiffEICConfig, check_bool, check_float, check_int, load_yaml, show
 
 CONFIG_FILE = "config.yaml"
 LFGCM_FILE = "lfgcm.safetensors"
@@ -147,17 +148,120 @@ def read(path: PathLike) -> Checkpoint:
                       load_tensors(folder / ONESTEP_FILE) if one_step else None)
 
 
+# --------------------------------------------------------------------------- the metadata schema
+# Every top-level field of a checkpoint's config.yaml, for every codec family: its type, range and whether it may
+# be absent or null, checked by one function each.  Keys not declared here are the caller's own metadata
+# (save_pretrained(**metadata)) and are kept as written.
+
+def _hex(length: int) -> Callable[[str, Any], Any]:
+    def check(name: str, value: Any) -> Any:
+        if not (isinstance(value, str) and len(value) == length and all(c in "0123456789abcdef" for c in value)):
+            raise ValueError(f"{name} = {show(value)}: must be {length} lowercase hex digits")
+        return value
+    return check
+
+
+def _string(name: str, value: Any) -> Any:
+    if not isinstance(value, str):
+        raise ValueError(f"{name} = {show(value)}: must be a string")
+    return value
+
+
+def _mapping(name: str, value: Any) -> Any:
+    if not isinstance(value, dict):
+        raise ValueError(f"{name} = {show(value)}: must be a mapping")
+    return value
+
+
+def _digests(name: str, files: Dict[Any, Any]) -> Dict[Any, Any]:
+    for key, digest in files.items():
+        if not isinstance(key, str) or not key or Path(key).is_absolute() or ".." in Path(key).parts:
+            raise ValueError(f"{name}: {show(key)} is not a relative file name inside the folder")
+        _hex(64)(f"{name}.{key}", digest)
+    return files
+
+
+def _lmbda(name: str, value: Any) -> Any:
+    values = value if isinstance(value, list) else [value]
+    if not values:
+        raise ValueError(f"{name} = []: must be a positive number or a list of them")
+    for i, v in enumerate(values):
+        check_float(name if not isinstance(value, list) else f"{name}[{i}]", v, 0.0)
+    return value
+
+
+def _format_version(name: str, value: Any) -> Any:
+    from .bitstream import FORMAT_VERSION
+
+    return check_int(name, value, 1, FORMAT_VERSION)
+
+
+def _family(name: str, value: Any) -> Any:
+    from .bitstream import FAMILY_IDS
+
+    if value not in FAMILY_IDS:
+        raise ValueError(f"{name} = {show(value)}: must be one of {', '.join(FAMILY_IDS)}")
+    return value
+
+
+@dataclass(frozen=True)
+class MetaField:
+    """One declared top-level field of ``config.yaml``: its check (raises ``ValueError`` naming the field), whether
+    ``null`` is allowed, and which families have it (None: all)."""
+
+    check: Callable[[str, Any], Any]
+    nullable: bool = True
+    families: Optional[Tuple[str, ...]] = None
+
+
+#: The schema of a checkpoint's ``config.yaml`` (top level; ``model`` is the family's config, checked by it).
+META_SCHEMA: Dict[str, MetaField] = {
+    "diffeic_version": MetaField(_string, nullable=False),
+    "format_version": MetaField(_format_version, nullable=False),   # the stream format of the writer
+    "family": MetaField(_family, nullable=False),
+    "trained": MetaField(check_bool, nullable=False),
+    "fingerprint": MetaField(_hex(16)),
+    "backbone_fingerprint": MetaField(_hex(16), families=("diffeic",)),
+    "sd_path": MetaField(_string, families=("diffeic",)),
+    # SHA-256 of each file of a backbone shipped beside the checkpoint (sd_path relative): path in it → digest
+    "backbone_files": MetaField(lambda n, v: _digests(n, _mapping(n, v)), families=("diffeic",)),
+    "onestep": MetaField(_mapping, families=("diffeic",)),             # its fields: OneStepConfig's
+    "files": MetaField(_mapping),                                      # names and SHA-256: check_common_meta
+    "lmbda": MetaField(_lmbda),
+    "lr": MetaField(lambda n, v: check_float(n, v, 0.0)),
+    "step": MetaField(lambda n, v: check_int(n, v, 0)),
+    "init_from": MetaField(_string),
+    "preset": MetaField(_string),
+    "training": MetaField(_mapping),
+    "provenance": MetaField(_mapping),
+    "model": MetaField(_mapping, nullable=False),
+}
+
+
+def check_meta_schema(meta: Dict[str, Any], family: str) -> None:
+    """Check every declared field of ``meta`` (a ``config.yaml``) against :data:`META_SCHEMA`; ``ValueError``
+    naming the field.  A field of another family (``sd_path`` in a HiFiC folder) is refused too."""
+    for name, value in meta.items():
+        spec = META_SCHEMA.get(name)
+        if spec is None:
+            continue
+        if spec.families is not None and family not in spec.families:
+            raise ValueError(f"{name}: a {family} checkpoint has no such field (it belongs to "
+                             f"{', '.join(spec.families)} checkpoints)")
+        if value is None:
+            if not spec.nullable:
+                raise ValueError(f"{name} = null: must be given")
+            continue
+        spec.check(name, value)
+
+
 def _check_meta(meta: Dict[str, Any], config: DiffEICConfig) -> None:
+    check_meta_schema(meta, "diffeic")
     check_common_meta(meta, WEIGHT_FILES + OPTIONAL_FILES, WEIGHT_FILES)
-    for key in ("backbone_fingerprint", "sd_path"):
-        if meta.get(key) is not None and not isinstance(meta[key], str):
-            raise ValueError(f"{key} = {meta[key]!r}: must be a string or null")
     info = meta.get("onestep")
     if info is not None:
         from .diffusion.onestep import OneStepConfig
 
-        if not isinstance(info, dict):
-            raise ValueError(f"onestep = {info!r}: must be a mapping of one-step settings")
         settings = dict(info)
         check_bool("onestep.trained", settings.pop("trained", False))
         timestep = OneStepConfig.from_dict(settings).timestep
@@ -169,30 +273,86 @@ def _check_meta(meta: Dict[str, Any], config: DiffEICConfig) -> None:
 
 
 def check_common_meta(meta: Dict[str, Any], allowed: Iterable[str], required: Iterable[str]) -> None:
-    """Checks of the metadata every checkpoint folder has (any codec family): ``trained``, ``fingerprint``
-    and ``files``, which must name each of ``required`` and only names in ``allowed``."""
-    if "trained" in meta:
-        check_bool("trained", meta["trained"])
-    if meta.get("fingerprint") is not None and not isinstance(meta["fingerprint"], str):
-        raise ValueError(f"fingerprint = {meta['fingerprint']!r}: must be a string or null")
+    """Checks of the metadata every checkpoint folder has (any codec family), beyond :data:`META_SCHEMA`'s:
+    ``files`` must map each of ``required`` and only names in ``allowed`` to a SHA-256 (64 hex digits)."""
     files, allowed, required = meta.get("files"), set(allowed), set(required)
-    if files is not None and (not isinstance(files, dict) or not required <= set(files) <= allowed
-                              or not all(isinstance(v, str) for v in files.values())):
-        raise ValueError(f"files = {files!r}: must map {', '.join(sorted(required))} (and optionally "
+    if files is not None and (not isinstance(files, dict) or not required <= set(files) <= allowed):
+        raise ValueError(f"files = {show(files)}: must map {', '.join(sorted(required))} (and optionally "
                          f"{', '.join(sorted(allowed - required)) or 'nothing else'}) to their SHA-256")
+    _digests("files", files or {})
+
+
+def is_shipped(folder: Path) -> bool:
+    """Whether ``folder`` is a model shipped inside the package (its files must be verified)."""
+    from .pretrained import PRETRAINED_DIR
+
+    try:
+        return Path(folder).resolve().parent == PRETRAINED_DIR.resolve()
+    except OSError:
+        return False
 
 
 def check_hashes(folder: Path, files: Any) -> None:
     """Each file's SHA-256 must equal the one recorded in ``config.yaml`` (``files``, checked by
-    :func:`check_common_meta`)."""
-    # Folders written before hashes were recorded have none; those written since must match them, so a
-    # folder that mixes files of two saves (or was edited) is refused instead of loading silently.
-    for name, expected in (files or {}).items():
+    :func:`check_common_meta`); :class:`CheckpointError` naming the file otherwise.
+
+    A folder without ``files`` was written by a diffeic older than the digests: a user's folder loads with a
+    warning (its files cannot be verified; ``save_pretrained`` again records them), a shipped model is refused.
+    """
+    if not files:
+        if is_shipped(folder):
+            raise CheckpointError(f"{Path(folder) / CONFIG_FILE}: files: a shipped model must record the SHA-256 of "
+                                  f"each of its files; the package is damaged, reinstall diffeic")
+        warnings.warn(f"{Path(folder) / CONFIG_FILE} records no SHA-256 of its files (written by an older diffeic): "
+                      f"they cannot be verified; load and save_pretrained it again to record them",
+                      UserWarning, stacklevel=3)
+        return
+    for name, expected in files.items():
         if not (folder / name).is_file():
             raise FileNotFoundError(f"{folder}: checkpoint folder lacks {name} (recorded in {CONFIG_FILE})")
         if _sha256(folder / name) != expected:
-            raise CheckpointError(f"{folder / name}: its SHA-256 differs from the one recorded in {CONFIG_FILE}: the "
-                                  f"folder mixes files of different saves or was modified")
+            raise CheckpointError(f"{folder / name}: its SHA-256 differs from the one recorded in {CONFIG_FILE} "
+                                  f"(files.{name}): the file was modified, or the folder mixes files of different "
+                                  f"saves")
+
+
+def check_backbone_files(meta_path: Path, backbone: Path, files: Any) -> None:
+    """The files of a backbone folder shipped beside a checkpoint against ``backbone_files`` (its SHA-256s);
+    :class:`CheckpointError` naming the file.  A shipped model must record them."""
+    if not files:
+        if is_shipped(meta_path.parent):
+            raise CheckpointError(f"{meta_path}: backbone_files: a shipped model must record the SHA-256 of each "
+                                  f"file of its backbone {backbone}; the package is damaged, reinstall diffeic")
+        return
+    for name, expected in files.items():
+        path = backbone / name
+        if not path.is_file():
+            raise CheckpointError(f"{path}: missing from the backbone (recorded in {meta_path}, backbone_files)")
+        if _sha256(path) != expected:
+            raise CheckpointError(f"{path}: its SHA-256 differs from the one recorded in {meta_path} "
+                                  f"(backbone_files.{name}): the backbone was modified")
+
+
+def file_digests(folder: Path) -> Dict[str, str]:
+    """The SHA-256 of every file under ``folder``, by its relative path (POSIX), for ``backbone_files``."""
+    return {p.relative_to(folder).as_posix(): _sha256(p) for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+
+
+def check_fingerprint(meta_path: Path, recorded: Any, computed: str, verified: bool) -> None:
+    """The model fingerprint computed from the loaded weights must equal the one ``config.yaml`` records.
+
+    ``verified``: the folder's files matched their recorded SHA-256, so the fingerprint must match too
+    (:class:`CheckpointError` naming the file and the field); a folder without digests (an older diffeic, whose
+    fingerprint may have been defined otherwise) only warns.
+    """
+    if recorded is None or recorded == computed:
+        return
+    message = (f"{meta_path}: fingerprint = {recorded}, but the model loaded from this folder has fingerprint "
+               f"{computed}")
+    if verified:
+        raise CheckpointError(message + ": the folder's config or weights were changed after it was written")
+    warnings.warn(message + " (an older diffeic, or a modified folder); streams carry the computed one",
+                  UserWarning, stacklevel=3)
 
 
 def load_tensors(path: Path) -> Dict[str, torch.Tensor]:
@@ -357,6 +517,7 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-__all__ = ["CONFIG_FILE", "CONTROL_FILE", "Checkpoint", "CheckpointError", "FILES", "LFGCM_FILE", "ONESTEP_FILE",
-           "OPTIONAL_FILES", "WEIGHT_FILES", "check_common_meta", "check_hashes", "check_keys", "check_target",
+__all__ = ["CONFIG_FILE", "CONTROL_FILE", "Checkpoint", "CheckpointError", "FILES", "LFGCM_FILE", "META_SCHEMA",
+           "MetaField", "ONESTEP_FILE", "OPTIONAL_FILES", "WEIGHT_FILES", "check_common_meta", "check_fingerprint",
+           "check_backbone_files", "check_hashes", "check_keys", "check_meta_schema", "file_digests", "check_target", "is_shipped",
            "load_tensors", "read", "shapes_only", "write", "write_folder"]

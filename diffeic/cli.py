@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional,
 warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
 
 from . import __version__  # noqa: E402
-from .bitstream import FORMAT_VERSION, MAX_STEPS, SAMPLER_IDS, BitstreamError, describe, unpack  # noqa: E402
+from .bitstream import FORMAT_VERSION, MAX_STEPS, SAMPLER_IDS, BitstreamError, describe  # noqa: E402
 from .config import PRESETS  # noqa: E402
 from .convert import add_convert_parser  # noqa: E402
 from .io import IMAGE_SUFFIXES, expand_tree, image_size, output_format  # noqa: E402
@@ -179,6 +179,9 @@ def _add_decode_options(parser: argparse.ArgumentParser, stored: bool) -> None:
     parser.add_argument("--sampler", choices=list(SAMPLER_IDS), default=None, metavar="NAME",
                         help=f"diffusion sampler: {', '.join(SAMPLER_IDS)} ({where})")
     parser.add_argument("--seed", type=_seed, default=None, metavar="S", help=f"sampling seed ({where})")
+    parser.add_argument("--max-steps", type=_positive_steps, default=None, metavar="N",
+                        help="the most sampling steps a stream may " + ("be written with" if stored else "ask for")
+                             + " (default: 4x the model's default steps; larger images get proportionally fewer)")
 
 
 def _add_output_options(parser: argparse.ArgumentParser, what: str) -> None:
@@ -614,7 +617,8 @@ def run_compress(args: argparse.Namespace) -> int:
                 # Rate options only when given: codecs without rate control (other families) take none.
                 rate_kw = {k: v for k, v in (("rate", args.rate), ("target_bpp", args.target_bpp),
                                              ("target_bytes", args.target_bytes)) if v is not None}
-                bits = codec.compress(x, sampler=args.sampler, steps=args.steps, seed=args.seed, **rate_kw)
+                bits = codec.compress(x, sampler=args.sampler, steps=args.steps, seed=args.seed,
+                                      max_steps=args.max_steps, **rate_kw)
             _write(dst, lambda path: write_bytes_atomic(path, bits, overwrite=args.force))
             height, width = x.shape[-2:]
             rate = DiffEICCodec.inspect(bits)["rate"]
@@ -649,7 +653,7 @@ def run_decompress(args: argparse.Namespace) -> int:
             with _about(src):
                 bits = src.read_bytes()
                 x_hat = codec.decompress(bits, steps=args.steps, sampler=args.sampler, seed=args.seed,
-                                         progress=_step_bar(args))
+                                         progress=_step_bar(args), max_steps=args.max_steps)
             _write(dst, lambda path: save_image(x_hat, path, overwrite=args.force))
             sampler, steps, seed = _decode_settings(codec, bits, args)
             _report(args, f"{src} -> {dst}: {x_hat.shape[-1]}x{x_hat.shape[-2]}, {sampler}, "
@@ -664,11 +668,10 @@ def _step_bar(args: argparse.Namespace) -> bool:
 
 def _decode_settings(codec: DiffEICCodec, bits: bytes, args: argparse.Namespace) -> Tuple[str, int, Any]:
     """The settings a decode used: option, else the stream's header, else the model's default."""
-    header = unpack(bits)[0]
     if not hasattr(codec, "fast_decoder"):      # another family: no sampler; steps/seed if its decoder samples
-        s = codec.resolve_settings(header, args.steps, args.seed)
+        s = codec.decode_settings(bits, args.steps, args.seed, max_steps=args.max_steps)
         return (f"{codec.family} sampler", s["steps"], s["seed"]) if s else (f"{codec.family} generator", 1, "none")
-    s = codec.resolve_settings(header, args.steps, args.seed, args.sampler)
+    s = codec.decode_settings(bits, args.steps, args.seed, args.sampler, max_steps=args.max_steps)
     return s.name, s.steps, s.seed
 
 

@@ -7,8 +7,6 @@ diffusion sampling from noise (or from z_c for the few-step mode) → VAE decode
 from __future__ import annotations
 
 import dataclasses
-import math
-import numbers
 import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
@@ -21,7 +19,8 @@ from torch import nn
 from . import checkpoint
 from .bitstream import (NON_FINITE_STREAM, SAMPLER_IDS, BitstreamError, StreamHeader, describe, pack,
                         unpack_for)
-from .config import SEED_LIMIT, DiffEICConfig, SamplerConfig, check_int, get_config
+from .config import SEED_LIMIT, DiffEICConfig, SamplerConfig, check_float, check_int, get_config
+from .decode_cost import check_decode_cost, check_steps_to_write, resolve_max_steps
 from .diffusion.backbone import FrozenBackbone
 from .diffusion.control import ControlModule
 from .diffusion.decoder import DecodeOptions, Decoder
@@ -34,6 +33,9 @@ from .image_codec import check_images, padded_size
 from .target_size import TargetTooSmall, fit_to_budget
 
 Bits = Union[bytes, bytearray]
+#: The largest size targets compress accepts (a stream is far smaller: beyond these a target means nothing).
+MAX_TARGET_BPP = 1024.0
+MAX_TARGET_BYTES = 1 << 40
 #: The one-step decoding mode's sampler name (diffusion/onestep.py); needs one-step weights in trained checkpoints.
 ONESTEP = "onestep"
 
@@ -155,10 +157,7 @@ class DiffEICCodec(nn.Module):
         cfg, meta, folder = ckpt.config, ckpt.meta, ckpt.folder
         lfgcm = ckpt.build_lfgcm()              # before the (slow) backbone: a bad folder fails fast
         if cfg.backbone.pretrained:
-            recorded_sd = meta.get("sd_path")
-            if recorded_sd and not Path(recorded_sd).is_absolute() and (folder / recorded_sd).exists():
-                recorded_sd = str(folder / recorded_sd)  # a backbone shipped beside the checkpoint
-            backbone = FrozenBackbone.from_pretrained(cfg.backbone, sd_path or recorded_sd)
+            backbone = _recorded_backbone(cfg, meta, sd_path, folder)
         else:
             backbone = FrozenBackbone.from_config(cfg.backbone, seed=cfg.init_seed + 1)
         recorded = meta.get("backbone_fingerprint")
@@ -170,6 +169,9 @@ class DiffEICCodec(nn.Module):
         ckpt.load_control(control)
         codec = cls(cfg, lfgcm, backbone, control, trained=ckpt.trained, onestep=ckpt.build_onestep(backbone.unet))
         codec.eval()
+        if check_backbone:                      # (another backbone, by the caller's choice, is another model)
+            checkpoint.check_fingerprint(folder / checkpoint.CONFIG_FILE, meta.get("fingerprint"), codec.fingerprint(),
+                                         verified=bool(meta.get("files")))
         return codec.to(device) if device is not None else codec
 
     def save_pretrained(self, path: Union[str, Path], overwrite: bool = True, **metadata: Any) -> Path:
@@ -268,11 +270,12 @@ class DiffEICCodec(nn.Module):
 
     def compress(self, x: torch.Tensor, *, sampler: Optional[str] = None, steps: Optional[int] = None,
                  seed: Optional[int] = None, rate: Optional[float] = None, target_bpp: Optional[float] = None,
-                 target_bytes: Optional[int] = None) -> Union[bytes, List[bytes]]:
+                 target_bytes: Optional[int] = None, max_steps: Optional[int] = None) -> Union[bytes, List[bytes]]:
         """Compress an image ``(3,H,W)`` in [0,1] → bytes, or a batch ``(B,3,H,W)`` → list of bytes.
 
         ``sampler``/``steps``/``seed`` are stored in the stream as the decoder's defaults (only when
-        they differ from the model's own defaults, to save bytes).
+        they differ from the model's own defaults, to save bytes).  ``steps`` above what decoders accept by default
+        (:mod:`diffeic.decode_cost`: 4× the model's default) are refused unless ``max_steps`` allows them.
 
         Variable-rate models (:attr:`rate_range` is not None) take at most one of: ``rate=q`` in
         ``rate_range`` (default: the highest rate), ``target_bpp`` or ``target_bytes`` — the largest q
@@ -281,12 +284,14 @@ class DiffEICCodec(nn.Module):
         q is rounded to float32 and stored in the stream.  Fixed-rate models refuse all three.
         """
         batch, single = check_images(x, self.device, self.max_pixels, type(self).__name__)
-        self.resolve_settings(None, steps, seed, sampler)       # never write what decode refuses
+        s = self.resolve_settings(None, steps, seed, sampler)       # never write what decode refuses
         d = self.config.sampler
+        steps, seed = (None if steps is None else s.steps), (None if seed is None else s.seed)     # checked ints
+        check_steps_to_write(steps, d.steps, max_steps, self.config.name)
         # Only what the caller chose and the model would not: a stream leaves its defaults to the model.
         header_kw = {"sampler": None if sampler in (None, d.name) else sampler,
-                     "steps": None if steps in (None, d.steps) else int(steps),
-                     "seed": None if seed in (None, d.seed) else int(seed)}
+                     "steps": None if steps in (None, d.steps) else steps,
+                     "seed": None if seed in (None, d.seed) else seed}
         h, w = batch.shape[-2:]
         q, budget = self._rate_request(rate, target_bpp, target_bytes, h * w)
         warn_if_untrained(self)
@@ -334,21 +339,15 @@ class DiffEICCodec(nn.Module):
         if len(given) > 1:
             raise ValueError(f"give at most one of rate, target_bpp, target_bytes; got {', '.join(given)}")
         if target_bpp is not None:
-            if isinstance(target_bpp, bool) or not isinstance(target_bpp, numbers.Real):
-                raise TypeError(f"target_bpp must be a number, got {type(target_bpp).__name__}")
-            if not (math.isfinite(target_bpp) and target_bpp > 0):
-                raise ValueError(f"target_bpp must be a positive finite number, got {target_bpp}")
-            return None, int(math.floor(target_bpp * pixels / 8))
+            bpp = check_float("target_bpp", target_bpp, 0.0, MAX_TARGET_BPP)
+            return None, int(bpp * pixels // 8)          # finite and bounded: int() cannot overflow
         if target_bytes is not None:
-            if isinstance(target_bytes, bool) or not isinstance(target_bytes, numbers.Integral):
-                raise TypeError(f"target_bytes must be an integer, got {type(target_bytes).__name__}")
-            if target_bytes < 1:
-                raise ValueError(f"target_bytes must be positive, got {target_bytes}")
-            return None, int(target_bytes)
+            return None, check_int("target_bytes", target_bytes, 1, MAX_TARGET_BYTES)
         return (q_range(rc)[1] if rate is None else check_rate(rate, rc)), None
 
     def resolve_settings(self, header: Optional[StreamHeader] = None, steps: Optional[int] = None,
-                         seed: Optional[int] = None, sampler: Optional[str] = None) -> SamplerConfig:
+                         seed: Optional[int] = None, sampler: Optional[str] = None,
+                         max_steps: Optional[int] = None) -> SamplerConfig:
         """The decode settings: the caller's override, else the stream's ``header``, else the model's default.
 
         The one place they are resolved (compress, decompress, the CLI and eval call it) and checked against
@@ -379,6 +378,12 @@ class DiffEICCodec(nn.Module):
                 if header is not None and sampler is None:
                     raise BitstreamError(f"the stream asks for one-step decoding, but {err}") from None
                 raise
+        if max_steps is None:
+            max_steps = self.fast_decoder().options.max_steps
+        if header is not None and steps is None:            # the caller's own steps are its choice
+            check_decode_cost(n, header.height, header.width, self.max_pixels, d.steps, max_steps, self.config.name)
+        else:
+            resolve_max_steps(max_steps, d.steps)           # a bad max_steps is refused all the same
         return SamplerConfig(name, n, next(v for v in (seed, stored.seed, d.seed) if v is not None), d.fewstep_start)
 
     @torch.no_grad()
@@ -412,6 +417,16 @@ class DiffEICCodec(nn.Module):
     def decompress_latents(self, bits: Bits) -> Dict[str, Any]:
         """Entropy-decode a stream without diffusion: ``{header, z_c, y_hat, z_hat}``."""
         header, payload = self._open(bits)
+        return self._decode_latents(header, payload)
+
+    def decode_settings(self, bits: Bits, steps: Optional[int] = None, seed: Optional[int] = None,
+                        sampler: Optional[str] = None, max_steps: Optional[int] = None) -> SamplerConfig:
+        """What :meth:`decompress` would decode ``bits`` with, after every header check including the decode-cost
+        limit (:mod:`diffeic.decode_cost`), without decoding anything."""
+        return self.resolve_settings(self._open(bits)[0], steps, seed, sampler, max_steps)
+
+    @torch.no_grad()
+    def _decode_latents(self, header: StreamHeader, payload: bytes) -> Dict[str, Any]:
         hp, wp = padded_size(header.height, header.width)
         try:
             latents = self.lfgcm.decompress([[payload]], (hp // PAD_MULTIPLE, wp // PAD_MULTIPLE), rate=header.rate)
@@ -423,8 +438,8 @@ class DiffEICCodec(nn.Module):
 
     def decompress(self, bits: Union[Bits, Sequence[Bits]], steps: Optional[int] = None,
                    seed: Optional[int] = None, sampler: Optional[str] = None,
-                   progress: bool = False, generator: Optional[torch.Generator] = None
-                   ) -> Union[torch.Tensor, List[torch.Tensor]]:
+                   progress: bool = False, generator: Optional[torch.Generator] = None,
+                   max_steps: Optional[int] = None) -> Union[torch.Tensor, List[torch.Tensor]]:
         """Decode a stream → ``(3,H,W)`` in [0,1] at the original size, or a list of streams → list.
 
         ``steps``, ``seed`` and ``sampler`` override what the stream's header asks for (which in turn
@@ -434,6 +449,8 @@ class DiffEICCodec(nn.Module):
         batching: measured up to 8e-7 on the tiny preset, which can move a value across a rounding boundary).
         ``generator``: a CPU ``torch.Generator`` to draw the noise from instead of a seed (as in diffusers
         pipelines; its state advances, so a list of streams draws different noise for each).
+        ``max_steps``: the most steps a stream may ask for (:mod:`diffeic.decode_cost`; default
+        ``DecodeOptions.max_steps``, else 4× the model's default), checked when the header is read.
         """
         if generator is not None and seed is not None:
             raise ValueError("pass either seed or generator, not both")
@@ -441,13 +458,13 @@ class DiffEICCodec(nn.Module):
             raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
         if isinstance(bits, (list, tuple)):
             return [self.decompress(b, steps=steps, seed=seed, sampler=sampler, progress=progress,
-                                    generator=generator) for b in bits]
+                                    generator=generator, max_steps=max_steps) for b in bits]
         if not isinstance(bits, (bytes, bytearray, memoryview)):
             raise TypeError(f"expected bytes (or a list of bytes), got {type(bits).__name__}")
         warn_if_untrained(self)
-        latents = self.decompress_latents(bits)
-        header: StreamHeader = latents["header"]
-        s = self.resolve_settings(header, steps, seed, sampler)
+        header, payload = self._open(bits)
+        s = self.resolve_settings(header, steps, seed, sampler, max_steps)     # the cost limit, before any work
+        latents = self._decode_latents(header, payload)
         image = self.generate(latents["z_c"], sampler=s.name, steps=s.steps,
                               seed=s.seed if generator is None else generator, progress=progress)
         if not torch.isfinite(image).all():
@@ -541,7 +558,8 @@ class DiffEICCodec(nn.Module):
 
     @torch.no_grad()
     def decompress_batch(self, bits: Sequence[Bits], steps: Optional[int] = None, seed: Optional[int] = None,
-                         sampler: Optional[str] = None, max_batch: int = 8) -> List[torch.Tensor]:
+                         sampler: Optional[str] = None, max_batch: int = 8,
+                         max_steps: Optional[int] = None) -> List[torch.Tensor]:
         """Decode several streams, sampling those of the same padded size and settings together.
 
         Each stream keeps its own seed (one generator per batch item), so the images equal
@@ -555,9 +573,9 @@ class DiffEICCodec(nn.Module):
         for i, b in enumerate(bits):
             if not isinstance(b, (bytes, bytearray, memoryview)):
                 raise TypeError(f"expected a list of bytes, got {type(b).__name__} at index {i}")
-            lat = self.decompress_latents(b)
-            h: StreamHeader = lat["header"]
-            s = self.resolve_settings(h, steps, seed, sampler)
+            h, payload = self._open(b)
+            s = self.resolve_settings(h, steps, seed, sampler, max_steps)      # every stream's cost, before any work
+            lat = self._decode_latents(h, payload)
             groups.setdefault((tuple(lat["z_c"].shape), s.name, s.steps), []).append((i, h, lat["z_c"], s.seed))
         out: List[Optional[torch.Tensor]] = [None] * len(bits)
         for (_, name, n_steps), items in groups.items():
@@ -570,6 +588,37 @@ class DiffEICCodec(nn.Module):
                 for (i, h, _, _), image in zip(chunk, images):
                     out[i] = image[:, :h.height, :h.width]
         return out
+
+
+def _recorded_backbone(cfg: DiffEICConfig, meta: Dict[str, Any], override: Optional[str],
+                       folder: Path) -> FrozenBackbone:
+    """The frozen backbone of a checkpoint: ``override`` (the caller's ``sd_path``), else the one its config records.
+
+    A relative recorded path (``../tiny-backbone``: a backbone shipped beside the checkpoint) is resolved against
+    the config file's real location, so a checkpoint reached through a symbolic link finds its backbone, and its
+    files are checked against ``backbone_files`` (their SHA-256); if that backbone cannot be loaded, the error
+    names the checkpoint and its preset rather than SD2.1's download advice.
+    """
+    from .diffusion.sd_source import BackboneUnavailableError
+
+    recorded = meta.get("sd_path")
+    if override or not recorded:
+        return FrozenBackbone.from_pretrained(cfg.backbone, override or recorded)
+    meta_path = (folder / checkpoint.CONFIG_FILE).resolve()
+    local = Path(recorded).expanduser()
+    if not local.is_absolute() and (recorded.startswith((".", "~")) or (meta_path.parent / local).exists()):
+        local = (meta_path.parent / local).resolve()
+    elif not local.is_absolute():
+        return FrozenBackbone.from_pretrained(cfg.backbone, recorded)     # a hub id
+    if local.is_dir():
+        checkpoint.check_backbone_files(meta_path, local, meta.get("backbone_files"))
+    try:
+        return FrozenBackbone.from_pretrained(cfg.backbone, str(local))
+    except BackboneUnavailableError as err:
+        first = str(err).splitlines()[0]
+        raise BackboneUnavailableError(f"{meta_path}: sd_path = {recorded!r}, the frozen backbone of this "
+                                       f"{cfg.name!r} checkpoint, resolves to {local}: {first}; pass sd_path= to "
+                                       f"load it from elsewhere") from None
 
 
 def _refuse_dtype(dtype: Optional[torch.dtype], method: str) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import decimal
 import math
 import numbers
 import os
@@ -40,32 +41,75 @@ MAX_WIDTH = 1 << 16                     # any channel width or count in a config
 # one-line message naming the field, the value and what is allowed, instead of failing later deep inside
 # torch or compressai.
 
+class ArgumentTypeError(TypeError, ValueError):
+    """A scalar argument or config value of the wrong kind (not a real number, a ``bool`` for a number, a float for
+    a count).  Both a ``TypeError`` and, as these checks raised before, a ``ValueError``."""
+
+
+def show(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` for an error message, shortened: a 5,000-digit integer (whose ``repr`` Python refuses) or a
+    long string is shown by its size and start."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
+        return f"<an integer of about {int(value.bit_length() * math.log10(2)) + 1} digits>"
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit - 20]}... ({len(text)} characters)"
+
+
+def _real_scalar(value: Any) -> Any:
+    """A 0-d numpy array, numpy scalar or 0-d tensor as the Python scalar it holds; anything else unchanged."""
+    if getattr(value, "ndim", None) == 0 and callable(getattr(value, "item", None)) and not isinstance(value, str):
+        return value.item()             # np.float32(2.5), np.array(3), torch.tensor(3.5) -> 2.5, 3, 3.5
+    return value
+
+
 def check_int(name: str, value: Any, lo: int, hi: Optional[int] = None) -> int:
-    """``value`` as an ``int`` in ``[lo, hi]``; numpy integers are accepted, ``bool`` is not (True is no count)."""
+    """``value`` as an ``int`` in ``[lo, hi]``: the one check of every integer argument and config field.
+
+    Accepted: any integer scalar (Python, numpy, a 0-d array or tensor of an integer dtype).  Refused with
+    :class:`ArgumentTypeError`: ``bool`` (True is no count) and non-integers (``3.0``, ``Fraction(3)``,
+    ``Decimal(3)``, strings); with ``ValueError``: values outside the range.  Messages: ``name = value: must be ...``.
+    """
     allowed = f"an integer in [{lo}, {hi}]" if hi is not None else f"an integer >= {lo}"
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{name} = {value!r}: must be {allowed}")
-    value = int(value)
-    if value < lo or (hi is not None and value > hi):
-        raise ValueError(f"{name} = {value}: must be {allowed}")
-    return value
+    scalar = _real_scalar(value)
+    if isinstance(scalar, bool) or not isinstance(scalar, numbers.Integral):
+        raise ArgumentTypeError(f"{name} = {show(value)}: must be {allowed}")
+    scalar = int(scalar)
+    if scalar < lo or (hi is not None and scalar > hi):
+        raise ValueError(f"{name} = {show(scalar)}: must be {allowed}")
+    return scalar
 
 
-def check_float(name: str, value: Any, lo: float, hi: float = math.inf, lo_open: bool = True) -> float:
-    """``value`` as a finite ``float`` in ``(lo, hi]`` (or ``[lo, hi]`` with ``lo_open=False``)."""
-    interval = f"{'(' if lo_open else '['}{lo:g}, {hi:g}]" if hi != math.inf else f"{'>' if lo_open else '>='} {lo:g}"
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f"{name} = {value!r}: must be a number {interval}")
-    value = float(value)
-    if not math.isfinite(value) or value < lo or (lo_open and value == lo) or value > hi:
-        raise ValueError(f"{name} = {value!r}: must be a finite number {interval}")
-    return value
+def check_float(name: str, value: Any, lo: float = -math.inf, hi: float = math.inf, lo_open: bool = True) -> float:
+    """``value`` as a finite ``float`` in ``(lo, hi]`` (or ``[lo, hi]`` with ``lo_open=False``): the one check of
+    every real-valued argument and config field.
+
+    Accepted: any real scalar (Python int/float, ``Fraction``, ``Decimal``, numpy scalars, 0-d arrays and
+    tensors of a numeric dtype).  Refused with :class:`ArgumentTypeError`: ``bool``, complex numbers, strings and
+    arrays of more than one value; with ``ValueError``: NaN, ±Inf, numbers too large for a float and values
+    outside the interval.
+    """
+    if lo == -math.inf and hi == math.inf:
+        interval = ""
+    elif hi == math.inf:
+        interval = f" {'>' if lo_open else '>='} {lo:g}"
+    else:
+        interval = f" in {'(' if lo_open else '['}{lo:g}, {hi:g}]"
+    scalar = _real_scalar(value)
+    if isinstance(scalar, bool) or not isinstance(scalar, (numbers.Real, decimal.Decimal)):
+        raise ArgumentTypeError(f"{name} = {show(value)}: must be a real number{interval}")
+    try:
+        scalar = float(scalar)          # a Fraction or int too large for a float: OverflowError
+    except OverflowError:
+        scalar = math.inf if scalar > 0 else -math.inf
+    if not math.isfinite(scalar) or scalar < lo or (lo_open and scalar == lo) or scalar > hi:
+        raise ValueError(f"{name} = {show(scalar)}: must be a finite number{interval}")
+    return scalar
 
 
 def check_bool(name: str, value: Any) -> bool:
     """``value`` if it is ``True``/``False`` (YAML ``true``/``false``); strings such as ``"no"`` are refused."""
     if not isinstance(value, bool):
-        raise ValueError(f"{name} = {value!r}: must be true or false")
+        raise ValueError(f"{name} = {show(value)}: must be true or false")
     return value
 
 
@@ -325,6 +369,32 @@ def load_yaml(path: Union[str, Path]) -> Any:
         raise ValueError(f"{path}: not valid YAML{where}: {problem}") from None
     except UnicodeDecodeError as err:
         raise ValueError(f"{path}: not a YAML text file ({err.reason} at byte {err.start})") from None
+    except ValueError as err:           # a value YAML parses but Python refuses (an integer of > 4300 digits)
+        raise ValueError(f"{path}: {_unreadable_field(Path(path).read_text())}: {str(err).split(';')[0]}") from None
+
+
+def _unreadable_field(text: str) -> str:
+    """The dotted name and line of the first scalar of ``text`` too long to be read as a number (composed, not
+    constructed, so nothing is converted)."""
+    def walk(node: Any, where: str) -> Optional[str]:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                found = walk(value, f"{where}.{key.value}" if where else str(key.value))
+                if found:
+                    return found
+        elif isinstance(node, yaml.SequenceNode):
+            for i, value in enumerate(node.value):
+                found = walk(value, f"{where}[{i}]")
+                if found:
+                    return found
+        elif isinstance(node, yaml.ScalarNode) and node.tag.endswith((":int", ":float")) and len(node.value) > 4000:
+            return f"{where or 'value'} (line {node.start_mark.line + 1}) = a number of {len(node.value)} digits"
+        return None
+
+    try:
+        return walk(yaml.compose(text), "") or "a value"
+    except yaml.YAMLError:
+        return "a value"
 
 
 def _to_plain(obj: Any) -> Any:

@@ -20,9 +20,11 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from .bitstream import MAX_SIDE, NON_FINITE_STREAM, BitstreamError, StreamHeader, describe, pack, unpack_for
+from .bitstream import (MAX_SIDE, MAX_STEPS, NON_FINITE_STREAM, BitstreamError, StreamHeader, describe, pack,
+                        unpack_for)
 from .checkpoint import Fingerprint
-from .config import load_yaml
+from .config import SEED_LIMIT, check_int, load_yaml
+from .decode_cost import check_decode_cost, check_steps_to_write, resolve_max_steps
 # The families share DiffEIC's padding and y stride (their transforms are built to them).
 from .lfgcm import PAD_MULTIPLE, Y_STRIDE
 
@@ -180,6 +182,7 @@ class HyperpriorImageCodec(nn.Module):
         if not (folder / MODEL_FILE).is_file():
             raise FileNotFoundError(f"{folder}: checkpoint folder lacks {MODEL_FILE}")
         try:
+            checkpoint.check_meta_schema(meta, cls.family)
             checkpoint.check_common_meta(meta, (MODEL_FILE,), (MODEL_FILE,))
             cfg = config_from_dict(cls.config_class, meta.get("model", {}), "model")
         except (ValueError, TypeError) as err:
@@ -195,6 +198,8 @@ class HyperpriorImageCodec(nn.Module):
         except ValueError as err:               # corrupt coding tables or quantiles
             raise CheckpointError(f"{folder / MODEL_FILE}: {err}") from None
         codec.eval()                            # (empty coding tables are rebuilt when first used)
+        checkpoint.check_fingerprint(folder / CONFIG_FILE, meta.get("fingerprint"), codec.fingerprint(),
+                                     verified=bool(meta.get("files")))
         return codec.to(device) if device is not None else codec
 
     def save_pretrained(self, path: Union[str, Path], overwrite: bool = True, **metadata: Any) -> Path:
@@ -226,38 +231,45 @@ class HyperpriorImageCodec(nn.Module):
         """The model's default ``steps`` and ``seed`` (``{}``: decoding takes no settings)."""
         return {}
 
-    def _header_settings(self, steps: Optional[int], seed: Optional[int]) -> Dict[str, Optional[int]]:
+    def _header_settings(self, steps: Any, seed: Any, max_steps: Any = None) -> Dict[str, Optional[int]]:
         """Validate encoder-chosen settings → the header fields (only those that differ from the defaults)."""
         defaults = self.decode_defaults()
-        given = {"steps": steps, "seed": seed}
-        for name, value in given.items():
+        for name, value in (("steps", steps), ("seed", seed)):
             if value is not None and name not in defaults:
                 raise ValueError(f"a {self.family} codec takes no {name!r} setting")
-        self._check_settings(steps, seed, allow_zero_steps=False)
+        given = self._check_settings(steps, seed, allow_zero_steps=False)
+        check_steps_to_write(given["steps"], self._default_steps(), max_steps, self.config.name)
         return {k: (None if v is None or v == defaults.get(k) else v) for k, v in given.items()}
 
     @staticmethod
-    def _check_settings(steps: Optional[int], seed: Optional[int], allow_zero_steps: bool) -> None:
-        from .bitstream import MAX_STEPS
+    def _check_settings(steps: Any, seed: Any, allow_zero_steps: bool) -> Dict[str, Optional[int]]:
+        """``steps``/``seed`` as ints (:func:`~diffeic.config.check_int`: any integer scalar), None kept."""
+        return {"steps": None if steps is None else check_int("steps", steps, 0 if allow_zero_steps else 1, MAX_STEPS),
+                "seed": None if seed is None else check_int("seed", seed, 0, SEED_LIMIT - 1)}
 
-        low = 0 if allow_zero_steps else 1
-        if steps is not None and (not isinstance(steps, int) or isinstance(steps, bool) or not low <= steps <= MAX_STEPS):
-            raise ValueError(f"steps must be an integer in {low}..{MAX_STEPS}, got {steps!r}")
-        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2 ** 64):
-            raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")
+    def _default_steps(self) -> int:
+        """The model's default step count (1 for a decoder that does not sample)."""
+        return self.decode_defaults().get("steps") or 1
 
-    def resolve_settings(self, header: Optional[StreamHeader], steps: Optional[int] = None,
-                         seed: Optional[int] = None) -> Dict[str, int]:
-        """Override > header (if any) > model default, for the settings this family takes."""
+    def resolve_settings(self, header: Optional[StreamHeader], steps: Any = None, seed: Any = None,
+                         max_steps: Any = None) -> Dict[str, int]:
+        """Override > header (if any) > model default, for the settings this family takes; steps that the stream
+        (or the default) asks for are checked against the decode-cost limit (:mod:`diffeic.decode_cost`)."""
         defaults = self.decode_defaults()
         if not defaults:
             if steps is not None or seed is not None:
                 raise ValueError(f"a {self.family} codec decodes deterministically and takes no steps or seed")
-            return {}
-        self._check_settings(steps, seed, allow_zero_steps=True)
-        stored = {"steps": getattr(header, "steps", None), "seed": getattr(header, "seed", None)}
-        given = {"steps": steps, "seed": seed}
-        return {k: next(v for v in (given[k], stored[k], defaults[k]) if v is not None) for k in defaults}
+            resolved: Dict[str, int] = {}
+        else:
+            given = self._check_settings(steps, seed, allow_zero_steps=True)
+            stored = {"steps": getattr(header, "steps", None), "seed": getattr(header, "seed", None)}
+            resolved = {k: next(v for v in (given[k], stored[k], defaults[k]) if v is not None) for k in defaults}
+        if header is not None and steps is None:           # the caller's own steps are its choice
+            check_decode_cost(resolved.get("steps", 1), header.height, header.width, self.max_pixels,
+                              self._default_steps(), max_steps, self.config.name)
+        else:
+            resolve_max_steps(max_steps, self._default_steps())         # a bad max_steps is refused all the same
+        return resolved
 
     # ------------------------------------------------------------------ coding
     def _no_sampler(self, sampler: Optional[str]) -> None:
@@ -266,15 +278,16 @@ class HyperpriorImageCodec(nn.Module):
             raise ValueError(f"a {self.family} codec has no sampler choice (got sampler={sampler!r})")
 
     def compress(self, x: torch.Tensor, *, sampler: Optional[str] = None, steps: Optional[int] = None,
-                 seed: Optional[int] = None) -> Union[bytes, List[bytes]]:
+                 seed: Optional[int] = None, max_steps: Optional[int] = None) -> Union[bytes, List[bytes]]:
         """Compress ``(3,H,W)`` in [0,1] → bytes, or ``(B,3,H,W)`` → list of bytes.
 
-        ``steps``/``seed`` (families with a sampling decoder only) are stored as the decoder's defaults;
-        ``sampler`` must be ``None`` (it exists so that every family is called alike).
+        ``steps``/``seed`` (families with a sampling decoder only) are stored as the decoder's defaults; ``steps``
+        above what decoders accept by default (:mod:`diffeic.decode_cost`) are refused unless ``max_steps`` allows
+        them.  ``sampler`` must be ``None`` (it exists so that every family is called alike).
         """
         self._no_sampler(sampler)
         batch, single = check_images(x, self.device, self.max_pixels, type(self).__name__)
-        settings = self._header_settings(steps, seed)
+        settings = self._header_settings(steps, seed, max_steps)
         h, w = batch.shape[-2:]
         fp = self.fingerprint()[:8]
         with torch.no_grad():
@@ -305,6 +318,10 @@ class HyperpriorImageCodec(nn.Module):
     def decompress_latent(self, bits: Bits) -> Tuple[StreamHeader, torch.Tensor]:
         """Entropy-decode a stream → ``(header, y_hat)`` without the synthesis."""
         header, payload = self._open(bits)
+        return header, self._decode_latent(header, payload)
+
+    @torch.no_grad()
+    def _decode_latent(self, header: StreamHeader, payload: bytes) -> torch.Tensor:
         hp, wp = padded_size(header.height, header.width)
         try:
             y_hat = self.model.hyperprior.decompress(payload, (hp // Y_STRIDE, wp // Y_STRIDE), self.device)
@@ -312,28 +329,37 @@ class HyperpriorImageCodec(nn.Module):
             raise BitstreamError(f"corrupt payload: {err}") from err
         if not torch.isfinite(y_hat).all():
             raise BitstreamError(NON_FINITE_STREAM)
-        return header, y_hat
+        return y_hat
 
     def decompress(self, bits: Union[Bits, Sequence[Bits]], steps: Optional[int] = None,
                    seed: Optional[int] = None, sampler: Optional[str] = None,
-                   progress: bool = False) -> Union[torch.Tensor, List[torch.Tensor]]:
+                   progress: bool = False, max_steps: Optional[int] = None) -> Union[torch.Tensor, List[torch.Tensor]]:
         """Decode a stream → ``(3,H,W)`` in [0,1] at the original size; a list of streams → list of images.
 
         ``steps``/``seed`` (sampling decoders) override the stream's header, which overrides the model's
-        defaults; ``sampler`` must be ``None`` and ``progress`` is ignored (both exist for uniform calls).
+        defaults; ``max_steps`` bounds the work a stream may ask for (:mod:`diffeic.decode_cost`: by default 4×
+        the model's default steps), checked when the header is read.  ``sampler`` must be ``None`` and
+        ``progress`` is ignored (both exist for uniform calls).
         """
         self._no_sampler(sampler)
         if isinstance(bits, (list, tuple)):
-            return [self.decompress(b, steps=steps, seed=seed) for b in bits]
+            return [self.decompress(b, steps=steps, seed=seed, max_steps=max_steps) for b in bits]
         if not isinstance(bits, (bytes, bytearray, memoryview)):
             raise TypeError(f"expected bytes (or a list of bytes), got {type(bits).__name__}")
-        header, y_hat = self.decompress_latent(bits)
-        settings = self.resolve_settings(header, steps, seed)
+        header, payload = self._open(bits)
+        settings = self.resolve_settings(header, steps, seed, max_steps)     # before any decoding work
+        y_hat = self._decode_latent(header, payload)
         with torch.no_grad():
             image = self.model.reconstruct(y_hat, **settings)
         if not torch.isfinite(image).all():
             raise BitstreamError(NON_FINITE_STREAM)
         return image[0, :, :header.height, :header.width].clamp(0, 1)
+
+    def decode_settings(self, bits: Bits, steps: Optional[int] = None, seed: Optional[int] = None,
+                        max_steps: Optional[int] = None) -> Dict[str, int]:
+        """What :meth:`decompress` would decode ``bits`` with (``{}`` for a deterministic decoder), after every
+        header check including the decode-cost limit, without decoding anything."""
+        return self.resolve_settings(self._open(bits)[0], steps, seed, max_steps)
 
 
 __all__ = ["HyperpriorImageCodec", "check_images", "pad_image", "padded_size", "config_from_dict",

@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from diffeic import DiffEICCodec  # noqa: E402
+from diffeic.checkpoint import file_digests  # noqa: E402
 from diffeic.pretrained import PRETRAINED_DIR  # noqa: E402
 from diffeic.samples import ALL_PHOTOS, HELDOUT_PHOTOS, load_photo  # noqa: E402
 
@@ -137,10 +138,16 @@ def main() -> None:
         }
         folder = tmp / name
         codec.save_pretrained(folder, lmbda=meta.get("lmbda"), provenance=provenance,
-                              sd_path=f"../{BACKBONE}")
+                              sd_path=f"../{BACKBONE}", backbone_files=file_digests(tmp / BACKBONE))
         for file in ("lfgcm.safetensors", "control.safetensors"):
             _half_floats(folder / file)
         _record_hashes(folder)
+        # Loading verifies every recorded SHA-256 and the fingerprint; a shipped model must record both.
+        recorded = yaml.safe_load((folder / "config.yaml").read_text())
+        if set(recorded.get("files") or {}) != {"lfgcm.safetensors", "control.safetensors"} \
+                or recorded.get("fingerprint") != codec.fingerprint() or not recorded.get("backbone_files"):
+            raise RuntimeError(f"{folder}: config.yaml must record the SHA-256 of every weight and backbone file "
+                               f"and the fingerprint")
         reloaded = DiffEICCodec.from_pretrained(folder)
         if reloaded.fingerprint() != codec.fingerprint():
             raise RuntimeError(f"{folder}: reloaded model differs from the one packaged")

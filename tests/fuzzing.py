@@ -1,10 +1,13 @@
 """Fuzz harness: structure-aware stream mutations and tampered checkpoints, run in a child process.
 
-``python tests/fuzzing.py N_STREAMS N_RATE N_FAMILY N_CHECKPOINTS N_FAMILY_CHECKPOINTS SEED`` builds the tiny
-codecs (DiffEIC ``tiny``, variable-rate ``tiny_vr``, HiFiC ``hific_tiny``: the hyperprior coder the refinement
-family shares), then prints one line per case (``<index> <group>:<kind> <outcome>``) and a final ``done`` line
-with memory figures.  Groups: ``stream`` (DiffEIC streams), ``rate`` (a variable-rate stream's float32 rate
-field), ``family`` (HiFiC streams), ``checkpoint`` and ``family_checkpoint`` (tampered folders).  Outcomes:
+``python tests/fuzzing.py N_STREAMS N_RATE N_FAMILY N_CHECKPOINTS N_FAMILY_CHECKPOINTS N_COST SEED`` builds the
+tiny codecs (DiffEIC ``tiny``, variable-rate ``tiny_vr``, HiFiC ``hific_tiny``: the hyperprior coder the refinement
+family shares, and ``refine_tiny`` for the cost group), then prints one line per case
+(``<index> <group>:<kind> <outcome>``) and a final ``done`` line with memory figures and the slowest header check.
+Groups: ``stream`` (DiffEIC streams), ``rate`` (a variable-rate stream's float32 rate field), ``family`` (HiFiC
+streams), ``checkpoint`` and ``family_checkpoint`` (tampered folders), ``cost`` (header-cost mutations of every
+family's streams: step count and image size; an accepted header beyond the decode-cost bound is ``FAIL Bound``).
+Outcomes:
 ``ok`` (decoded, or a tampered checkpoint that still codes losslessly), ``refused`` (BitstreamError for
 streams; CheckpointError / ValueError for checkpoints), or ``FAIL <type>: <message>`` for anything else.  The parent
 (``tests/test_fuzz.py``) reads the lines with a time limit per case, so a case that hangs or crashes the
@@ -17,6 +20,7 @@ import resource
 import struct
 import sys
 import tempfile
+import time
 import warnings
 import zlib
 from pathlib import Path
@@ -35,6 +39,7 @@ from diffeic.bitstream import FAMILY_IDS, MAX_SIDE, SAMPLER_IDS, StreamHeader, p
 from diffeic.checkpoint import CONFIG_FILE, CONTROL_FILE, LFGCM_FILE, read  # noqa: E402
 from diffeic.hific import HiFiCCodec  # noqa: E402
 from diffeic.image_codec import MODEL_FILE  # noqa: E402
+from diffeic.refine import RefineCodec  # noqa: E402
 
 Case = Tuple[str, bytes]
 
@@ -168,6 +173,41 @@ def rate_cases(vr: DiffEICCodec, rng: random.Random, n: int) -> Iterator[Case]:
         yield "field", _crc(bytes(head) + payload)
 
 
+def cost_cases(codecs, rng: random.Random, n: int) -> Iterator[Case]:
+    """Valid streams of every family whose header asks for another step count and image size (the decode cost)."""
+    for i in range(n):
+        family, codec, base = codecs[i % len(codecs)]
+        header, payload = unpack(rng.choice(base))
+        default = _default_steps(codec)
+        steps = rng.choice([None, 1, default, 4 * default, 4 * default + 1, 8 * default, 1000, 10_000,
+                            rng.randrange(1, 10_001)])
+        side = lambda: rng.choice([1, 32, 48, 64, 127, 128, 129, 255, 256, 257, 512, rng.randrange(1, 1024)])
+        h = StreamHeader(**{**header.__dict__, "steps": steps, "height": side(), "width": side()})
+        yield family, pack(h, payload)
+
+
+def _default_steps(codec) -> int:
+    return codec.config.sampler.steps if isinstance(codec, DiffEICCodec) else (codec.decode_defaults().get("steps") or 1)
+
+
+def run_cost_case(codecs: dict, family: str, data: bytes, slowest: List[float]) -> str:
+    """The header check (``decode_settings``) of a cost mutation: refused, or accepted within the bound."""
+    codec = codecs[family]
+    start = time.perf_counter()
+    try:
+        settings = codec.decode_settings(data)
+    except BitstreamError:
+        slowest[0] = max(slowest[0], time.perf_counter() - start)
+        return "refused"
+    slowest[0] = max(slowest[0], time.perf_counter() - start)
+    steps = settings.steps if isinstance(codec, DiffEICCodec) else settings.get("steps", 1)
+    header = unpack(data)[0]
+    limit = 4 * _default_steps(codec)
+    if steps > limit or steps * header.height * header.width > limit * codec.max_pixels // 4:
+        return f"FAIL Bound: {steps} steps on {header.height}x{header.width} accepted"
+    return "ok"
+
+
 def run_stream_case(codec, data: bytes) -> str:
     try:
         if isinstance(codec, DiffEICCodec):
@@ -299,13 +339,14 @@ def run_family_checkpoint_case(case_dir: Path, files: dict, y: torch.Tensor) -> 
 
 # ------------------------------------------------------------------------------------------------ main
 
-def main(n_streams: int, n_rate: int, n_family: int, n_checkpoints: int, n_family_checkpoints: int,
+def main(n_streams: int, n_rate: int, n_family: int, n_checkpoints: int, n_family_checkpoints: int, n_cost: int,
          seed: int) -> None:
     torch.set_num_threads(1)              # thousands of tiny decodes are latency-bound
     codec = DiffEICCodec.from_config("tiny")
     vr = DiffEICCodec.from_config("tiny_vr")
     hific = HiFiCCodec.from_config("hific_tiny")
-    for c in (codec, vr, hific):
+    refine = RefineCodec.from_config("refine_tiny")
+    for c in (codec, vr, hific, refine):
         c.max_pixels = 256 * 256          # keep valid-looking mutations cheap to decode
     rng = random.Random(seed)
     emit: Callable[[str], None] = lambda line: print(line, flush=True)
@@ -329,6 +370,11 @@ def main(n_streams: int, n_rate: int, n_family: int, n_checkpoints: int, n_famil
         base = [codec.compress(photo("astronaut", (48, 64))),
                 codec.compress(photo("coffee", (64, 48)), sampler="ddim", steps=3, seed=2 ** 64 - 1)]
         family_base = [hific.compress(photo("astronaut", (48, 64))), hific.compress(photo("coffee", (64, 48)))]
+        cost_codecs = [("diffeic", codec, base), ("hific", hific, family_base),
+                       ("refine", refine, [refine.compress(photo("astronaut", (48, 64)))])]
+        for _, c, streams in cost_codecs:
+            c.decode_settings(streams[0])                   # built once (the decoder options), as a server would
+        slowest = [0.0]
         cases = [
             ("stream", lambda d: run_stream_case(codec, d),
              stream_cases(codec, rng, n_streams, base, codec.compress(photo("chelsea", (96, 128))))),
@@ -339,6 +385,8 @@ def main(n_streams: int, n_rate: int, n_family: int, n_checkpoints: int, n_famil
              checkpoint_cases(folder, (LFGCM_FILE, CONTROL_FILE), rng, n_checkpoints)),
             ("family_checkpoint", lambda d: run_family_checkpoint_case(family_case_dir, d, family_y),
              checkpoint_cases(family_folder, (MODEL_FILE,), rng, n_family_checkpoints)),
+            ("cost", lambda d: run_cost_case({f: c for f, c, _ in cost_codecs}, *d, slowest),
+             ((kind, (kind, bits)) for kind, bits in cost_cases(cost_codecs, rng, n_cost))),
         ]
         for group, run, generator in cases:
             for kind, data in generator:
@@ -350,8 +398,9 @@ def main(n_streams: int, n_rate: int, n_family: int, n_checkpoints: int, n_famil
                 largest = max(largest, rss() - before)
                 emit(f"{index} {group}:{kind} {outcome}")
                 index += 1
-        emit(f"done cases={index} baseline_mb={baseline} peak_mb={rss()} largest_case_growth_mb={largest}")
+        emit(f"done cases={index} baseline_mb={baseline} peak_mb={rss()} largest_case_growth_mb={largest} "
+             f"slowest_header_ms={1000 * slowest[0]:.2f}")
 
 
 if __name__ == "__main__":
-    main(*(int(a) for a in sys.argv[1:7]))
+    main(*(int(a) for a in sys.argv[1:8]))

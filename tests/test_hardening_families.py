@@ -44,6 +44,11 @@ def _tampered(src: Path, dst: Path, weights: str, edit) -> Path:
     return dst
 
 
+def _unfingerprinted(src: Path, dst: Path) -> Path:
+    """A copy of ``src`` that records no fingerprint (an attacker who also drops it: the weights still verify)."""
+    return _edit_meta(src, dst, lambda m: m.update(fingerprint=None))
+
+
 def _edit_meta(src: Path, dst: Path, edit) -> Path:
     shutil.copytree(src, dst)
     meta = yaml.safe_load((dst / CONFIG_FILE).read_text())
@@ -124,7 +129,9 @@ def test_family_fingerprint_covers_every_buffer_the_coder_reads(hific, hific_fol
     the same stream differently, so it must be another model (the family hashed only the tables before)."""
     folder = _tampered(hific_folder, tmp_path / "bound", MODEL_FILE,
                        lambda s: s["hyperprior.gaussian_conditional.lower_bound_scale.bound"].fill_(4.0))
-    changed = HiFiCCodec.from_pretrained(folder)
+    with pytest.raises(CheckpointError, match=r"config.yaml: fingerprint = [0-9a-f]{16}, but the model loaded"):
+        HiFiCCodec.from_pretrained(folder)              # the recorded fingerprint is verified (issue 31)
+    changed = HiFiCCodec.from_pretrained(_unfingerprinted(folder, tmp_path / "bound2"))
     assert changed.fingerprint() != hific.fingerprint()
     with pytest.raises(BitstreamError, match="stream was made by model"):
         changed.decompress(hific.compress(photo("rocket", (32, 32))))
@@ -145,7 +152,7 @@ def test_family_config_values_are_checked_by_name():
         RateConfig(levels=1)
     with pytest.raises(ValueError, match="lmbda_min < lmbda_max .*got lmbda_min = 1, lmbda_max = 0.5"):
         RateConfig(lmbda_min=1.0, lmbda_max=0.5)
-    with pytest.raises(ValueError, match="lfgcm.rate.lmbda_min = 'no': must be a number"):
+    with pytest.raises(ValueError, match="lfgcm.rate.lmbda_min = 'no': must be a real number"):
         RateConfig(lmbda_min="no")
 
 
@@ -198,7 +205,9 @@ def test_variable_rate_gains_are_checked_and_fingerprinted(vr, tmp_path):
     # fingerprint refuses the original's streams instead of decoding them to other content.
     inverse = _tampered(folder, tmp_path / "inverse", LFGCM_FILE,
                         lambda s: s["rate_gains.log_inverse_gain"].add_(0.5))
-    changed = DiffEICCodec.from_pretrained(inverse)
+    with pytest.raises(CheckpointError, match=r"config.yaml: fingerprint = [0-9a-f]{16}, but the model loaded"):
+        DiffEICCodec.from_pretrained(inverse)           # the recorded fingerprint is verified (issue 31)
+    changed = DiffEICCodec.from_pretrained(_unfingerprinted(inverse, tmp_path / "inverse2"))
     assert changed.fingerprint() != codec.fingerprint()
     with pytest.raises(BitstreamError, match="stream was made by model"):
         changed.decompress_latents(codec.compress(photo("rocket", (32, 32)), rate=1.0))

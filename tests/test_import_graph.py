@@ -80,3 +80,35 @@ def test_the_cycle_finder_finds_a_function_level_import(tmp_path):
     (pkg / "sub" / "a.py").write_text("from .b import f\n")
     (pkg / "sub" / "b.py").write_text("def f():\n    from . import a\n")
     assert find_cycle(import_graph(pkg)) == ["diffeic.sub.a", "diffeic.sub.b", "diffeic.sub.a"]
+
+
+#: The layers above the library: they may import everything below, nothing below imports them.
+UPPER_LAYERS = ("diffeic.evaluation", "diffeic.training", "diffeic.cli", "diffeic.__main__")
+
+
+def _is_upper(module: str) -> bool:
+    return any(module == layer or module.startswith(layer + ".") for layer in UPPER_LAYERS)
+
+
+def layer_violations(graph: Dict[str, Set[str]]):
+    """``(module, upper module)`` pairs where a family or core module imports evaluation, training or the CLI."""
+    return sorted((m, t) for m, targets in graph.items() if not _is_upper(m) for t in targets if _is_upper(t))
+
+
+def test_families_and_core_never_import_evaluation_training_or_the_cli():
+    # issue 31: diffeic/hific/losses.py reached up into diffeic.evaluation.weights for the LPIPS backbone
+    graph = import_graph()
+    assert "diffeic.netweights" in graph["diffeic.hific.losses"]           # the walk sees the moved import
+    assert {"diffeic.hific.codec", "diffeic.refine.codec", "diffeic.codec", "diffeic.checkpoint"} <= set(graph)
+    assert layer_violations(graph) == []
+
+
+def test_the_layer_rule_finds_a_function_level_import(tmp_path):
+    pkg = tmp_path / "diffeic"
+    for sub in ("hific", "evaluation"):
+        (pkg / sub).mkdir(parents=True)
+        (pkg / sub / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("")
+    (pkg / "evaluation" / "weights.py").write_text("X = 1\n")
+    (pkg / "hific" / "losses.py").write_text("def f():\n    from ..evaluation.weights import X\n")
+    assert layer_violations(import_graph(pkg)) == [("diffeic.hific.losses", "diffeic.evaluation.weights")]

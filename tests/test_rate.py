@@ -156,9 +156,9 @@ def test_rate_options_need_a_variable_rate_model_and_one_choice(tiny_codec, vr_c
             tiny_codec.compress(x, **kw)
     with pytest.raises(ValueError, match="at most one of"):
         vr_codec.compress(x, rate=1.0, target_bytes=100)
-    with pytest.raises(ValueError, match="positive"):
+    with pytest.raises(ValueError, match=r"target_bpp = -0.1: must be a finite number in \(0, 1024\]"):
         vr_codec.compress(x, target_bpp=-0.1)
-    with pytest.raises(ValueError, match="positive"):
+    with pytest.raises(ValueError, match=r"target_bytes = 0: must be an integer in \[1, "):
         vr_codec.compress(x, target_bytes=0)
     with pytest.raises(TypeError, match="integer"):
         vr_codec.compress(x, target_bytes=100.5)

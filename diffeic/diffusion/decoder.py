@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Optional, Union
 
 import torch
 
-from ..config import ScheduleConfig
+from ..config import ScheduleConfig, check_int
 from .backbone import FrozenBackbone
 from .colour import colour_fix as fix_colours
 from .control import ControlModule
@@ -63,6 +63,8 @@ class DecodeOptions:
     auto_tile_pixels: Optional[int] = AUTO_TILE_PIXELS
     auto_tiles: TileOptions = field(default_factory=TileOptions)
     vae_tile_pixels: int = 512              # VAE tile side (image pixels) when tiling
+    #: The most sampling steps a stream may ask for (None: 4x the model's default; :mod:`diffeic.decode_cost`).
+    max_steps: Optional[int] = None
 
     def __post_init__(self) -> None:
         if isinstance(self.dtype, torch.dtype):
@@ -72,6 +74,10 @@ class DecodeOptions:
             raise ValueError(f"dtype must be None, 'bf16' or 'fp16', got {self.dtype!r}")
         if self.vae_tile_pixels < 64 or self.vae_tile_pixels % 64:
             raise ValueError(f"vae_tile_pixels must be a positive multiple of 64, got {self.vae_tile_pixels}")
+        if self.max_steps is not None:
+            from ..bitstream import MAX_STEPS
+
+            object.__setattr__(self, "max_steps", check_int("max_steps", self.max_steps, 1, MAX_STEPS))
 
     @property
     def torch_dtype(self) -> Optional[torch.dtype]:

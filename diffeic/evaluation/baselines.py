@@ -271,7 +271,7 @@ class CompressAIZoo(Baseline):
     def check(self) -> None:
         from compressai.zoo.image import model_urls
 
-        from .weights import WeightFile, WeightsUnavailable, ensure_weights
+        from ..netweights import WeightFile, WeightsUnavailable, ensure_weights
 
         if self.arch not in model_urls:
             raise BaselineUnavailable(f"{self.name} skipped: unknown zoo model (one of {', '.join(model_urls)})")

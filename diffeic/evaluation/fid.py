@@ -13,7 +13,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from .weights import ensure_weights, inception_weights
+from ..netweights import ensure_weights, inception_weights
 
 PATCH = 256
 SHIFT = PATCH // 2

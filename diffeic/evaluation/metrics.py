@@ -14,7 +14,7 @@ from typing import Callable, Dict, Optional
 import numpy as np
 import torch
 
-from .weights import WeightsUnavailable, alexnet_weights, ensure_weights, vgg16_weights
+from ..netweights import WeightsUnavailable, alexnet_weights, ensure_weights, vgg16_weights
 
 #: Per-image metric columns, in CSV order.
 IMAGE_METRICS = ("psnr", "ms_ssim", "lpips", "dists", "niqe")

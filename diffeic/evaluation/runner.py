@@ -34,7 +34,7 @@ from .published import published_series, reference_dataset
 from .rate import bpp, bpp_official, bpp_padded, official_string_sizes, write_and_measure
 from .schema import CsvWriter, existing_keys, read_rows
 from .summary import bd_table, format_bd, format_table, group_means, series_by_codec
-from .weights import WeightsUnavailable
+from ..netweights import WeightsUnavailable
 
 OURS = "diffeic"
 UNTRAINED_NOTE = "untrained — pipeline check"

@@ -89,7 +89,7 @@ class PerceptualLoss(torch.nn.Module):
         self.kind = "lpips" if self.net is not None else "ssim"
 
     def _load_lpips(self) -> Optional[str]:
-        from ..evaluation.weights import WeightsUnavailable, alexnet_weights, ensure_weights
+        from ..netweights import WeightsUnavailable, alexnet_weights, ensure_weights
 
         try:
             ensure_weights(alexnet_weights(), allow_download=False)

@@ -20,14 +20,14 @@ The rate parameter is ``q = log2(λ_max / λ)`` ∈ ``[0, log2(λ_max / λ_min)]
 from __future__ import annotations
 
 import math
-import numbers
 from typing import List, Tuple, Union
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..config import RateConfig
+from ..bitstream import canonical_rate
+from ..config import RateConfig, check_float
 
 #: Initial gains: 1 at q_max, times 2^-INIT_SLOPE per unit of q below it (a coarser quantiser for a
 #: larger λ).  So a fresh model's rate already rises with q, and stage 2 from a stage-1 (λ = λ_min)
@@ -48,19 +48,16 @@ def rate_range(cfg: RateConfig) -> Tuple[float, float]:
 
 
 def check_rate(q: object, cfg: RateConfig) -> float:
-    """Validate a user's rate parameter → the float32 value the encoder and the stream will use."""
-    if isinstance(q, bool) or not isinstance(q, numbers.Real):
-        if isinstance(q, torch.Tensor) and q.numel() == 1 and q.is_floating_point():
-            q = q.item()
-        else:
-            raise TypeError(f"rate must be a real number (the rate parameter q), got {type(q).__name__}")
-    q = float(q)
+    """Validate a user's rate parameter → the float32 value the encoder and the stream will use.
+
+    Any real scalar (:func:`~diffeic.config.check_float`); the float32 value is canonical: ``-0.0`` and the
+    subnormals (which float32 arithmetic would treat apart from their neighbours) become ``+0.0`` only when they
+    round to it, and are otherwise refused, so each rate has one encoding in the stream.
+    """
     lo, hi = rate_range(cfg)
-    if not math.isfinite(q):
-        raise ValueError(f"rate must be a finite number in [{lo:g}, {hi:g}], got {q}")
-    q32 = float32(q)
+    q32 = canonical_rate(float32(check_float("rate", q)))
     if not lo <= q32 <= hi:
-        raise ValueError(f"rate {q:g} is outside this model's range [{lo:g}, {hi:g}] "
+        raise ValueError(f"rate = {q32:g}: outside this model's range [{lo:g}, {hi:g}] "
                          f"(q = log2({cfg.lmbda_max:g}/λ) for λ in [{cfg.lmbda_min:g}, {cfg.lmbda_max:g}])")
     return q32
 

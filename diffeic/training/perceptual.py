@@ -33,7 +33,7 @@ def _frozen(net: torch.nn.Module) -> torch.nn.Module:
 
 
 def _lpips() -> LossFn:
-    from ..evaluation.weights import alexnet_weights, ensure_weights
+    from ..netweights import alexnet_weights, ensure_weights
 
     ensure_weights(alexnet_weights(), allow_download=False)
     import lpips
@@ -47,7 +47,7 @@ def _lpips() -> LossFn:
 
 
 def _dists() -> LossFn:
-    from ..evaluation.weights import ensure_weights, vgg16_weights
+    from ..netweights import ensure_weights, vgg16_weights
 
     ensure_weights(vgg16_weights(), allow_download=False)
     from DISTS_pytorch import DISTS
@@ -75,7 +75,7 @@ def ms_ssim_loss(x_hat: Tensor, x: Tensor) -> Tensor:
 
 def build_perceptual_loss(name: str = "auto") -> Tuple[str, LossFn]:
     """``(name actually used, loss_fn)``; ``auto`` falls back to ``ms_ssim`` when no learned metric's weights exist."""
-    from ..evaluation.weights import WeightsUnavailable
+    from ..netweights import WeightsUnavailable
 
     if name not in CHOICES:
         raise ValueError(f"perceptual loss must be one of {', '.join(CHOICES)}, got {name!r}")
