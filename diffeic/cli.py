@@ -24,10 +24,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
-# compressai 1.2.8 warns on import that torch.jit.script is deprecated: not actionable for someone
-# running the command, so that one message is filtered here (the library itself leaves it alone).
-warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
-
 from . import __version__  # noqa: E402
 from .bitstream import FORMAT_VERSION, MAX_STEPS, SAMPLER_IDS, BitstreamError, describe, unpack  # noqa: E402
 from .config import PRESETS  # noqa: E402

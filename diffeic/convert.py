@@ -344,6 +344,7 @@ def _lfgcm_buffer_kind(key: str) -> Optional[str]:
 
 def expected_lfgcm_buffers(lfgcm_cfg) -> StateDict:
     """The entropy models' buffers as a freshly built LFGCM has them (CDF tables empty)."""
+    from . import _compressai  # noqa: F401  (compressai's import warning filtered there)
     from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 
     from .lfgcm.entropy import CodingTables
@@ -558,9 +559,8 @@ def convert_official(ckpt_path: PathLike, out_dir: PathLike, lmbda: Optional[flo
         trust_pickle: allow full unpickling (``weights_only=False``) — trusted files only.
         overwrite: replace an existing checkpoint in ``out_dir``.
     """
-    import compressai
-
     from . import checkpoint
+    from ._compressai import compressai
     from .config import get_config
 
     ckpt_path = Path(ckpt_path)

@@ -30,6 +30,7 @@ import math
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
+from .. import _compressai  # noqa: F401  (compressai's import warning filtered there)
 from compressai.ans import BufferedRansEncoder, RansDecoder
 from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 from torch import nn
