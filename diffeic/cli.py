@@ -501,6 +501,11 @@ def _write(dst: Path, write: Callable[[Path], Any]) -> None:
             raise CLIError(f"{dst}: already exists (use --force to overwrite)") from None
 
 
+#: What an untrained --model is told to use instead (flags, never the Python API).
+CLI_ADVICE = (f"for real use pass --model {DEMO_MODEL} (the shipped demo model) or --model CHECKPOINT_FOLDER; "
+              f"see --help")
+
+
 def load_codec(model: str, sd_path: Optional[str] = None, device: Optional["torch.device"] = None
                ) -> "DiffEICCodec":
     """``--model`` → codec on the device (:func:`diffeic.load_codec`), saying when its weights are untrained."""
@@ -512,10 +517,11 @@ def load_codec(model: str, sd_path: Optional[str] = None, device: Optional["torc
         _note(f"--sd-path is ignored for --model {model} (it applies to DiffEIC checkpoints)")
         sd_path = None
     codec = load_any_codec(model, **({} if sd_path is None else {"sd_path": sd_path}))
-    if family == "diffeic":
-        warn_if_untrained(codec, name=model, always=True)      # every command says it, not only the first
+    if family == "diffeic":      # every command says it, not only the first; with advice for the command line
+        warn_if_untrained(codec, name=model, always=True, advice=CLI_ADVICE)
     elif not codec.is_trained:
-        _note(f"model {model!r} has random, untrained weights: reconstructions will not resemble the input")
+        _note(f"model {model!r} has random, untrained weights: reconstructions will not resemble the input "
+              f"({CLI_ADVICE})")
     return codec.to(_resolve_device(device))
 
 
@@ -595,6 +601,7 @@ def run_compress(args: argparse.Namespace) -> int:
     jobs = _plan_outputs(args, _inputs(args.inputs, IMAGE_SUFFIXES), _stream_name)
     from .codec import DiffEICCodec
     from .io import load_image, write_bytes_atomic
+    from .sizes import size_text
 
     limit = DiffEICCodec.max_pixels
     failures: List[str] = []
@@ -615,7 +622,7 @@ def run_compress(args: argparse.Namespace) -> int:
             height, width = x.shape[-2:]
             rate = DiffEICCodec.inspect(bits)["rate"]
             _report(args, f"{src} -> {dst}: {len(bits)} bytes, {8 * len(bits) / (height * width):.4f} bpp "
-                          f"({width}x{height}" + ("" if rate is None else f", rate {rate:g}") + ")")
+                          f"({size_text(height, width)}" + ("" if rate is None else f", rate {rate:g}") + ")")
     return _finish(failures, total)
 
 
@@ -639,6 +646,7 @@ def run_decompress(args: argparse.Namespace) -> int:
         codec = load_codec(args.model, args.sd_path, args.device)
         _make_parent_dirs(jobs)
     from .io import save_image
+    from .sizes import size_text
 
     for src, dst in _progress(jobs, args, "decompress"):
         with _one_job(args, failures):
@@ -648,7 +656,7 @@ def run_decompress(args: argparse.Namespace) -> int:
                                          progress=_step_bar(args))
             _write(dst, lambda path: save_image(x_hat, path, overwrite=args.force))
             sampler, steps, seed = _decode_settings(codec, bits, args)
-            _report(args, f"{src} -> {dst}: {x_hat.shape[-1]}x{x_hat.shape[-2]}, {sampler}, "
+            _report(args, f"{src} -> {dst}: {size_text(*x_hat.shape[-2:])}, {sampler}, "
                           f"{steps} step{'' if steps == 1 else 's'}, seed {seed}")
     return _finish(failures, total)
 
