@@ -501,15 +501,10 @@ def _write(dst: Path, write: Callable[[Path], Any]) -> None:
             raise CLIError(f"{dst}: already exists (use --force to overwrite)") from None
 
 
-#: What an untrained --model is told to use instead (flags, never the Python API).
-CLI_ADVICE = (f"for real use pass --model {DEMO_MODEL} (the shipped demo model) or --model CHECKPOINT_FOLDER; "
-              f"see --help")
-
-
 def load_codec(model: str, sd_path: Optional[str] = None, device: Optional["torch.device"] = None
                ) -> "DiffEICCodec":
     """``--model`` → codec on the device (:func:`diffeic.load_codec`), saying when its weights are untrained."""
-    from .codec import warn_if_untrained
+    from .codec import CLI_ADVICE, warn_if_untrained
     from .codecs import family_of, load_codec as load_any_codec
 
     family = family_of(model)

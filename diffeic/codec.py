@@ -30,6 +30,7 @@ from .diffusion.onestep import OneStepConfig, OneStepDecoder
 from .diffusion.sampling import check_steps, sampler_limit
 from .lfgcm import LFGCM, PAD_MULTIPLE
 from .lfgcm.rate import check_rate, rate_range as q_range
+from .pretrained import DEMO_MODEL
 from .image_codec import check_images, padded_size
 from .target_size import TargetTooSmall, fit_to_budget
 from .sizes import size_text
@@ -42,8 +43,10 @@ ONESTEP = "onestep"
 _warned_untrained = False
 
 
-#: What the untrained-model warning advises a Python user (the command line passes its own, naming flags).
+#: What the untrained-model warning advises a Python user, and what the commands (``diffeic``, ``eval.py``) advise:
+#: flags, never the Python API.
 PYTHON_ADVICE = "load trained weights with DiffEICCodec.from_pretrained for real use"
+CLI_ADVICE = f"for real use pass --model {DEMO_MODEL} (the shipped demo model) or --model CHECKPOINT_FOLDER"
 
 
 def warn_if_untrained(codec: "DiffEICCodec", name: Optional[str] = None, always: bool = False,
