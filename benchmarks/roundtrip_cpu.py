@@ -49,16 +49,16 @@ def main() -> None:
     x = torch.from_numpy(np.ascontiguousarray(skimage.data.chelsea()[:h, :w])).permute(2, 0, 1).float() / 255
     codec, load_cpu, load_wall = _timed(lambda: diffeic.load_codec(args.model))
     rows = [("import diffeic + its codecs", *_IMPORT), (f"load {args.model}", load_cpu, load_wall)]
-    for name, fn in (("compress", lambda: codec.compress(x)), ("decompress", None)):
-        if fn is None:
-            bits = codec.compress(x)
-            fn = lambda: codec.decompress(bits)   # noqa: E731
-        runs = [_timed(fn)[1:] for _ in range(args.repeats)]
+    streams = []
+    for name, fn in (("compress", lambda: codec.compress(x)), ("decompress", lambda: codec.decompress(streams[0]))):
+        timed = [_timed(fn) for _ in range(args.repeats)]
+        streams = streams or [out for out, _, _ in timed]
+        runs = [t[1:] for t in timed]
         rows.append((f"{name} (first call)", *runs[0]))
         if len(runs) > 1:
             rows.append((f"{name} (least of the next {len(runs) - 1})", min(r[0] for r in runs[1:]),
                          min(r[1] for r in runs[1:])))
-    print(f"{args.model}, {w}x{h} (width x height), {len(codec.compress(x))} bytes, torch threads "
+    print(f"{args.model}, {w}x{h} (width x height), {len(streams[0])} bytes, torch threads "
           f"{torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}")
     print(f"{'':<40} {'CPU s':>7} {'wall s':>7}")
     for label, cpu, wall in rows:

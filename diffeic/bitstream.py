@@ -236,8 +236,8 @@ def unpack_for(data: bytes, family: str, fingerprint: str, model: str, max_pixel
         raise BitstreamError(f"stream was made by model {header.fingerprint}, but this codec is model {fingerprint} "
                              f"({model}); decode it with the model that encoded it")
     if header.height * header.width > max_pixels:
-        raise BitstreamError(f"stream declares an image of {size_text(header.height, header.width)}, more than this codec's limit "
-                             f"of {max_pixels} pixels (raise {owner}.max_pixels to decode it)")
+        raise BitstreamError(f"stream declares an image of {size_text(header.height, header.width)}, more than this "
+                             f"codec's limit of {max_pixels} pixels (raise {owner}.max_pixels to decode it)")
     return header, payload
 
 

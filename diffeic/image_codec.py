@@ -64,8 +64,8 @@ def check_images(x: Any, device: torch.device, max_pixels: int, owner: str) -> T
         raise ValueError(f"empty image: shape {tuple(x.shape)}")
     h, w = batch.shape[-2:]
     if h > MAX_SIDE or w > MAX_SIDE or h * w > max_pixels:
-        raise ValueError(f"image {size_text(h, w)} is larger than this codec accepts (sides ≤ {MAX_SIDE}, ≤ {max_pixels} pixels; "
-                         f"raise {owner}.max_pixels if you have the memory)")
+        raise ValueError(f"image {size_text(h, w)} is larger than this codec accepts (sides ≤ {MAX_SIDE}, "
+                         f"≤ {max_pixels} pixels; raise {owner}.max_pixels if you have the memory)")
     if not torch.isfinite(batch).all():
         raise ValueError("image contains NaN or Inf values")
     lo, hi = batch.min().item(), batch.max().item()

@@ -163,9 +163,9 @@ def check_declared_size(im: Image.Image, path: Path, max_pixels: Optional[int]) 
     limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
     width, height = im.size
     if limit is not None and width * height > limit:
-        raise _ImageError(f"{path}: declares an image of {size_text(height, width)} ({width * height:,} pixels), more than "
-                          f"the limit of {limit:,} pixels; refused before decoding (a decompression bomb, or an image too large "
-                          f"for this codec)")
+        raise _ImageError(f"{path}: declares an image of {size_text(height, width)} ({width * height:,} pixels), "
+                          f"more than the limit of {limit:,} pixels; refused before decoding (a decompression bomb, "
+                          f"or an image too large for this codec)")
 
 
 #: Samples per pixel of each PNG colour type (PNG spec, IHDR).
