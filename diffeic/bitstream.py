@@ -31,6 +31,8 @@ import zlib
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
+from .sizes import size_text
+
 MAGIC = b"\xde\x1c"
 FORMAT_VERSION = 2          # the newest version this module writes
 SUPPORTED_VERSIONS = (1, 2)
@@ -122,7 +124,7 @@ def _get_varint(data: bytes, pos: int, end: int, what: str) -> Tuple[int, int]:
 def pack(header: StreamHeader, payload: bytes) -> bytes:
     """Serialise a header and payload into a stream."""
     if not (1 <= header.height <= MAX_SIDE and 1 <= header.width <= MAX_SIDE):
-        raise ValueError(f"image size {header.height}x{header.width} outside 1..{MAX_SIDE}")
+        raise ValueError(f"image size {size_text(header.height, header.width)} outside 1..{MAX_SIDE}")
     fp = bytes.fromhex(header.fingerprint)
     if len(fp) != FINGERPRINT_BYTES:
         raise ValueError(f"fingerprint must be {FINGERPRINT_BYTES} bytes, got {header.fingerprint!r}")
@@ -194,7 +196,7 @@ def unpack(data: bytes) -> Tuple[StreamHeader, bytes]:
     height, pos = _get_varint(body, 8, end, "image height")
     width, pos = _get_varint(body, pos, end, "image width")
     if not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE):
-        raise BitstreamError(f"corrupt header: image size {height}x{width} outside 1..{MAX_SIDE}")
+        raise BitstreamError(f"corrupt header: image size {size_text(height, width)} outside 1..{MAX_SIDE}")
     family, rate = DEFAULT_FAMILY, None
     if flags & _FLAG_FAMILY:
         if pos >= end:
@@ -244,14 +246,14 @@ def unpack_for(data: bytes, family: str, fingerprint: str, model: str, max_pixel
     ``model`` names it) or of more than ``max_pixels`` pixels (``owner.max_pixels``) is refused before decoding."""
     header, payload = unpack(data)
     if header.family != family:
-        raise BitstreamError(f"stream was made by a {header.family!r} codec, not by a {family!r} one; load that "
-                             f"codec (diffeic.load_codec) to decode it")
+        raise BitstreamError(f"stream was made by a {header.family!r} codec, not by a {family!r} one; decode it "
+                             f"with a {header.family!r} model")
     if header.fingerprint != fingerprint:
         raise BitstreamError(f"stream was made by model {header.fingerprint}, but this codec is model {fingerprint} "
                              f"({model}); decode it with the model that encoded it")
     if header.height * header.width > max_pixels:
-        raise BitstreamError(f"stream declares a {header.height}x{header.width} image, more than this codec's limit "
-                             f"of {max_pixels} pixels (raise {owner}.max_pixels to decode it)")
+        raise BitstreamError(f"stream declares an image of {size_text(header.height, header.width)}, more than this "
+                             f"codec's limit of {max_pixels} pixels (raise {owner}.max_pixels to decode it)")
     return header, payload
 
 

@@ -24,10 +24,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
-# compressai 1.2.8 warns on import that torch.jit.script is deprecated: not actionable for someone
-# running the command, so that one message is filtered here (the library itself leaves it alone).
-warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
-
 from . import __version__  # noqa: E402
 from .bitstream import FORMAT_VERSION, MAX_STEPS, SAMPLER_IDS, BitstreamError, describe  # noqa: E402
 from .config import PRESETS  # noqa: E402
@@ -511,7 +507,7 @@ def _write(dst: Path, write: Callable[[Path], Any]) -> None:
 def load_codec(model: str, sd_path: Optional[str] = None, device: Optional["torch.device"] = None
                ) -> "DiffEICCodec":
     """``--model`` → codec on the device (:func:`diffeic.load_codec`), saying when its weights are untrained."""
-    from .codec import warn_if_untrained
+    from .codec import CLI_ADVICE, warn_if_untrained
     from .codecs import family_of, load_codec as load_any_codec
 
     family = family_of(model)
@@ -519,10 +515,11 @@ def load_codec(model: str, sd_path: Optional[str] = None, device: Optional["torc
         _note(f"--sd-path is ignored for --model {model} (it applies to DiffEIC checkpoints)")
         sd_path = None
     codec = load_any_codec(model, **({} if sd_path is None else {"sd_path": sd_path}))
-    if family == "diffeic":
-        warn_if_untrained(codec, name=model, always=True)      # every command says it, not only the first
+    if family == "diffeic":      # every command says it, not only the first; with advice for the command line
+        warn_if_untrained(codec, name=model, always=True, advice=CLI_ADVICE)
     elif not codec.is_trained:
-        _note(f"model {model!r} has random, untrained weights: reconstructions will not resemble the input")
+        _note(f"model {model!r} has random, untrained weights: reconstructions will not resemble the input "
+              f"({CLI_ADVICE})")
     return codec.to(_resolve_device(device))
 
 
@@ -602,6 +599,7 @@ def run_compress(args: argparse.Namespace) -> int:
     jobs = _plan_outputs(args, _inputs(args.inputs, IMAGE_SUFFIXES), _stream_name)
     from .codec import DiffEICCodec
     from .io import load_image, write_bytes_atomic
+    from .sizes import size_text
 
     limit = DiffEICCodec.max_pixels
     failures: List[str] = []
@@ -623,7 +621,7 @@ def run_compress(args: argparse.Namespace) -> int:
             height, width = x.shape[-2:]
             rate = DiffEICCodec.inspect(bits)["rate"]
             _report(args, f"{src} -> {dst}: {len(bits)} bytes, {8 * len(bits) / (height * width):.4f} bpp "
-                          f"({width}x{height}" + ("" if rate is None else f", rate {rate:g}") + ")")
+                          f"({size_text(height, width)}" + ("" if rate is None else f", rate {rate:g}") + ")")
     return _finish(failures, total)
 
 
@@ -647,6 +645,7 @@ def run_decompress(args: argparse.Namespace) -> int:
         codec = load_codec(args.model, args.sd_path, args.device)
         _make_parent_dirs(jobs)
     from .io import save_image
+    from .sizes import size_text
 
     for src, dst in _progress(jobs, args, "decompress"):
         with _one_job(args, failures):
@@ -656,7 +655,7 @@ def run_decompress(args: argparse.Namespace) -> int:
                                          progress=_step_bar(args), max_steps=args.max_steps)
             _write(dst, lambda path: save_image(x_hat, path, overwrite=args.force))
             sampler, steps, seed = _decode_settings(codec, bits, args)
-            _report(args, f"{src} -> {dst}: {x_hat.shape[-1]}x{x_hat.shape[-2]}, {sampler}, "
+            _report(args, f"{src} -> {dst}: {size_text(*x_hat.shape[-2:])}, {sampler}, "
                           f"{steps} step{'' if steps == 1 else 's'}, seed {seed}")
     return _finish(failures, total)
 

@@ -29,8 +29,10 @@ from .diffusion.onestep import OneStepConfig, OneStepDecoder
 from .diffusion.sampling import check_steps, sampler_limit
 from .lfgcm import LFGCM, PAD_MULTIPLE
 from .lfgcm.rate import check_rate, rate_range as q_range
+from .pretrained import DEMO_MODEL
 from .image_codec import check_images, padded_size
 from .target_size import TargetTooSmall, fit_to_budget
+from .sizes import size_text
 
 Bits = Union[bytes, bytearray]
 #: The largest size targets compress accepts (a stream is far smaller: beyond these a target means nothing).
@@ -43,15 +45,21 @@ ONESTEP = "onestep"
 _warned_untrained = False
 
 
-def warn_if_untrained(codec: "DiffEICCodec", name: Optional[str] = None, always: bool = False) -> None:
-    """Warn (once per process, or ``always``) that ``codec`` has random, untrained weights."""
+#: What the untrained-model warning advises a Python user, and what the commands (``diffeic``, ``eval.py``) advise:
+#: flags, never the Python API.
+PYTHON_ADVICE = "load trained weights with DiffEICCodec.from_pretrained for real use"
+CLI_ADVICE = f"for real use pass --model {DEMO_MODEL} (the shipped demo model) or --model CHECKPOINT_FOLDER"
+
+
+def warn_if_untrained(codec: "DiffEICCodec", name: Optional[str] = None, always: bool = False,
+                      advice: str = PYTHON_ADVICE) -> None:
+    """Warn (once per process, or ``always``) that ``codec`` has random, untrained weights, ending with ``advice``."""
     global _warned_untrained
     if codec.is_trained or (_warned_untrained and not always):
         return
     _warned_untrained = True
     warnings.warn(f"model {name or codec.config.name!r} has random, untrained weights: fine for tests and demos, "
-                  f"but reconstructions will not resemble the input (load trained weights with "
-                  f"DiffEICCodec.from_pretrained for real use)", UserWarning, stacklevel=3)
+                  f"but reconstructions will not resemble the input ({advice})", UserWarning, stacklevel=3)
 
 
 def _pad(x: torch.Tensor) -> torch.Tensor:
@@ -315,8 +323,8 @@ class DiffEICCodec(nn.Module):
                     streams.append(fit_to_budget(encode, *self.rate_range, budget)[1])
                 except TargetTooSmall as err:
                     where = "" if single else f"image {i}: "
-                    raise TargetTooSmall(f"{where}{err} ({8 * budget / (h * w):.4g} bpp requested, "
-                                         f"{h}x{w} image)") from None
+                    raise TargetTooSmall(f"{where}{err} ({8 * budget / (h * w):.4g} bpp requested for an image "
+                                         f"of {size_text(h, w)})") from None
         return streams[0] if single else streams
 
     @property

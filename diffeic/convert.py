@@ -344,6 +344,7 @@ def _lfgcm_buffer_kind(key: str) -> Optional[str]:
 
 def expected_lfgcm_buffers(lfgcm_cfg) -> StateDict:
     """The entropy models' buffers as a freshly built LFGCM has them (CDF tables empty)."""
+    from . import _compressai  # noqa: F401  (compressai's import warning filtered there)
     from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 
     from .lfgcm.entropy import CodingTables
@@ -558,9 +559,8 @@ def convert_official(ckpt_path: PathLike, out_dir: PathLike, lmbda: Optional[flo
         trust_pickle: allow full unpickling (``weights_only=False``) — trusted files only.
         overwrite: replace an existing checkpoint in ``out_dir``.
     """
-    import compressai
-
     from . import checkpoint
+    from ._compressai import compressai
     from .config import get_config
 
     ckpt_path = Path(ckpt_path)
@@ -598,8 +598,9 @@ def _add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
-_DESCRIPTION = ("Convert an official DiffEIC lc.ckpt (LFGCM + control module) into a diffeic checkpoint folder "
-                "for DiffEICCodec.from_pretrained(OUT_DIR, sd_path=...).")
+_DESCRIPTION = ("Convert an official DiffEIC lc.ckpt (LFGCM + control module) into a diffeic checkpoint folder: "
+                "OUT_DIR is then a --model of the diffeic command (or DiffEICCodec.from_pretrained(OUT_DIR) "
+                "in Python).")
 
 
 def add_convert_parser(subparsers) -> argparse.ArgumentParser:
@@ -619,7 +620,8 @@ def run_convert(args: argparse.Namespace) -> int:
     folder = convert_official(args.ckpt, args.out_dir, lmbda=args.lmbda, sd_path=args.sd_path,
                               trust_pickle=args.trust_pickle, overwrite=args.force)
     if not getattr(args, "quiet", False):
-        print(f"wrote {folder} (load with DiffEICCodec.from_pretrained({str(folder)!r}, sd_path=...))")
+        sd = "" if args.sd_path is not None else " --sd-path SD2.1-BASE"     # recorded when given
+        print(f"wrote {folder} (use it with: diffeic compress IMAGE --model {folder}{sd})")
     return 0
 
 

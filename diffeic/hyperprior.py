@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Dict, Tuple
 
 import torch
+from . import _compressai  # noqa: F401  (compressai's import warning filtered there)
 from compressai.ans import BufferedRansEncoder
 from compressai.ops import quantize_ste
 from torch import nn

@@ -27,6 +27,7 @@ from .config import SEED_LIMIT, check_int, load_yaml
 from .decode_cost import check_decode_cost, check_steps_to_write, resolve_max_steps
 # The families share DiffEIC's padding and y stride (their transforms are built to them).
 from .lfgcm import PAD_MULTIPLE, Y_STRIDE
+from .sizes import size_text
 
 Bits = Union[bytes, bytearray]
 CONFIG_FILE = "config.yaml"
@@ -65,8 +66,8 @@ def check_images(x: Any, device: torch.device, max_pixels: int, owner: str) -> T
         raise ValueError(f"empty image: shape {tuple(x.shape)}")
     h, w = batch.shape[-2:]
     if h > MAX_SIDE or w > MAX_SIDE or h * w > max_pixels:
-        raise ValueError(f"image {h}x{w} is larger than this codec accepts (sides ≤ {MAX_SIDE}, ≤ {max_pixels} pixels; "
-                         f"raise {owner}.max_pixels if you have the memory)")
+        raise ValueError(f"image {size_text(h, w)} is larger than this codec accepts (sides ≤ {MAX_SIDE}, "
+                         f"≤ {max_pixels} pixels; raise {owner}.max_pixels if you have the memory)")
     if not torch.isfinite(batch).all():
         raise ValueError("image contains NaN or Inf values")
     lo, hi = batch.min().item(), batch.max().item()

@@ -39,6 +39,8 @@ from typing import TYPE_CHECKING, Iterable, Iterator, List, Optional, Sequence, 
 
 from PIL import Image, ImageOps
 
+from .sizes import size_text
+
 if TYPE_CHECKING:      # numpy and torch are imported where arrays are made, so expanding paths stays fast
     import numpy as np
     import torch
@@ -161,9 +163,9 @@ def check_declared_size(im: Image.Image, path: Path, max_pixels: Optional[int]) 
     limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
     width, height = im.size
     if limit is not None and width * height > limit:
-        raise _ImageError(f"{path}: declares {width}x{height} pixels ({width * height:,}), more than the limit "
-                          f"of {limit:,}; refused before decoding (a decompression bomb, or an image too large "
-                          f"for this codec)")
+        raise _ImageError(f"{path}: declares an image of {size_text(height, width)} ({width * height:,} pixels), "
+                          f"more than the limit of {limit:,} pixels; refused before decoding (a decompression bomb, "
+                          f"or an image too large for this codec)")
 
 
 #: Samples per pixel of each PNG colour type (PNG spec, IHDR).
@@ -194,7 +196,7 @@ def _check_png_data_complete(path: Path) -> None:
         pos += 12 + length
     if expected is not None and got < expected:
         raise _ImageError(f"{path}: corrupt or truncated image data: the PNG's pixel data holds {got} of the "
-                          f"{expected} bytes its {width}x{height} header needs")
+                          f"{expected} bytes its {size_text(height, width)} header needs")
 
 
 def _png_raw_size(width: int, height: int, bits_per_pixel: int, interlace: int) -> int:

@@ -74,11 +74,13 @@ def test_compress_info_decompress_round_trip(photos, tmp_path, capsys, tiny_code
     streams, recon = tmp_path / "streams", tmp_path / "recon"
     code, out, err = run(capsys, "compress", photos, "--out-dir", streams, *FAST, "--seed", "7")
     assert code == 0, err
-    assert any("untrained" in line for line in err)             # tiny has random weights: say so
+    untrained = [line for line in err if "untrained" in line]   # tiny has random weights: say so,
+    assert len(untrained) == 1 and "--model tiny-trained" in untrained[0]  # with advice in flags, not Python calls
+    assert "from_pretrained" not in untrained[0] and "DiffEICCodec" not in untrained[0]
     sizes = {"astro": (64, 96), "coffee": (48, 80)}
     for stem, (h, w) in sizes.items():
         nbytes = (streams / f"{stem}.deic").stat().st_size
-        assert f"{stem}.deic: {nbytes} bytes, {8 * nbytes / (h * w):.4f} bpp ({w}x{h})" in out
+        assert f"{stem}.deic: {nbytes} bytes, {8 * nbytes / (h * w):.4f} bpp ({w}x{h} (width x height))" in out
 
     code, out, err = run(capsys, "info", streams, "--json")
     assert code == 0 and err == []
@@ -92,6 +94,7 @@ def test_compress_info_decompress_round_trip(photos, tmp_path, capsys, tiny_code
     code, out, err = run(capsys, "decompress", streams, "--out-dir", recon, "--model", "tiny")
     assert code == 0, err
     assert "1 step, seed 7" in out                              # the header's settings were used
+    assert "astro.png: 96x64 (width x height), ddpm, 1 step" in out
     for stem, (h, w) in sizes.items():
         x = load_image(recon / f"{stem}.png")
         assert x.shape == (3, h, w)

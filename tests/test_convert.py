@@ -465,3 +465,16 @@ def test_codec_from_converted_folder_round_trips(converted, monkeypatch):
     x_hat = codec.decompress(bits, steps=1)
     assert x_hat.shape == (3, 64, 64) and torch.isfinite(x_hat).all()
     assert 0 <= x_hat.min() and x_hat.max() <= 1
+
+
+def test_cli_success_line_names_flags_not_the_python_api(tmp_path, capsys, monkeypatch):
+    """issue 32 item 7: the command line's advice is a command line."""
+    import diffeic.convert as convert_module
+
+    out = tmp_path / "ckpt"
+    monkeypatch.setattr(convert_module, "convert_official", lambda *a, **k: out)
+    assert main([str(tmp_path / "lc.ckpt"), str(out)]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line == f"wrote {out} (use it with: diffeic compress IMAGE --model {out} --sd-path SD2.1-BASE)"
+    assert main([str(tmp_path / "lc.ckpt"), str(out), "--sd-path", "sd2-community/x"]) == 0
+    assert capsys.readouterr().out.strip() == f"wrote {out} (use it with: diffeic compress IMAGE --model {out})"

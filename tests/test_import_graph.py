@@ -112,3 +112,60 @@ def test_the_layer_rule_finds_a_function_level_import(tmp_path):
     (pkg / "evaluation" / "weights.py").write_text("X = 1\n")
     (pkg / "hific" / "losses.py").write_text("def f():\n    from ..evaluation.weights import X\n")
     assert layer_violations(import_graph(pkg)) == [("diffeic.hific.losses", "diffeic.evaluation.weights")]
+
+
+# --------------------------------------------------------------- compressai's import warning (issue 32 item 4)
+def _imports_compressai(node: ast.stmt) -> bool:
+    return (isinstance(node, ast.Import) and any(a.name.split(".")[0] == "compressai" for a in node.names)) or \
+        (isinstance(node, ast.ImportFrom) and not node.level and (node.module or "").split(".")[0] == "compressai")
+
+
+def _imports_guard(node: ast.stmt) -> bool:
+    """``from . import _compressai``, ``from .._compressai import compressai`` and the like."""
+    return isinstance(node, ast.ImportFrom) and ("_compressai" in (node.module or "").split(".")
+                                                 or any(a.name == "_compressai" for a in node.names))
+
+
+def unguarded_compressai_imports(root: Path = ROOT):
+    """``file:line`` of every ``import compressai…`` not preceded, in the same block, by an import of
+    ``diffeic._compressai`` (the one place that filters compressai's import-time warning)."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        if path.name == "_compressai.py":
+            continue
+        for scope in ast.walk(ast.parse(path.read_text(), str(path))):
+            body = getattr(scope, "body", None)
+            guarded = False
+            for stmt in body if isinstance(body, list) else []:
+                guarded = guarded or _imports_guard(stmt)
+                if _imports_compressai(stmt) and not guarded:
+                    found.append(f"{path.relative_to(root.parent)}:{stmt.lineno}")
+    return found
+
+
+def test_every_compressai_import_goes_through_the_filtered_one(tmp_path):
+    assert unguarded_compressai_imports() == []
+    # The checker finds one, at module level and inside a function, and accepts the guarded form.
+    pkg = tmp_path / "diffeic"
+    pkg.mkdir()
+    (pkg / "a.py").write_text("import torch\nfrom compressai.ans import RansDecoder\n")
+    (pkg / "b.py").write_text("def f():\n    import compressai\n")
+    (pkg / "c.py").write_text("from . import _compressai  # noqa\nfrom compressai.ans import RansDecoder\n")
+    assert unguarded_compressai_imports(pkg) == ["diffeic/a.py:2", "diffeic/b.py:2"]
+
+
+def test_importing_the_codecs_prints_no_torch_jit_script_warning():
+    """``import diffeic`` and loading every codec family, with all warnings shown (``-W default``), print
+    nothing about ``torch.jit.script`` (compressai's torch_geometric import), but the filter is not global:
+    the same warning raised afterwards is still shown."""
+    import subprocess
+    import sys
+
+    code = ("import diffeic, warnings; diffeic.DiffEICCodec, diffeic.HiFiCCodec, diffeic.RefineCodec; "
+            "import compressai, torch_geometric; "
+            "warnings.warn('`torch.jit.script` is deprecated (raised by the test)', FutureWarning)")
+    run = subprocess.run([sys.executable, "-W", "default", "-c", code], capture_output=True, text=True,
+                         timeout=240, cwd=ROOT.parent)
+    assert run.returncode == 0, run.stderr
+    lines = [line for line in run.stderr.splitlines() if "torch.jit.script" in line]
+    assert lines == [line for line in lines if "raised by the test" in line] and len(lines) == 1, run.stderr

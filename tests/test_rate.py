@@ -122,6 +122,9 @@ def test_target_size_search_fits_and_lands_close(vr_codec, photos, sizes):
     assert DiffEICCodec.inspect(vr_codec.compress(x, target_bytes=hi + 100))["rate"] == 4.0
     with pytest.raises(TargetTooSmall, match=rf"below this model's lowest rate: at q=0 the stream takes {lo} bytes"):
         vr_codec.compress(x, target_bytes=lo - 1)
+    # The image's size as every message writes it: width first, labelled (coffee is 96 high, 144 wide).
+    with pytest.raises(TargetTooSmall, match=r"for an image of 144x96 \(width x height\)\)$"):
+        vr_codec.compress(photos["coffee"], target_bytes=sizes["coffee"][0] - 1)
 
 
 def test_bisection_never_exceeds_the_budget_on_a_bumpy_size_curve():

@@ -269,6 +269,7 @@ class CompressAIZoo(Baseline):
         self._models: Dict[int, object] = {}
 
     def check(self) -> None:
+        from .. import _compressai  # noqa: F401  (compressai's import warning filtered there)
         from compressai.zoo.image import model_urls
 
         from ..netweights import WeightFile, WeightsUnavailable, ensure_weights
@@ -283,6 +284,7 @@ class CompressAIZoo(Baseline):
 
     def _model(self, level: int):
         if level not in self._models:
+            from .. import _compressai  # noqa: F401  (compressai's import warning filtered there)
             from compressai.zoo import image_models
 
             self._models[level] = image_models[self.arch](quality=level, metric="mse", pretrained=True) \

@@ -114,7 +114,8 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
                         "(default: 0.5,1,2 - a short curve around each of our points)")
     p.add_argument("--rates", type=_floats, default=None,
                    help="variable-rate models: evaluate at each of these rate parameters q, e.g. 0,2,4 "
-                        "(default: the model's trained levels, q = 0,1,2,3,4 for lambda = 16,8,4,2,1)")
+                        "(default: the model's trained levels, the q of its gain vectors: 0,2,4,6,8 for the shipped "
+                        "tiny-trained, 0,1,2,3,4 for the tiny_vr / sd21_vr presets)")
     p.add_argument("--anchor", default=None, help="series for BD-rate: diffeic or a baseline name "
                                                   "(default: the first available baseline)")
     p.add_argument("--limit", type=_int_in(1), default=None, help="only the first N images")

@@ -5,6 +5,8 @@ import os
 from pathlib import Path
 from typing import Tuple, Union
 
+from ..sizes import size_text
+
 #: The official DiffEIC file's header: latent h, w, string count, and one length per string (5 × uint32).
 OFFICIAL_HEADER_BYTES = 20
 
@@ -19,7 +21,7 @@ def padded_hw(height: int, width: int) -> Tuple[int, int]:
 def bpp(n_bytes: int, height: int, width: int) -> float:
     """Bits per pixel of ``n_bytes`` over the original ``height × width`` (the honest figure)."""
     if height <= 0 or width <= 0:
-        raise ValueError(f"image size must be positive, got {height}x{width}")
+        raise ValueError(f"image size must be positive, got {size_text(height, width)}")
     return 8.0 * n_bytes / (height * width)
 
 

@@ -30,11 +30,13 @@ import math
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
+from .. import _compressai  # noqa: F401  (compressai's import warning filtered there)
 from compressai.ans import BufferedRansEncoder, RansDecoder
 from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 from torch import nn
 
 from ..config import LFGCMConfig
+from ..sizes import size_text
 from .exact import ACT_CLIP, ACT_SCALE, LATENT_LIMIT, ExactEntropyPath, from_grid
 from .layers import conv
 
@@ -377,7 +379,7 @@ class CodingTables:
         h, w = y_hw
         n_ch, hz, wz = self.entropy_bottleneck.channels, h // Z_STRIDE, w // Z_STRIDE
         check_payload_size(string, [(n_ch * hz * wz, eb_tab), (self.M * h * w, gc_tab)],
-                           f"a {h}x{w} latent")
+                           f"a latent of {size_text(h, w)}")
         decoder = RansDecoder()
         # The C++ decoder reads 32-bit words without bounds checks; zero padding bounded by the
         # symbol count (≤ one word per symbol, escapes bounded by the payload's own bits) keeps a

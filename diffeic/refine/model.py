@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Dict
 
 import torch
+from .. import _compressai  # noqa: F401  (compressai's import warning filtered there)
 from compressai.layers import GDN
 from compressai.models.utils import conv, deconv
 from torch import nn
