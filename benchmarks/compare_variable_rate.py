@@ -80,7 +80,7 @@ def train(preset: str, lmbda: float, args: argparse.Namespace) -> Dict[str, obje
 def from_runs(runs: Path) -> Dict[str, Dict[str, object]]:
     """The recipe's exports → the same records as :func:`train` (times: the recipe's wall clock)."""
     times = dict(line.split("\t") for line in (runs / "train_tiny_times.tsv").read_text().splitlines())
-    jobs = {"vr": "tiny_trained_vr",
+    jobs = {"vr": "tiny_trained_stage2_vr",
             **{f"fixed_l{l:g}": f"tiny_trained_stage2_lambda{l:g}" for l in RECIPE_FIXED}}
     out = {}
     for key, job in jobs.items():

@@ -1,9 +1,9 @@
-"""Where the demo model's quality goes, stage by stage, on photos from a source it never trained on.
+"""Where a model's quality goes, stage by stage, on scikit-image's colour photos.
 
     python benchmarks/demo_model_quality.py [--model tiny-trained] [--rate Q] [--seeds 3] [--out DIR]
 
-For every scikit-image colour photo (the demo model's held-out source; its training photos come from other
-packages, scripts/fetch_demo_photos.py), cropped to a multiple of 64:
+For every scikit-image colour photo, cropped to a multiple of 64 (a source the next demo model, configs/demo2_*.yaml,
+never trains on; the shipped tiny-trained trained on seven of them, so only chelsea and coffee are held out for it):
 
 * ``VAE ceiling``   the frozen VAE alone: ``decode(encode(x))``, the best any z_c can give;
 * ``VAE(z_c)``      the decoded content variables without diffusion, at rate ``--rate`` (default: the top);

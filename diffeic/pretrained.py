@@ -1,10 +1,9 @@
 """Models shipped inside the package (``diffeic/data/pretrained/``): names → checkpoint folders.
 
-The only shipped model is the tiny demo model ``tiny-trained``: one variable-rate model (λ from 0.5 to 128,
-rate parameter q = 0…8) trained on a CPU on photos and video frames that other packages ship in their wheels
-(``scripts/train_tiny.sh``, ``scripts/fetch_demo_photos.py``), never on scikit-image's photos, which are its
-held-out set (``diffeic.samples``) — a working codec end to end, offline, but *not* the paper's model.  Its
-frozen prior, also trained here, sits beside it in ``tiny-backbone/``.
+The only shipped model is the tiny demo model ``tiny-trained``: one variable-rate model (λ from 1 to 16,
+rate parameter q = 0…4) trained on a CPU on seven photos that scikit-image bundles
+(``scripts/train_tiny.sh``; ``diffeic.samples``) — a working codec end to end, offline, but *not* the
+paper's model.  Its frozen prior, also trained here, sits beside it in ``tiny-backbone/``.
 """
 from __future__ import annotations
 
@@ -16,7 +15,7 @@ PRETRAINED_DIR = Path(__file__).resolve().parent / "data" / "pretrained"
 #: The demo model: variable-rate, so one name covers every rate point (``compress(x, rate=q)``).
 DEMO_MODEL = "tiny-trained"
 #: What every output that shows a shipped model says it is.
-DEMO_NOTE = "tiny demo model, trained on a CPU on 65 photos from other packages; not the paper's model"
+DEMO_NOTE = "tiny demo model, trained on 7 photos on a CPU; not the paper's model"
 
 
 def _folders() -> Dict[str, Path]:

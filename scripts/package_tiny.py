@@ -1,7 +1,7 @@
 """Package the demo model trained by ``scripts/train_tiny.sh`` into ``diffeic/data/pretrained/``.
 
     python scripts/package_tiny.py --backbone runs/tiny_backbone_unet/export \\
-        --model tiny-trained=runs/tiny_trained_vr/export [--times runs/train_tiny_times.tsv]
+        --model tiny-trained=runs/tiny_trained_stage2_vr/export [--times runs/train_tiny_times.tsv]
 
 Writes ``tiny-backbone/`` (the frozen demo prior, fp16 as trained) and one checkpoint folder per ``--model``
 (the demo model is one variable-rate model) whose ``config.yaml`` points at the backbone by a relative path
@@ -31,10 +31,7 @@ sys.path.insert(0, str(REPO))
 from diffeic import DiffEICCodec  # noqa: E402
 from diffeic.checkpoint import file_digests  # noqa: E402
 from diffeic.pretrained import PRETRAINED_DIR  # noqa: E402
-from diffeic.samples import ALL_PHOTOS, HELDOUT_PHOTOS, load_photo  # noqa: E402
-
-sys.path.insert(0, str(REPO / "scripts"))
-from fetch_demo_photos import STILLS, VIDEO_LICENCE, VIDEO_PACKAGE  # noqa: E402
+from diffeic.samples import HELDOUT_PHOTOS, TRAIN_PHOTOS, load_photo  # noqa: E402
 
 BACKBONE = "tiny-backbone"
 
@@ -44,6 +41,11 @@ def _git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def _stage_steps(export: Path) -> int:
+    meta = yaml.safe_load((export / "config.yaml").read_text())
+    return int(meta.get("step", 0))
 
 
 @torch.no_grad()
@@ -86,7 +88,7 @@ def main() -> None:
     ap.add_argument("--backbone", required=True, type=Path, help="backbone folder exported by the unet stage")
     ap.add_argument("--model", action="append", required=True, metavar="NAME=EXPORT",
                     help="a shipped name (tiny-trained) and the stage-2 export folder it is made from")
-    ap.add_argument("--photos", type=Path, default=REPO / "data/demo_photos", help="the training photos' folder")
+    ap.add_argument("--stage1", type=Path, default=REPO / "runs/tiny_trained_stage1/export")
     ap.add_argument("--times", type=Path, default=None, help="wall time per job (train_tiny.sh's TSV)")
     ap.add_argument("--out", type=Path, default=PRETRAINED_DIR)
     args = ap.parse_args()
@@ -119,18 +121,15 @@ def main() -> None:
         meta = yaml.safe_load((export / "config.yaml").read_text())
         codec.config.backbone.sd_path = f"../{BACKBONE}"
         provenance = {
-            "what": "tiny demo model, trained on a CPU on photos other packages ship; not the paper's model",
+            "what": "tiny demo model, trained on 7 photos on a CPU; not the paper's model",
             "commit": _git("rev-parse", "HEAD"),
             "command": "bash scripts/train_tiny.sh",
-            "configs": ["configs/tiny_backbone_vae.yaml", "configs/tiny_backbone_unet.yaml", f"configs/{job}.yaml"],
-            "data": {"train": {spec: len(list((args.photos / spec.split("==")[0].lower().replace("-", "_"))
-                                              .glob("*.png")))
-                               for spec in [*STILLS, VIDEO_PACKAGE]},
-                     "licences": {**{spec: lic for spec, (lic, _) in STILLS.items()}, VIDEO_PACKAGE: VIDEO_LICENCE},
-                     "held_out": list(ALL_PHOTOS),
-                     "held_out_source": "scikit-image's bundled photos (skimage.data): never trained on"},
+            "configs": ["configs/tiny_backbone_vae.yaml", "configs/tiny_backbone_unet.yaml",
+                        "configs/tiny_trained_stage1.yaml", f"configs/{job}.yaml"],
+            "data": {"train": list(TRAIN_PHOTOS), "held_out": list(HELDOUT_PHOTOS),
+                     "source": "scikit-image's bundled photos (skimage.data)"},
             "steps": {"backbone_vae": int(vae_run.get("step", 0)), "backbone_unet": int(backbone_run.get("step", 0)),
-                      "diffeic": int(meta.get("step", 0))},
+                      "diffeic_stage1": _stage_steps(args.stage1), "diffeic_stage2": int(meta.get("step", 0))},
             "seed": 231,
             "wall_time_s": times or None,
             "packaged": datetime.date.today().isoformat(),
