@@ -208,7 +208,7 @@ def test_end_to_end_on_the_real_tiny_preset(tmp_path, monkeypatch):
     """Two sample photos through the real tiny codec: files, schema, JSON, plots, bpp from the files."""
     monkeypatch.setenv("DIFFEIC_NO_DOWNLOAD", "1")
     out = tmp_path / "e2e"
-    assert cli.main(["--dataset", "samples", "--limit", "2", "--model", "tiny", "--baselines", "jpeg",
+    assert cli.main(["--dataset", "samples", "--limit", "2", "--model", "tiny", "--baselines", "jpeg", "--seeds", "1",
                      "--rate-factors", "1", "--device", "cpu", "--no-progress", "--out", str(out)]) == 0
     rows = read_rows(out / "results.csv")
     assert [(r["image"], r["codec"]) for r in rows] == [("chelsea", "diffeic"), ("chelsea", "jpeg"),
@@ -251,8 +251,9 @@ def test_several_decode_seeds_give_mean_and_spread(tmp_path, fake, small_set):
     assert f"{m['psnr']:.2f} ±{spread['std']:.2f}" in table and "3 decode seeds" in table
 
 
-def test_sheet_per_photo_from_the_measured_rows(tmp_path, fake, small_set, monkeypatch):
-    """A sheet per photo: original, ours, the baselines closest in bytes; pixels and captions from the run."""
+def test_sheet_per_photo_from_the_measured_rows(tmp_path, fake, small_set, monkeypatch, capsys):
+    """A sheet per photo: original, ours, the baselines closest in bytes; pixels and captions from the run.
+    Not on a terminal (as here), progress is plain lines, no bar."""
     from diffeic.evaluation import sheets
 
     drawn = []
@@ -263,8 +264,11 @@ def test_sheet_per_photo_from_the_measured_rows(tmp_path, fake, small_set, monke
         return layout
     monkeypatch.setattr(runner, "write_sheet", spy)
     lines = []
-    summary = runner.Runner(_cfg(tmp_path, dataset=small_set, rate_factors=[1.0, 2.0], save_recon=True),
-                            log=lines.append).run()
+    summary = runner.Runner(_cfg(tmp_path, dataset=small_set, rate_factors=[1.0, 2.0], save_recon=True,
+                                 progress=True), log=lines.append).run()
+    assert "\r" not in capsys.readouterr().err                         # no progress bar written to a file
+    progress = [line for line in lines if " images, " in line]
+    assert [line.split(": ")[1].split(",")[0] for line in progress] == ["1/2 images", "2/2 images"]
     out = Path(tmp_path / "out")
     rows = read_rows(out / "results.csv")
     assert [layout.path for _, layout in drawn] == [out / "sheets" / "astronaut.png", out / "sheets" / "coffee.png"]
