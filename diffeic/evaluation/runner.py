@@ -75,11 +75,6 @@ class EvalConfig:
         """Decode seeds per image: ``seeds``, else 3 on ``samples`` (the main job) and 1 elsewhere."""
         return self.seeds if self.seeds is not None else default_seeds(self.dataset)
 
-
-def default_seeds(dataset: str) -> int:
-    """3 decode seeds on the main job's photos, 1 on the paper's datasets (their protocol decodes once)."""
-    return 3 if dataset == "samples" else 1
-
     def out_dir(self, tag: str) -> Path:
         """``--out``, else ``eval_out/<dataset>_<model names>-<tag>`` (``tag``: the models' fingerprint)."""
         if self.out:
@@ -87,6 +82,11 @@ def default_seeds(dataset: str) -> int:
         ds = self.dataset.replace("folder:", "folder_").replace("/", "_").strip("_")
         model = "+".join(Path(m).name for m in self.models)
         return Path("eval_out") / f"{ds}_{model}-{tag}"
+
+
+def default_seeds(dataset: str) -> int:
+    """3 decode seeds on the main job's photos, 1 on the paper's datasets (their protocol decodes once)."""
+    return 3 if dataset == "samples" else 1
 
 
 @dataclass
