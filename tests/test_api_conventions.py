@@ -181,21 +181,50 @@ def test_eval_module_runs_as_a_script(capsys, monkeypatch):
 
 
 # ------------------------------------------------------------------------------------------ eval table and plots
-def test_eval_table_marks_floor_points_and_explains_rate_factors():
+def _mean(codec, point, bpp, psnr, settings=(), floor=0, **kw):
+    return {"codec": codec, "point": point, "n": 2, "n_seeds": 1, "bpp": bpp, "bpp_padded": bpp, "psnr": psnr,
+            "enc_s": 0.01, "dec_s": 0.01, "n_floor": floor, "n_ceiling": 0, "settings": list(settings), **kw}
+
+
+def test_eval_table_one_row_per_codec_and_point_labelled_by_its_own_setting():
     from diffeic.evaluation.summary import format_table
 
-    means = [{"codec": "diffeic", "point": "tiny", "n": 2, "bpp": 0.05, "bpp_padded": 0.06, "psnr": 20.0,
-              "enc_s": 0.1, "dec_s": 1.0, "n_floor": 0},
-             {"codec": "jpeg", "point": "tinyx0.5", "n": 2, "bpp": 0.3, "bpp_padded": 0.3, "psnr": 22.0,
-              "enc_s": 0.01, "dec_s": 0.01, "n_floor": 2},
-             {"codec": "jpeg", "point": "tinyx2", "n": 2, "bpp": 0.4, "bpp_padded": 0.4, "psnr": 23.0,
-              "enc_s": 0.01, "dec_s": 0.01, "n_floor": 0}]
+    means = [_mean("diffeic", "tiny-trained,rate=0", 0.01, 14.0),
+             _mean("jpeg", "tiny-trained,rate=0", 0.18, 21.7, ["q=1"], floor=2),
+             _mean("jpeg", "tiny-trained,rate=0x2", 0.18, 21.7, ["q=1"], floor=2),
+             _mean("jpeg2000", "tiny-trained,rate=0", 0.0101, 17.1, ["q=60", "q=80"]),
+             _mean("jpeg2000", "tiny-trained,rate=0x2", 0.02, 20.9, ["q=30"]),
+             _mean("diffeic", "tiny-trained,rate=8", 0.15, 17.3,
+                   n_seeds=3, seed_spread={"psnr": {"std": 0.42, "min": 17.0, "max": 17.8}}),
+             _mean("jpeg", "tiny-trained,rate=8", 0.16, 22.9, ["q=3"])]
     lines = format_table(means).splitlines()
-    assert lines[0].split() == ["codec", "point", "n", "bpp", "bpp_padded", "psnr", "enc_s", "dec_s", "floor"]
-    assert lines[3].split()[-2:] == ["2/2", "*"] and lines[2].split()[-1] == "1.000"     # only the floor row marked
-    assert lines[5] == ("points <model>x0.5/x2: the baseline quality-searched to 0.5× / 2× our bpp on each image "
-                        "(a short curve around each of our points); the others are at 1×")
-    assert lines[6].startswith("floor k/n *: k of n images at the codec's lowest quality")
+    assert lines[0].split() == ["codec", "setting", "matched", "to", "n", "bpp", "psnr", "enc_s", "dec_s"]
+    body = [line.split() for line in lines[2:6]]
+    assert [b[:3] for b in body] == [["diffeic", "q=0", "2"], ["jpeg2000", "q=60", "/"], ["diffeic", "q=8", "2"],
+                                     ["jpeg", "q=3", "q=8"]]
+    assert body[1][3:5] == ["q=80", "q=0"] and body[2][4:6] == ["17.30", "±0.42"]
+    notes = lines[6:]
+    assert notes[0].startswith("±: standard deviation over 3 decode seeds")
+    assert notes[1].startswith("not shown") and notes[1].endswith(": jpeg at q=0")     # floors: one line
+    assert "×2 our bpp" in notes[2] and len(notes) == 3
+
+
+def test_eval_table_of_the_main_job_fits_a_screen():
+    """5 rate points x 6 baselines x 3 rate factors (95 groups): at most 5 + 30 rows, fewer when floors."""
+    from diffeic.evaluation.summary import format_table
+
+    means = []
+    for q in range(0, 10, 2):
+        point = f"tiny-trained,rate={q}"
+        means.append(_mean("diffeic", point, 0.01 * (q + 1), 14 + q / 4))
+        for b in ("jpeg", "webp", "avif", "hevc", "jxl", "jpeg2000"):
+            for f in ("x0.5", "", "x2"):
+                means.append(_mean(b, point + f, 0.02 * (q + 1), 20.0, ["q=5"], floor=2 if b == "jpeg" else 0))
+    lines = format_table(means).splitlines()
+    rows = [line for line in lines[2:] if line.split()[0] in ("diffeic", "webp", "avif", "hevc", "jxl", "jpeg2000")]
+    assert len(rows) == 5 + 5 * 5 and len(lines) <= 40
+    assert not any(line.startswith("jpeg ") for line in lines[2:])
+    assert any(line.startswith("not shown") and "jpeg at q=0, q=2, q=4, q=6, q=8" in line for line in lines)
 
 
 def test_ms_ssim_is_plotted_in_db():

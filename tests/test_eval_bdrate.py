@@ -73,3 +73,24 @@ def test_shipped_published_csv_reads_as_the_spreadsheet():
     bpps = [p["bpp"] for p in s["DiffEIC"].points]
     assert bpps == sorted(bpps) and len(bpps) == 5 and all(math.isfinite(b) for b in bpps)
     assert np.isclose(s["DiffEIC"].values("lpips")[1][-1], 0.1055)
+
+
+def test_bd_table_against_diffeic_gives_the_overlap_or_says_why_not():
+    """Every baseline against our series: the overlap in the metric's units, and an undefined figure explained."""
+    from diffeic.evaluation.summary import bd_table, format_bd
+
+    ours = [{"bpp": b, "psnr": q, "lpips": lp} for b, q, lp in zip(RATES, PSNR, [0.5, 0.45, 0.4, 0.35, 0.3])]
+    webp = [{"bpp": 2 * b, "psnr": q, "lpips": lp} for b, q, lp in zip(RATES, PSNR, [0.5, 0.45, 0.4, 0.35, 0.3])]
+    jpeg = [{"bpp": 1.0, "psnr": 31.0, "lpips": 0.1}, {"bpp": 2.0, "psnr": 35.0, "lpips": 0.05}]
+    res = bd_table({"diffeic": ours, "webp": webp, "jpeg": jpeg}, "diffeic", ["psnr", "lpips"])
+    by = {(r["test"], r["metric"]): r for r in res}
+    assert by[("webp", "psnr")]["bd_rate_pct"] == pytest.approx(100.0)           # twice our bits
+    assert by[("webp", "psnr")]["overlap"] == pytest.approx((24.0, 28.0))
+    assert by[("webp", "lpips")]["overlap"] == pytest.approx((0.3, 0.5))         # LPIPS in its own units
+    assert by[("jpeg", "psnr")]["bd_rate_pct"] is None
+    assert by[("jpeg", "psnr")]["note"] == "no common psnr range: jpeg spans 31.00 dB–35.00 dB, diffeic 24.00 dB–28.00 dB"
+    text = format_bd(res).splitlines()
+    assert text[0].startswith("BD-rate against diffeic")
+    assert text[1] == ("  webp: psnr +100.0 % over 24.00 dB–28.00 dB (100% of the wider range); "
+                       "lpips +100.0 % over 0.300–0.500 (100% of the wider range)")
+    assert text[2].startswith("  jpeg: psnr undefined (no common psnr range: jpeg spans 31.00 dB–35.00 dB")

@@ -37,6 +37,7 @@ class FakeCodec:
         self.is_trained = False
         self.calls = 0
         self.seeds = []
+        self.stored = []
         self._fp = fingerprint
         self._decoder = FakeDecoder(DecodeOptions())
         # The official file of this fake: y string = the JPEG bytes, z string = 2 bytes.
@@ -54,8 +55,9 @@ class FakeCodec:
         self._decoder = FakeDecoder(dataclasses.replace(options, **kw))
         return self
 
-    def compress(self, x):
+    def compress(self, x, seed=None, steps=None, sampler=None):
         self.calls += 1
+        self.stored.append(seed)
         buf = io.BytesIO()
         Image.fromarray((x.permute(1, 2, 0) * 255).round().byte().numpy()).save(buf, "JPEG", quality=10)
         return b"DE" + buf.getvalue()
@@ -66,7 +68,8 @@ class FakeCodec:
     def decompress(self, bits, steps=None, sampler=None, seed=None):
         self.seeds.append(seed)
         a = np.asarray(Image.open(io.BytesIO(bits[2:])).convert("RGB"))
-        return torch.from_numpy(a.copy()).permute(2, 0, 1).float() / 255
+        # Like a sampling decoder, the picture depends on the seed (a seed-dependent shift of brightness).
+        return (torch.from_numpy(a.copy()).permute(2, 0, 1).float() + (seed or 0) % 7) / 255
 
 
 def _fake_model(codec, point="fake"):
@@ -130,7 +133,8 @@ def test_run_writes_csv_json_plots_and_resumes(tmp_path, fake, small_set):
     ours = [r for r in rows if r["codec"] == "diffeic"]
     # The fake's official file: 20-byte header + its JPEG bytes (y) + 2 bytes (z), over padded pixels.
     assert [r["bpp_official"] for r in ours] == [8 * (20 + r["bytes"] - 2 + 2) / (256 * 320) for r in ours]
-    assert [r["seed"] for r in ours] == fake.seeds == [231, 232]        # each image its own noise
+    assert [r["seed"] for r in ours] == fake.seeds == fake.stored == [231, 232]   # each image its own noise,
+    # stored in its stream
     assert [r["tiling"] for r in ours] == ["none", "none"]
     ours = {r["image"]: r for r in rows if r["codec"] == "diffeic"}
     for r in rows:
@@ -141,7 +145,7 @@ def test_run_writes_csv_json_plots_and_resumes(tmp_path, fake, small_set):
     assert "LPIPS skipped" in summary["metrics_skipped"]["lpips"] and "fid" in summary["metrics_skipped"]
     assert {(m["codec"], m["point"]) for m in summary["means"]} >= {("diffeic", "fake"), ("jpeg", "fake")}
     js = json.loads((out / "summary.json").read_text())
-    assert js["device"] == "cpu" and "torch" in js["versions"] and js["bd"]["anchor"] == "jpeg"
+    assert js["device"] == "cpu" and "torch" in js["versions"] and js["bd"]["anchor"] == "diffeic"
     for metric in ("psnr", "ms_ssim"):
         assert (out / "plots" / f"rd_{metric}.png").stat().st_size > 0
         assert (out / "plots" / f"rd_{metric}.svg").stat().st_size > 0
@@ -204,7 +208,7 @@ def test_end_to_end_on_the_real_tiny_preset(tmp_path, monkeypatch):
     """Two sample photos through the real tiny codec: files, schema, JSON, plots, bpp from the files."""
     monkeypatch.setenv("DIFFEIC_NO_DOWNLOAD", "1")
     out = tmp_path / "e2e"
-    assert cli.main(["--dataset", "samples", "--limit", "2", "--model", "tiny", "--baselines", "jpeg",
+    assert cli.main(["--dataset", "samples", "--limit", "2", "--model", "tiny", "--baselines", "jpeg", "--seeds", "1",
                      "--rate-factors", "1", "--device", "cpu", "--no-progress", "--out", str(out)]) == 0
     rows = read_rows(out / "results.csv")
     assert [(r["image"], r["codec"]) for r in rows] == [("chelsea", "diffeic"), ("chelsea", "jpeg"),
@@ -223,3 +227,101 @@ def test_end_to_end_on_the_real_tiny_preset(tmp_path, monkeypatch):
     for metric in ("psnr", "ms_ssim"):
         assert (out / "plots" / f"rd_{metric}.png").is_file() and (out / "plots" / f"rd_{metric}.svg").is_file()
     assert "untrained" in (out / "plots" / "rd_psnr.svg").read_text()
+
+
+def test_several_decode_seeds_give_mean_and_spread(tmp_path, fake, small_set):
+    """--seeds 3: one stream per image (storing the first seed), three decodes, the spread over seeds."""
+    from diffeic.evaluation.summary import format_table
+
+    summary = runner.Runner(_cfg(tmp_path, dataset=small_set, baselines=["jpeg"], rate_factors=[1.0], seeds=3,
+                                 sheets=0), log=lambda s: None).run()
+    rows = read_rows(Path(tmp_path / "out" / "results.csv"))
+    ours = [r for r in rows if r["codec"] == "diffeic"]
+    assert [r["seed"] for r in ours] == [231, 1000231, 2000231, 232, 1000232, 2000232] == fake.seeds
+    assert fake.stored == [231, 232] and len({r["bytes"] for r in ours if r["image"] == "astronaut"}) == 1
+    assert sum(r["codec"] == "jpeg" for r in rows) == 2                 # baselines: once per image
+    m = next(x for x in summary["means"] if x["codec"] == "diffeic")
+    assert (m["n"], m["n_seeds"]) == (2, 3)
+    per_seed = [np.mean([r["psnr"] for r in ours[k::3]]) for k in range(3)]     # dataset mean per seed
+    assert m["psnr"] == pytest.approx(np.mean(per_seed))
+    spread = m["seed_spread"]["psnr"]
+    assert spread["std"] == pytest.approx(np.std(per_seed, ddof=1)) and spread["std"] > 0
+    assert (spread["min"], spread["max"]) == (pytest.approx(min(per_seed)), pytest.approx(max(per_seed)))
+    table = format_table(summary["means"])
+    assert f"{m['psnr']:.2f} ±{spread['std']:.2f}" in table and "3 decode seeds" in table
+
+
+def test_sheet_per_photo_from_the_measured_rows(tmp_path, fake, small_set, monkeypatch, capsys):
+    """A sheet per photo: original, ours, the baselines closest in bytes; pixels and captions from the run.
+    Not on a terminal (as here), progress is plain lines, no bar."""
+    from diffeic.evaluation import sheets
+
+    drawn = []
+
+    def spy(tiles, path, header=""):
+        layout = sheets.write_sheet(tiles, path, header)
+        drawn.append((tiles, layout))
+        return layout
+    monkeypatch.setattr(runner, "write_sheet", spy)
+    lines = []
+    summary = runner.Runner(_cfg(tmp_path, dataset=small_set, rate_factors=[1.0, 2.0], save_recon=True,
+                                 progress=True), log=lines.append).run()
+    assert "\r" not in capsys.readouterr().err                         # no progress bar written to a file
+    progress = [line for line in lines if " images, " in line]
+    assert [line.split(": ")[1].split(",")[0] for line in progress] == ["1/2 images", "2/2 images"]
+    out = Path(tmp_path / "out")
+    rows = read_rows(out / "results.csv")
+    assert [layout.path for _, layout in drawn] == [out / "sheets" / "astronaut.png", out / "sheets" / "coffee.png"]
+    assert summary["files"]["sheets"] == [str(layout.path) for _, layout in drawn]
+    assert any(line.startswith("sheets: ") and "astronaut.png" in line for line in lines)
+    tiles, layout = drawn[0]
+    assert [t.title.split()[0] for t in tiles] == ["original", "diffeic", "jpeg", "webp"]
+    assert layout.scale == 1.0 and all(box[2:] == (264, 200) for box in layout.boxes)
+    png = np.asarray(Image.open(layout.path).convert("RGB"))
+    assert png.shape[1::-1] == layout.size
+    ref = np.asarray(Image.open(small_set[len("folder:"):] + "/astronaut.png").convert("RGB"))
+    recon = np.asarray(Image.open(out / "recon" / "diffeic" / "fake" / "astronaut.png"))
+    for tile, (x, y, w, h), want in zip(tiles, layout.boxes, (ref, recon)):
+        assert np.array_equal(png[y:y + h, x:x + w], want)             # the pictures themselves, unscaled
+    mine = {r["codec"]: r for r in rows if r["image"] == "astronaut" and r["codec"] == "diffeic"}["diffeic"]
+    assert tiles[1].lines == sheets.caption(mine)
+    assert tiles[1].lines[0] == f"{mine['bytes']:,} bytes · {mine['bpp']:.4f} bpp"
+    assert tiles[1].lines[1] == f"PSNR {mine['psnr']:.2f} dB · MS-SSIM {mine['ms_ssim']:.4f}"
+    for tile in tiles[2:]:                                              # closest in bytes among its files
+        own = [r for r in rows if r["image"] == "astronaut" and r["codec"] == tile.title.split()[0]]
+        best = min(own, key=lambda r: abs(r["bytes"] - mine["bytes"]))
+        assert tile.lines == sheets.caption(best) and tile.title.endswith(best["setting"].split(" (")[0])
+
+
+def test_eval_streams_decode_to_the_scored_picture_with_the_cli(tmp_path, monkeypatch):
+    """`diffeic decompress` of an eval-written .deic gives the reconstruction eval scored, bit for bit
+    (the stream carries the image's decode seed, image 1's 232 rather than the model's default 231, and the
+    steps eval decoded with)."""
+    import skimage.data
+
+    from diffeic import cli as diffeic_cli
+    from diffeic import DiffEICCodec
+
+    monkeypatch.setenv("DIFFEIC_NO_DOWNLOAD", "1")
+    folder = tmp_path / "crops"
+    folder.mkdir()
+    for name in ("astronaut", "coffee"):
+        Image.fromarray(getattr(skimage.data, name)()[:64, :96]).save(folder / f"{name}.png")
+    out = tmp_path / "e"
+    assert cli.main(["--dataset", f"folder:{folder}", "--model", "tiny", "--baselines", "", "--seeds", "2", "--steps", "2",
+                     "--save-recon", "--no-fid", "--device", "cpu", "--no-progress", "--out", str(out)]) == 0
+    rows = read_rows(out / "results.csv")
+    assert [(r["image"], r["seed"]) for r in rows] == [("astronaut", 231), ("astronaut", 1000231),
+                                                       ("coffee", 232), ("coffee", 1000232)]
+    for image, seed in (("astronaut", 231), ("coffee", 232)):
+        stream = out / "bitstreams" / f"{image}.deic"
+        # The model's default seed (231) is left to the model; any other is stored.
+        assert DiffEICCodec.inspect(stream.read_bytes())["seed"] == (None if seed == 231 else seed)
+        decoded = tmp_path / f"{image}_cli.png"
+        assert diffeic_cli.main(["decompress", str(stream), "-o", str(decoded), "--model", "tiny"]) == 0
+        scored = np.asarray(Image.open(out / "recon" / "diffeic" / "tiny,steps=2" / f"{image}.png"))
+        assert np.array_equal(np.asarray(Image.open(decoded)), scored)
+        row = next(r for r in rows if r["image"] == image and r["seed"] == seed)
+        ref = np.asarray(Image.open(folder / f"{image}.png"))
+        mse = np.mean((ref.astype(np.float64) - scored) ** 2)
+        assert row["psnr"] == pytest.approx(10 * np.log10(255 ** 2 / mse), abs=1e-6)    # the scored picture

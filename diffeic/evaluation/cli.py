@@ -50,11 +50,16 @@ outputs (in --out, default eval_out/<dataset>_<model>-<model fingerprint>):
                         enc_s,dec_s,seed,tiling (empty cell = metric skipped). A rerun skips rows already
                         there (resume) - only in a folder made by the same model and settings (run.json);
                         a folder made by another model is refused, never mixed.
-  summary.json          means per codec/point, FID/KID, BD-rates, metrics skipped and why, model and
-                        fingerprint, untrained flag, sampler/steps/seed/precision/tiling, versions, device,
-                        time per codec
+  summary.json          means per codec/point (with the spread over decode seeds), FID/KID, BD-rates,
+                        metrics skipped and why, model and fingerprint, untrained flag,
+                        sampler/steps/seed/precision/tiling, versions, device, time per codec
+  sheets/<image>.png    per photo (the first --sheets): original, ours at each rate point, and the
+                        JPEG / WebP / AVIF file closest in bytes to our highest point, captioned with
+                        bytes, bpp, PSNR, MS-SSIM (LPIPS when measured)
   compressai/<codec>.json  the same means in CompressAI's format (python -m compressai.utils.plot -f ...)
-  bitstreams/           our .deic files (bpp = 8 * file size / original pixels) and baseline files
+  bitstreams/           our .deic files (bpp = 8 * file size / original pixels; each stores the decode
+                        seed of its first row, so `diffeic decompress` gives that row's picture) and
+                        baseline files
   plots/rd_<metric>.png|.svg  bpp vs each metric: ours, baselines, published points
   recon/                reconstructions as PNG (with --save-recon)
   features/             cached Inception features of FID/256 patches (when the weights exist)
@@ -104,7 +109,12 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     p.add_argument("--sampler", default=None, choices=list(SAMPLER_IDS), metavar="NAME",
                    help=f"{' | '.join(SAMPLER_IDS)} (default: the model's)")
     p.add_argument("--seed", type=_int_in(0, 2 ** 64 - 1), default=None,
-                   help="decoding seed of the first image; image i uses seed + i (default: the model's)")
+                   help="decoding seed of the first image; image i uses seed + i, stored in its stream "
+                        "(default: the model's)")
+    p.add_argument("--seeds", type=_int_in(1), default=None,
+                   help="decode seeds per image for codecs that sample (diffeic, refine): the k-th adds k x 1000000; "
+                        "means over all, spread over seeds in summary.json and the table (default: 3 on samples, "
+                        "1 on the paper's datasets)")
     p.add_argument("--baselines", default=",".join(BASELINE_NAMES),
                    help="comma list from jpeg, webp, avif, hevc, jxl, jpeg2000 (the last three: pip install -e "
                         "'.[baselines]'), bpg, vtm, compressai:<zoo model> ('' for none); unavailable ones are "
@@ -116,10 +126,12 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
                    help="variable-rate models: evaluate at each of these rate parameters q, e.g. 0,2,4 "
                         "(default: the model's trained levels, the q of its gain vectors: 0,2,4,6,8 for the shipped "
                         "tiny-trained, 0,1,2,3,4 for the tiny_vr / sd21_vr presets)")
-    p.add_argument("--anchor", default=None, help="series for BD-rate: diffeic or a baseline name "
-                                                  "(default: the first available baseline)")
+    p.add_argument("--anchor", default=None, help="series the BD-rates are against: diffeic or a baseline name "
+                                                  "(default: diffeic)")
     p.add_argument("--limit", type=_int_in(1), default=None, help="only the first N images")
     p.add_argument("--save-recon", action="store_true", help="write reconstructions as PNG under recon/")
+    p.add_argument("--sheets", type=_int_in(0), default=24,
+                   help="side-by-side sheets of the first N images under sheets/ (default: %(default)s; 0: none)")
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda if available)")
     p.add_argument("--data-dir", default=None, help="dataset cache (default: $DIFFEIC_DATA or "
                                                     "~/.cache/diffeic/data)")
@@ -127,7 +139,8 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
                                                              "often faster on a busy machine")
     p.add_argument("--no-download", action="store_true", help="never download datasets")
     p.add_argument("--no-fid", action="store_true", help="skip FID/KID (saves the Inception passes)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (on a terminal) or progress lines "
+                                                               "(otherwise)")
     p.add_argument("--out", default=None, help="output folder (default: eval_out/<dataset>_<model>-<fingerprint>)")
     p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     return p
@@ -188,7 +201,7 @@ def main(argv: Optional[List[str]] = None, prog: str = PROG) -> int:
                      baselines=_split(args.baselines), rate_factors=args.rate_factors,
                      anchor=args.anchor, limit=args.limit, save_recon=args.save_recon, device=args.device,
                      fid=not args.no_fid, download=not args.no_download, progress=not args.no_progress,
-                     rates=args.rates)
+                     rates=args.rates, seeds=args.seeds, sheets=args.sheets)
     out = Path(cfg.out) if cfg.out else None      # the default folder is named once the model is loaded
     created = out is not None and not out.exists()
     try:

@@ -6,6 +6,7 @@ come from a possibly different dataset (e.g. Kodak for ``samples``); their legen
 from __future__ import annotations
 
 import math
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -48,7 +49,7 @@ def _xy(bpp: Sequence[float], vals: Sequence[Optional[float]], metric: str = "")
 def rd_plot(metric: str, curves: Sequence[Curve], published: Dict[str, PublishedSeries], title: str,
             out_stem: Path, published_label: str = "") -> List[Path]:
     """Draw one metric; returns the written ``.png`` and ``.svg`` paths ([] if nothing to draw)."""
-    fig, ax = plt.subplots(figsize=(8.6, 4.8))
+    fig, ax = plt.subplots(figsize=(9.0, 4.8))
     drawn = 0
     pub_colours = plt.get_cmap("tab10").colors
     for k, (name, series) in enumerate(published.items()):
@@ -77,15 +78,36 @@ def rd_plot(metric: str, curves: Sequence[Curve], published: Dict[str, Published
     if not drawn:
         plt.close(fig)
         return []
-    ax.set_xlabel("bpp = 8 × file bytes / original pixels (ours, baselines); published points: as each paper reports")
+    ax.set_xlabel(XLABEL)
     ax.set_ylabel(LABELS.get(metric, metric) + (" (lower is better)" if metric in LOWER_IS_BETTER else ""))
-    ax.set_title(title, fontsize=9)
+    ax.set_title(_wrap(title, TITLE_CHARS), fontsize=9)
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)   # outside: no occlusion
-    fig.tight_layout()
+    _fit(fig, ax)
     out_stem.parent.mkdir(parents=True, exist_ok=True)
     paths = [out_stem.with_suffix(".png"), out_stem.with_suffix(".svg")]
     for p in paths:
         fig.savefig(p, dpi=130)
     plt.close(fig)
     return paths
+
+
+XLABEL = "bpp = 8 × file bytes / original pixels (ours, baselines)\npublished points: as each paper reports"
+#: Characters per line of the wrapped title and legend entries (9 pt title, 7 pt legend on a 9-inch figure).
+TITLE_CHARS, LEGEND_CHARS = 110, 70
+
+
+def _wrap(text: str, width: int) -> str:
+    return "\n".join(textwrap.fill(part, width) for part in text.split("\n"))
+
+
+def _fit(fig, ax) -> None:
+    """Legend in two columns below the axes (outside: no occlusion, and the axes keep the figure's width);
+    the figure grows by the legend's height, and tight_layout keeps title and labels inside it."""
+    handles, labels = ax.get_legend_handles_labels()
+    legend = fig.legend(handles, [_wrap(t, LEGEND_CHARS) for t in labels], loc="lower center", ncol=2, fontsize=7,
+                        frameon=False, bbox_to_anchor=(0.5, 0.0))
+    fig.canvas.draw()
+    legend_h = legend.get_window_extent().height / fig.dpi + 0.1            # inches
+    w, h = fig.get_size_inches()
+    fig.set_size_inches(w, h + legend_h)
+    fig.tight_layout(rect=(0.0, (legend_h + 0.05) / (h + legend_h), 1.0, 1.0))

@@ -2,7 +2,9 @@
 
 * **Seeds**: each image is decoded with its own seed, ``seed + image index`` (the official script
   draws fresh noise for every image after seeding once; every image starting from the same noise
-  would correlate the errors across a dataset).
+  would correlate the errors across a dataset).  With several decode seeds, the k-th adds
+  ``k × SEED_STRIDE``; the stream eval writes stores the first (k = 0), so ``diffeic decompress``
+  of that file gives the reconstruction eval scored with it.
 * **Tiling**: which parts of the pipeline ran tiled for each image is recorded, never silent; the
   paper's datasets run untiled (their images are at most 768×768) unless memory forces it.
 * **Run identity**: the model fingerprint and decode settings behind every rate point, kept in the
@@ -21,10 +23,12 @@ from typing import Any, Dict, Iterator, List, Mapping
 
 from .published import PROTOCOL_DATASETS
 
-SEED_POLICY = "seed + image index"
+SEED_POLICY = "seed + image index (+ k x 1000000 for the k-th of several decode seeds; the stream stores k = 0)"
+#: Distance between the k-th and (k+1)-th decode seed of an image (larger than any dataset).
+SEED_STRIDE = 1_000_000
 RUN_FILE = "run.json"
 #: Bumped whenever a change makes old rows incomparable to new ones (then old folders are refused).
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3       # 3: streams store their decode seed; rows keyed by seed
 _TILED_PARTS = ("vae-encoder", "latent", "vae-decoder")
 
 
@@ -35,6 +39,11 @@ class OutputFolderConflict(ValueError):
 def image_seed(base: int, index: int) -> int:
     """The decode seed of the ``index``-th image of a dataset (0-based, dataset order)."""
     return (int(base) + int(index)) % 2 ** 64
+
+
+def decode_seeds(base: int, index: int, n: int) -> List[int]:
+    """The ``n`` decode seeds of the ``index``-th image: :func:`image_seed` plus ``k × SEED_STRIDE``."""
+    return [(image_seed(base, index) + k * SEED_STRIDE) % 2 ** 64 for k in range(n)]
 
 
 def runs_untiled(dataset: str) -> bool:

@@ -1,8 +1,9 @@
 """The evaluation run: codec(s) and baselines over a dataset → CSV, JSON, bitstreams, plots.
 
-Order of work per image: each of our models (compress → write the bitstream → bpp from the file →
-decompress with the image's own seed → uint8 → metrics), then every baseline quality-searched to
-``factor ×`` our bpp on that image.  Rows already in ``results.csv`` are not redone (resume) — only in
+Order of work per image: each of our models (compress with the image's decode seed stored in the stream →
+write the bitstream → bpp from the file → decompress with that seed, and with each further decode seed →
+uint8 → metrics), then every baseline quality-searched to ``factor ×`` our bpp on that image, then the
+image's side-by-side sheet (:mod:`.sheets`).  Rows already in ``results.csv`` are not redone (resume) — only in
 a folder whose ``run.json`` records the same model fingerprint and settings (:mod:`.protocol`); the
 default folder is named by the model's fingerprint.  FID/KID (when Inception weights are available)
 are computed at the end from per-image patch features cached under ``features/``.
@@ -32,12 +33,18 @@ from .models import resolve_model
 from .plots import Curve, rd_plot
 from .published import published_series, reference_dataset
 from .rate import bpp, bpp_official, bpp_padded, official_string_sizes, write_and_measure
-from .schema import CsvWriter, existing_keys, read_rows
-from .summary import bd_table, format_bd, format_table, group_means, series_by_codec
+from .schema import CsvWriter, existing_keys, read_rows, row_key
+from .sheets import Tile, caption, closest_in_bytes, write_sheet
+from .summary import (SPREAD_DEFINITION, bd_table, format_bd, format_table, group_means, point_labels,
+                      series_by_codec)
 from ..netweights import WeightsUnavailable
 
 OURS = "diffeic"
 UNTRAINED_NOTE = "untrained — pipeline check"
+#: Baselines a sheet shows (the file closest in bytes to our highest rate point), when they ran.
+SHEET_BASELINES = ("jpeg", "webp", "avif")
+#: A line of progress at most this often (seconds) when the output is not a terminal.
+PROGRESS_EVERY_S = 20.0
 
 
 @dataclass
@@ -61,6 +68,12 @@ class EvalConfig:
     download: bool = True
     progress: bool = True
     rates: Optional[List[float]] = None   # rate points of variable-rate models (default: their trained levels)
+    seeds: Optional[int] = None     # decode seeds per image of a sampling codec (default: :func:`default_seeds`)
+    sheets: int = 24                # side-by-side sheets of the first N images (0: none)
+
+    def n_seeds(self) -> int:
+        """Decode seeds per image: ``seeds``, else 3 on ``samples`` (the main job) and 1 elsewhere."""
+        return self.seeds if self.seeds is not None else default_seeds(self.dataset)
 
     def out_dir(self, tag: str) -> Path:
         """``--out``, else ``eval_out/<dataset>_<model names>-<tag>`` (``tag``: the models' fingerprint)."""
@@ -69,6 +82,11 @@ class EvalConfig:
         ds = self.dataset.replace("folder:", "folder_").replace("/", "_").strip("_")
         model = "+".join(Path(m).name for m in self.models)
         return Path("eval_out") / f"{ds}_{model}-{tag}"
+
+
+def default_seeds(dataset: str) -> int:
+    """3 decode seeds on the main job's photos, 1 on the paper's datasets (their protocol decodes once)."""
+    return 3 if dataset == "samples" else 1
 
 
 @dataclass
@@ -160,11 +178,19 @@ class Runner:
         self.fid_skipped: Optional[str] = None
         self._inception: Optional[fidmod.InceptionFeatures] = None
         self.work_done = 0          # rows computed in this call (0 on a fully resumed rerun)
+        self._recons: Dict[Tuple[str, str, str], np.ndarray] = {}    # this image's reconstructions (sheet)
+        self._wanted: set = set()   # row keys of this run (its images, points and seeds)
+        self.sheets: List[Path] = []
 
     # -- pieces ----------------------------------------------------------------------------
+    @property
+    def _bar_on(self) -> bool:
+        """A progress bar only on a terminal; written to a file, progress is plain periodic lines."""
+        return self.cfg.progress and sys.stderr.isatty()
+
     def _say(self, line: str) -> None:
-        """A one-line message that does not tear the progress bar."""
-        if self.cfg.progress:
+        """A one-line message, printed above the progress bar (never into it)."""
+        if self._bar_on:
             from tqdm import tqdm
 
             tqdm.write(line, file=sys.stdout)
@@ -194,6 +220,7 @@ class Runner:
         return self._inception is not None
 
     def _save_recon(self, codec: str, point: str, image: str, rec: np.ndarray) -> None:
+        self._recons[(codec, point, image)] = rec          # for the image's sheet
         if self.cfg.save_recon:
             p = self.out / "recon" / _safe(codec) / _safe(point) / f"{_safe(image)}.png"
             p.parent.mkdir(parents=True, exist_ok=True)
@@ -216,19 +243,36 @@ class Runner:
         sub = "" if len(models) == 1 else f"{_safe(m.point)}/"
         return self.out / "bitstreams" / f"{sub}{_safe(image)}.deic"
 
-    def _run_ours(self, ds, models, m: OurModel, index: int, image: str, ref: np.ndarray,
-                  suite: MetricSuite) -> Dict:
+    def _run_ours(self, ds, models, m: OurModel, image: str, ref: np.ndarray, suite: MetricSuite,
+                  seeds: Sequence[Optional[int]], todo: Sequence[Optional[int]]) -> List[Dict]:
+        """Compress once (the stream stores ``seeds[0]`` and the decode settings), write the file, decode it
+        with each seed in ``todo``; one row per decoded seed."""
         x = torch.from_numpy(ref).permute(2, 0, 1).float().div(255.0).to(self.device)
         h, w = ref.shape[:2]
-        tiling = protocol.tiling_record(m.codec, h, w)
+        kw: Dict[str, Any] = {"seed": seeds[0], "steps": m.steps, "sampler": m.sampler}
+        if m.rate is not None:
+            kw["rate"] = m.rate
         t0 = time.perf_counter()
-        bits = m.codec.compress(x) if m.rate is None else m.codec.compress(x, rate=m.rate)
+        bits = m.codec.compress(x, **kw)
         enc_s = time.perf_counter() - t0
         path = self._stream_path(models, m, image)
         n_bytes = write_and_measure(path, bits)
         data = path.read_bytes()                 # decode what is on disk, not the in-memory copy
-        seed = protocol.image_seed(m.seed, index) if m.seed is not None else None
+        official = bpp_official(*official_string_sizes(m.codec, data), h, w) if hasattr(m.codec, "lfgcm") else None
+        rows = []
+        for seed in todo:
+            rec, dec_s, tiling = self._decode_ours(m, image, data, seed, h, w)
+            if seed == seeds[0]:                 # the stream's own reconstruction: kept, sheet, FID features
+                self._save_recon(OURS, m.point, image, rec)
+                self._features((OURS, m.point), image, rec)
+            rows.append(self._row(ds, image, OURS, m.point, m.setting, ref, n_bytes, None, suite(ref, rec, image),
+                                  enc_s, dec_s, official=official, seed=seed, tiling=tiling))
+        return rows
 
+    def _decode_ours(self, m: OurModel, image: str, data: bytes, seed: Optional[int], h: int,
+                     w: int) -> Tuple[np.ndarray, float, str]:
+        """Decode with ``seed`` (tiled, and said so, when it does not fit untiled) → (uint8, seconds, tiling)."""
+        tiling = protocol.tiling_record(m.codec, h, w)
         def decode():
             t0 = time.perf_counter()
             x_hat = m.codec.decompress(data, steps=m.steps, sampler=m.sampler, seed=seed)
@@ -243,18 +287,16 @@ class Runner:
                 tiling = protocol.tiling_record(m.codec, h, w) + " (out of memory untiled)"
                 x_hat, dec_s = decode()
             self.notes.append(f"{OURS} {m.point} {image}: decoded tiled ({tiling}) because it did not fit untiled")
-        rec = _to_uint8(x_hat)
-        self._save_recon(OURS, m.point, image, rec)
-        self._features((OURS, m.point), image, rec)
-        official = bpp_official(*official_string_sizes(m.codec, data), h, w) if hasattr(m.codec, "lfgcm") else None
-        return self._row(ds, image, OURS, m.point, m.setting, ref, n_bytes, None, suite(ref, rec, image), enc_s,
-                         dec_s, official=official, seed=seed, tiling=tiling)
+        return _to_uint8(x_hat), dec_s, tiling
+
+    def _baseline_path(self, b: Baseline, image: str, point: str) -> Path:
+        return self.out / "bitstreams" / b.name.replace(":", "_") / f"{_safe(image)}@{_safe(point)}.{b.ext}"
 
     def _run_baseline(self, ds, b: Baseline, point: str, image: str, ref: np.ndarray, target: float,
                       suite: MetricSuite) -> Dict:
         found = quality_search(b, ref, target)
         enc_s = found.enc_s                     # the chosen level's encode, not the whole search
-        path = self.out / "bitstreams" / b.name.replace(":", "_") / f"{_safe(image)}@{_safe(point)}.{b.ext}"
+        path = self._baseline_path(b, image, point)
         n_bytes = write_and_measure(path, found.data)
         t0 = time.perf_counter()
         rec = b.decode(path.read_bytes(), ref.shape[:2])
@@ -305,6 +347,8 @@ class Runner:
         models = _load_models(cfg, self.device)
         if cfg.rates and not any(m.rate is not None for m in models):
             raise ValueError("--rates needs a variable-rate model (e.g. tiny_vr); none of --model is one")
+        if cfg.n_seeds() < 1:
+            raise ValueError(f"--seeds must be at least 1, got {cfg.n_seeds()}")
         self._claim_output(ds, models)
         baselines, base_skipped = available_baselines(cfg.baselines, self.device)
         for line in base_skipped.values():
@@ -312,9 +356,10 @@ class Runner:
         suite = MetricSuite(self.device)
         done = existing_keys(r for r in read_rows(self.csv_path) if r["dataset"] == ds.name)
         reported: set = set()
+        started = last_line = time.perf_counter()
 
         with CsvWriter(self.csv_path) as writer:
-            bar = tqdm(ds.images, desc=f"eval {ds.name}", unit="img", disable=not cfg.progress, file=sys.stderr)
+            bar = tqdm(ds.images, desc=f"eval {ds.name}", unit="img", disable=not self._bar_on, file=sys.stderr)
             for index, item in enumerate(bar):
                 ref: Optional[np.ndarray] = None
 
@@ -325,46 +370,101 @@ class Runner:
                         self._features(("reference", "reference"), item.name, ref)
                     return ref
 
-                def compute(codec: str, make) -> Dict:
+                def compute(codec: str, make) -> List[Dict]:
                     t0, c0 = time.perf_counter(), time.process_time()
-                    row = writer.write(make())
+                    made = make()
+                    rows = [writer.write(r) for r in (made if isinstance(made, list) else [made])]
                     spent = self.seconds.setdefault(codec, {"wall_s": 0.0, "cpu_s": 0.0})
                     spent["wall_s"] += time.perf_counter() - t0
                     spent["cpu_s"] += time.process_time() - c0
-                    self.work_done += 1
-                    return row
+                    self.work_done += len(rows)
+                    for r in rows:
+                        done[row_key(r)] = r
+                    return rows
                 for m in models:
-                    key = (ds.name, item.name, OURS, m.point)
-                    if key not in done:
+                    seeds = [None] if m.seed is None else protocol.decode_seeds(m.seed, index, cfg.n_seeds())
+                    keys = [(ds.name, item.name, OURS, m.point, str(sd)) for sd in seeds]
+                    self._wanted.update(keys)
+                    todo = [sd for sd, key in zip(seeds, keys) if key not in done]
+                    if todo:
                         bar.set_postfix_str(f"{item.name}: {OURS} {m.point}")
-                        done[key] = compute(OURS, lambda: self._run_ours(ds, models, m, index, item.name,
-                                                                         reference(), suite))
+                        compute(OURS, lambda: self._run_ours(ds, models, m, item.name, reference(), suite, seeds,
+                                                             todo))
                     for b in baselines:
                         for f in cfg.rate_factors:
                             point = _baseline_point(m.point, f)
-                            bkey = (ds.name, item.name, b.name, point)
+                            bkey = (ds.name, item.name, b.name, point, "None")
+                            self._wanted.add(bkey)
                             if bkey in done:
                                 continue
                             bar.set_postfix_str(f"{item.name}: {b.name} @ {point}")
-                            target = f * done[key]["bpp"]
-                            done[bkey] = compute(b.name, lambda: self._run_baseline(ds, b, point, item.name,
-                                                                                    reference(), target, suite))
+                            target = f * done[keys[0]]["bpp"]
+                            compute(b.name, lambda: self._run_baseline(ds, b, point, item.name, reference(), target,
+                                                                       suite))
                 for name, line in suite.skipped.items():      # say each skip once, as soon as it happens
                     if name not in reported:
                         reported.add(name)
                         self._say(line)
+                if index < cfg.sheets:
+                    self._sheet(ds, models, baselines, index, item.name, reference, done)
+                self._recons.clear()
+                now = time.perf_counter()
+                if cfg.progress and not self._bar_on and (now - last_line >= PROGRESS_EVERY_S or index == 0
+                                                          or index + 1 == len(ds.images)):
+                    last_line = now
+                    self.log(f"eval {ds.name}: {index + 1}/{len(ds.images)} images, {now - started:.0f} s")
             bar.close()
         return self._finish(ds, models, baselines, base_skipped, suite)
+
+    # -- sheets ----------------------------------------------------------------------------
+    def _sheet(self, ds, models: Sequence[OurModel], baselines: Sequence[Baseline], index: int, image: str,
+               reference, done: Dict) -> None:
+        """The image's side-by-side sheet: original, each of our points (the stream's own decode seed) and
+        the JPEG / WebP / AVIF file closest in bytes to our highest-rate point, captioned from their rows."""
+        ref = reference()
+        labels = point_labels([{"codec": OURS, "point": m.point} for m in models])
+        tiles = [Tile(ref, "original", [f"{ref.shape[1]}x{ref.shape[0]} pixels (width x height)"])]
+        top: Optional[Dict] = None
+        for m in models:
+            seed = None if m.seed is None else protocol.decode_seeds(m.seed, index, 1)[0]
+            row = done[(ds.name, image, OURS, m.point, str(seed))]
+            rec = self._recons.get((OURS, m.point, image))
+            if rec is None:             # a resumed row: decode its stream again (same seed, same pixels)
+                data = self._stream_path(models, m, image).read_bytes()
+                rec = self._decode_ours(m, image, data, seed, row["H"], row["W"])[0]
+            title = f"{OURS} {labels[m.point]}" + ("" if seed is None else f", seed {seed}")
+            tiles.append(Tile(rec, title, caption(row)))
+            if top is None or row["bytes"] > top["bytes"]:
+                top = row
+        matched = labels.get(top["point"], top["point"]) if top else ""
+        shown = []
+        for b in baselines:
+            if b.name not in SHEET_BASELINES or top is None:
+                continue
+            rows = [done[k] for k in done if k[:3] == (ds.name, image, b.name) and k in self._wanted]
+            row = closest_in_bytes(rows, top["bytes"])
+            if row is None:
+                continue
+            rec = self._recons.get((b.name, row["point"], image))
+            if rec is None:
+                rec = b.decode(self._baseline_path(b, image, row["point"]).read_bytes(), ref.shape[:2])
+            suffix = " (its lowest quality)" if "floor" in row["setting"] else ""
+            tiles.append(Tile(rec, f"{b.name} {row['setting'].split(' (')[0]}{suffix}", caption(row)))
+            shown.append(b.name)
+        header = f"{ds.name} / {image}: original, {OURS} at each rate point"
+        if shown:
+            header += f"; {' / '.join(shown)}: the file closest in bytes to {OURS} {matched} ({top['bytes']:,} bytes)"
+        path = self.out / "sheets" / f"{_safe(image)}.png"
+        write_sheet(tiles, path, header)
+        self.sheets.append(path)
 
     def _finish(self, ds, models, baselines, base_skipped, suite) -> Dict:
         cfg = self.cfg
         names = {im.name for im in ds.images}
-        # Only this run's codecs and points: rows of baselines or points asked for earlier stay in the
-        # CSV but are not summarised with these.
-        wanted = {(OURS, m.point) for m in models}
-        wanted |= {(b.name, _baseline_point(m.point, f)) for m in models for b in baselines for f in cfg.rate_factors}
+        # Only this run's codecs, points and seeds: rows of baselines, points or seeds asked for earlier stay
+        # in the CSV but are not summarised with these.
         all_rows = [r for r in read_rows(self.csv_path) if r["dataset"] == ds.name]
-        rows = [r for r in all_rows if r["image"] in names and (r["codec"], r["point"]) in wanted]
+        rows = [r for r in all_rows if row_key(r) in self._wanted]
         means = group_means(rows)
         # On a resumed run nothing may have touched the learned metrics: find out (and record) why
         # their columns are empty, so the summary always says what was skipped.
@@ -380,7 +480,7 @@ class Runner:
             m.update({"fid": res.get("fid"), "kid": res.get("kid"), "n_patches": res.get("n_patches")})
         series = series_by_codec(means)
         metrics = [c for c in (*IMAGE_METRICS, "fid", "kid") if any(m.get(c) is not None for m in means)]
-        anchor = cfg.anchor or (baselines[0].name if baselines else OURS)
+        anchor = cfg.anchor or OURS            # every baseline against us: our own figure is defined
         bd = bd_table(series, anchor, metrics)
 
         skipped = dict(suite.skipped)
@@ -412,6 +512,7 @@ class Runner:
             "models": [{"point": m.point, "label": m.label, "config": m.codec.config.name, "source": m.source,
                         "fingerprint": m.fingerprint(), "is_trained": m.trained, "setting": m.setting,
                         "sampler": m.sampler, "steps": m.steps, "seed": m.seed, "seed_policy": protocol.SEED_POLICY,
+                        "n_seeds": 1 if m.seed is None else cfg.n_seeds(),
                         "precision": protocol.precision(m.codec), "tiling_policy": protocol.tiling_policy(m.codec)}
                        for m in models],
             "untrained": bool(untrained),
@@ -420,13 +521,15 @@ class Runner:
             "tiling": {"policy": ("untiled (paper dataset), unless out of memory" if protocol.runs_untiled(ds.name)
                                   else protocol.tiling_policy(models[0].codec)),
                        "n_tiled": len(tiled), "tiled": tiled},
-            "means": means, "metrics_skipped": skipped, "baselines_skipped": base_skipped, "notes": notes,
+            "means": means, "seed_spread_definition": SPREAD_DEFINITION, "metrics_skipped": skipped, "baselines_skipped": base_skipped, "notes": notes,
             "baselines": {b.name: b.label for b in baselines},
             "seconds_this_run": {k: {n: round(t, 2) for n, t in v.items()} for k, v in self.seconds.items()},
-            "bd": {"anchor": anchor, "method": "pchip on ln(bpp)", "results": bd},
+            "bd": {"anchor": anchor, "method": "pchip on ln(bpp), over the quality range both series reach "
+                                                "(overlap, in the metric's units)", "results": bd},
             "published_reference": {"dataset": ref_ds, "same_dataset": ref_ds == ds.name},
             "versions": protocol.versions(), "config": asdict(cfg),
             "files": {"csv": str(self.csv_path), "plots": [str(p) for p in plots],
+                      "sheets": [str(p) for p in self.sheets],
                       "compressai": [str(p) for p in compressai_files],
                       "bitstreams": str(self.out / "bitstreams"), "run": str(self.out / protocol.RUN_FILE)},
             "bpp_definition": BPP_DEFINITION,
@@ -443,6 +546,11 @@ class Runner:
         if self.seconds:
             self.log("time this run (wall / CPU): " + ", ".join(f"{k} {v['wall_s']:.1f} / {v['cpu_s']:.1f} s"
                                                                for k, v in self.seconds.items()))
+        self.log(f"all rows: {self.csv_path}; means, seed spread, BD-rates: {self.out / 'summary.json'}")
+        if plots:
+            self.log("plots:  " + "  ".join(str(p) for p in plots if p.suffix == ".png"))
+        if self.sheets:
+            self.log("sheets: " + "  ".join(str(p) for p in self.sheets))
         return summary
 
     def _compressai_json(self, ds, models, baselines, series, labels) -> List[Path]:

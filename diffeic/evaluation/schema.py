@@ -1,6 +1,6 @@
 """The per-image results CSV: its columns in one place, plus reading and appending rows.
 
-One row per image per codec per rate point.  ``point`` names the rate point a row belongs to (our
+One row per image per codec per rate point (and per decode seed, for a codec that samples).  ``point`` names the rate point a row belongs to (our
 model's label, or for a baseline the point it was quality-matched to); rows are averaged per
 ``(codec, point)`` in the summary.  ``setting`` is the codec's own parameter (e.g. ``q=12``).
 Three rates: ``bpp`` (the written file over the original pixels, the honest figure), ``bpp_padded``
@@ -25,8 +25,8 @@ CSV_COLUMNS: Tuple[str, ...] = (
 INT_COLUMNS = frozenset({"H", "W", "bytes"})
 OPTIONAL_INT_COLUMNS = frozenset({"seed"})
 FLOAT_COLUMNS = frozenset({"bpp", "bpp_padded", "bpp_official", "target_bpp", *IMAGE_METRICS, "enc_s", "dec_s"})
-#: A row is identified (for resuming) by these columns.
-KEY_COLUMNS = ("dataset", "image", "codec", "point")
+#: A row is identified (for resuming) by these columns (``seed``: one row per decode seed of our codec).
+KEY_COLUMNS = ("dataset", "image", "codec", "point", "seed")
 
 Row = Dict[str, Union[str, int, float, None]]
 
