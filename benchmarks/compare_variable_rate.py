@@ -1,8 +1,8 @@
 """One variable-rate model against separately trained fixed-λ models (issue 18), on the tiny preset.
 
 Same data, same steps, same optimiser for every model: the bundled training photos
-(``diffeic.samples.TRAIN_PHOTOS``; chelsea and coffee are held out for evaluation), 64×64 crops as
-``configs/tiny.yaml``.  The variable-rate model
+(``diffeic.samples.TRAIN_PHOTOS``; chelsea and coffee are held out for evaluation), 64×64 crops (cheap, as
+``configs/tiny.yaml`` used before it moved to 256×256, whose z is 4×4).  The variable-rate model
 (``tiny_vr``) draws q per batch; the fixed models are trained at λ = 16, 4, 1 (q = 0, 2, 4).
 
 Reports, per model and rate: bpp of the real files, PSNR and MS-SSIM of the decoded images, and the

@@ -216,6 +216,29 @@ def center_view(img: Image.Image, size: Optional[int]) -> torch.Tensor:
     return torch.from_numpy(np.asarray(img).copy()).permute(2, 0, 1).float().div_(255.0)
 
 
+#: The smallest hyper-latent side a training crop should give.  z has the LFGCM's full stride (``PAD_MULTIPLE``,
+#: 64 pixels), so a 64-pixel crop codes one z surrounded by zero padding: the hyper-synthesis never sees z's
+#: neighbours, z's magnitude drifts unchecked, and on a whole photo its neighbouring values combine into scales the
+#: model never trained on (``configs/tiny.yaml`` trained at 64 pixels once spent 5-7x the untrained model's bits).
+MIN_Z_SIDE = 4
+
+
+def warn_if_small_hyper_latent(crop_size: int, module: object = None) -> None:
+    """Warn when a ``crop_size`` training crop gives the codec's hyper-latent z fewer than ``MIN_Z_SIDE²`` positions.
+
+    ``module`` is the LightningModule being trained: one without a ``codec`` (the backbone pretraining, which
+    codes nothing) is not warned about.
+    """
+    side = crop_size // PAD_MULTIPLE
+    if side >= MIN_Z_SIDE or (module is not None and not hasattr(module, "codec")):
+        return
+    good = MIN_Z_SIDE * PAD_MULTIPLE
+    warnings.warn(f"crop_size {crop_size} gives a {side}x{side} hyper-latent z (stride {PAD_MULTIPLE}): the "
+                  f"hyperprior then learns crop borders, not images, and the trained codec can spend more bits on "
+                  f"whole photos than an untrained one. Use crop_size >= {good} (z {MIN_Z_SIDE}x{MIN_Z_SIDE}) and a "
+                  f"short side >= {good}.", UserWarning, stacklevel=2)
+
+
 # --------------------------------------------------------------------------- datasets
 
 class RandomCropDataset(Dataset):
@@ -351,6 +374,7 @@ class DiffEICDataModule(LightningDataModule):
 
     def setup(self, stage: str) -> None:
         if stage == "fit" and self.train_set is None:
+            warn_if_small_hyper_latent(self.crop.size, self.trainer.lightning_module if self.trainer else None)
             self.train_set = RandomCropDataset(find_images(self.hparams.root), self.crop, self.seed,
                                                self.hparams.crops_per_image)
         if stage in ("fit", "validate") and self.val_set is None and self.hparams.val_root is not None:
@@ -393,5 +417,6 @@ class DiffEICDataModule(LightningDataModule):
 
 
 __all__ = ["CropSpec", "paper_crop", "colour_transform", "center_view", "find_images", "open_rgb", "RandomCropDataset",
-           "ValidationDataset", "ResumableDistributedSampler", "DiffEICDataModule", "DatasetNotFoundError",
+           "ValidationDataset", "ResumableDistributedSampler", "warn_if_small_hyper_latent", "MIN_Z_SIDE",
+           "DiffEICDataModule", "DatasetNotFoundError",
            "download_lsdir", "lsdir_help", "SAMPLES", "HELDOUT", "LSDIR_HF_REPO"]
