@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One command that measures the GPU targets in one short lease (about 8 minutes on an H100):
+# One command that measures the GPU targets in one short lease (a 465 s budget, inside 8 minutes):
 #
 #   bash scripts/make_wheelhouse.sh                  # here, once: .whl/ (the packages the GPU image lacks)
 #   bash benchmarks/device_check.sh                  # there, via the device tool with carry [".whl"]
@@ -15,7 +15,8 @@
 # Writes under $OUT when set, else benchmarks/out/: device_check.log, device_check.json and
 # device_check_results.md; a GPU run also appends the Markdown to benchmarks/RESULTS.md (a dry run never does).
 set -uo pipefail
-cd "$(dirname "$0")/.."
+SCRIPT="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
+ROOT="$(dirname "$(dirname "$SCRIPT")")"
 
 DRY=0
 for arg in "$@"; do
@@ -25,12 +26,13 @@ for arg in "$@"; do
         *) echo "device_check.sh: unknown argument '$arg' (only --dry-run)" >&2; exit 2 ;;
     esac
 done
-OUT_DIR=${OUT:-benchmarks/out}
+OUT_DIR=$(realpath -m "${OUT:-$ROOT/benchmarks/out}")
 mkdir -p "$OUT_DIR"
 if [ -z "${DEVICE_CHECK_LOGGED:-}" ]; then       # run again with everything also going to the log
-    DEVICE_CHECK_LOGGED=1 bash "$0" "$@" 2>&1 | tee "$OUT_DIR/device_check.log"
+    DEVICE_CHECK_LOGGED=1 bash "$SCRIPT" "$@" 2>&1 | tee "$OUT_DIR/device_check.log"
     exit "${PIPESTATUS[0]}"
 fi
+cd "$ROOT" || exit 2
 
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 PY=${PYTHON:-python3}
@@ -43,8 +45,13 @@ else
 fi
 FAILED=0
 
-record() {  # record NAME STATUS SECONDS
-    printf '%s\t%s\t%s\n' "$1" "$2" "$3" >>"$PARTS/stages.tsv"
+record() {  # record NAME STATUS SECONDS [CPU_SECONDS]
+    printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "${4:-}" >>"$PARTS/stages.tsv"
+}
+
+children_cpu() {  # user + system CPU seconds of this shell's finished children (bash's `times`, second line)
+    times | awk 'NR == 2 { s = 0; for (i = 1; i <= 2; i++) { split($i, a, "m"); sub("s", "", a[2]);
+                 s += a[1] * 60 + a[2] } printf "%.1f", s }'
 }
 
 stage() {  # stage NAME LIMIT_S COMMAND...
@@ -61,17 +68,20 @@ stage() {  # stage NAME LIMIT_S COMMAND...
     fi
     echo
     echo "=== stage $name (limit ${limit} s, $(date -u +%H:%M:%S) UTC) ==="
-    local t0=$SECONDS status
+    local t0=$SECONDS c0 status
+    c0=$(children_cpu)
     timeout -k 10 "$limit" "$@"
     local rc=$?
+    local cpu
+    cpu=$(awk -v a="$(children_cpu)" -v b="$c0" 'BEGIN { printf "%.1f", a - b }')
     case $rc in
         0) status=ok ;;
         124|137) status="timed out at ${limit} s" ;;
         *) status="failed (exit $rc)" ;;
     esac
     [ "$rc" = 0 ] || FAILED=1
-    echo "=== stage $name: $status, $((SECONDS - t0)) s ==="
-    record "$name" "$status" $((SECONDS - t0))
+    echo "=== stage $name: $status, $((SECONDS - t0)) s wall, $cpu s CPU ==="
+    record "$name" "$status" $((SECONDS - t0)) "$cpu"
 }
 
 echo "=== device_check $([ "$DRY" = 1 ] && echo "--dry-run (tiny preset, toy sizes, CPU)" || echo "(sd21 preset, GPU)"), $(date -u +%FT%TZ), out: $OUT_DIR"
@@ -119,5 +129,5 @@ RESULTS_ARG=()
 [ "$DRY" = 1 ] || RESULTS_ARG=(--results benchmarks/RESULTS.md)
 "$PY" benchmarks/device_check.py collect --parts "$PARTS" --out "$OUT_DIR" "${MODE[@]}" "${RESULTS_ARG[@]}" \
     || FAILED=1
-echo "=== device_check done in $SECONDS s: $([ "$FAILED" = 0 ] && echo "every stage ok" || echo "some stage failed (see above)")"
+echo "=== device_check done in $SECONDS s wall, $(children_cpu) s CPU: $([ "$FAILED" = 0 ] && echo "every stage ok" || echo "some stage failed (see above)")"
 exit "$FAILED"
