@@ -49,9 +49,10 @@ record() {  # record NAME STATUS SECONDS [CPU_SECONDS]
     printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "${4:-}" >>"$PARTS/stages.tsv"
 }
 
-children_cpu() {  # user + system CPU seconds of this shell's finished children (bash's `times`, second line)
-    times | awk 'NR == 2 { s = 0; for (i = 1; i <= 2; i++) { split($i, a, "m"); sub("s", "", a[2]);
-                 s += a[1] * 60 + a[2] } printf "%.1f", s }'
+children_cpu() {  # CHILDREN_CPU = user + system CPU seconds of this shell's finished children (`times`, line 2)
+    times >"$PARTS/times"            # here, not in a $(...) subshell, whose children are not these
+    CHILDREN_CPU=$(awk 'NR == 2 { s = 0; for (i = 1; i <= 2; i++) { split($i, a, "m"); sub("s", "", a[2]);
+                        s += a[1] * 60 + a[2] } printf "%.1f", s }' "$PARTS/times")
 }
 
 stage() {  # stage NAME LIMIT_S COMMAND...
@@ -69,11 +70,13 @@ stage() {  # stage NAME LIMIT_S COMMAND...
     echo
     echo "=== stage $name (limit ${limit} s, $(date -u +%H:%M:%S) UTC) ==="
     local t0=$SECONDS c0 status
-    c0=$(children_cpu)
+    children_cpu
+    c0=$CHILDREN_CPU
     timeout -k 10 "$limit" "$@"
     local rc=$?
     local cpu
-    cpu=$(awk -v a="$(children_cpu)" -v b="$c0" 'BEGIN { printf "%.1f", a - b }')
+    children_cpu
+    cpu=$(awk -v a="$CHILDREN_CPU" -v b="$c0" 'BEGIN { printf "%.1f", a - b }')
     case $rc in
         0) status=ok ;;
         124|137) status="timed out at ${limit} s" ;;
@@ -129,5 +132,6 @@ RESULTS_ARG=()
 [ "$DRY" = 1 ] || RESULTS_ARG=(--results benchmarks/RESULTS.md)
 "$PY" benchmarks/device_check.py collect --parts "$PARTS" --out "$OUT_DIR" "${MODE[@]}" "${RESULTS_ARG[@]}" \
     || FAILED=1
-echo "=== device_check done in $SECONDS s wall, $(children_cpu) s CPU: $([ "$FAILED" = 0 ] && echo "every stage ok" || echo "some stage failed (see above)")"
+children_cpu
+echo "=== device_check done in $SECONDS s wall, $CHILDREN_CPU s CPU: $([ "$FAILED" = 0 ] && echo "every stage ok" || echo "some stage failed (see above)")"
 exit "$FAILED"
