@@ -121,7 +121,7 @@ fi
 stage env 40 "$PY" benchmarks/device_check.py env --parts "$PARTS" "${MODE[@]}"
 mapfile -t CUDA_TESTS < <(grep -l "pytest.mark.cuda" tests/test_*.py)
 stage cuda_tests 60 "$PY" -m pytest -m cuda -x -q -rA -p no:cacheprovider --timeout 120 "${CUDA_TESTS[@]}"
-for s in decode:80 fewstep:60 encode:30 train:45 tiled:50 families:25 compile:150; do
+for s in decode:110 fewstep:60 encode:30 train:45 tiled:70 families:25 compile:150; do
     stage "${s%%:*}" "${s##*:}" "$PY" benchmarks/device_check.py "${s%%:*}" --parts "$PARTS" "${MODE[@]}"
 done
 
