@@ -10,9 +10,10 @@ the parts into ``device_check.json`` and ``device_check_results.md`` under ``--o
 design targets (H100, 768×512, batch 1), and appends the Markdown to ``--results`` when given.
 
 The GPU settings use the ``sd21`` preset with random weights (``from_config``: SD2.1's weights are not on the
-machine; sizes, not values, decide time and memory).  ``--dry-run`` runs every stage's code at the ``tiny``
-preset, toy sizes, one step and one repeat on the CPU, where ``torch.compile`` is replaced by the identity
-(the plumbing is checked, not torch's compiler, which takes minutes on a CPU) and CUDA graphs fall back to eager.
+machine; sizes, not values, decide time and memory).  ``--dry-run`` runs every stage's code on the CPU at the
+``tiny`` preset, toy sizes, one step, one repeat and the decode paths that switch each lever on once; there
+``torch.compile`` is replaced by the identity (the plumbing is checked, not torch's compiler, which takes minutes
+on a CPU) and CUDA graphs fall back to eager.
 """
 from __future__ import annotations
 
@@ -56,10 +57,11 @@ class Settings:
     train_size: Tuple[int, int]
     train_batch: int                # the paper's batch per GPU (configs/sd21_stage1.yaml)
     families: Tuple[str, ...] = ("hific_tiny", "refine_tiny")     # the only HiFiC / refine presets there are
+    every_decode_path: bool = True  # False: the paths that together switch on every lever once (dry run)
 
 
 GPU = Settings("sd21", "cuda", (512, 768), 50, 4, 3, (2160, 3840), None, (512, 512), 4)
-DRY = Settings("tiny", "cpu", (64, 64), 1, 1, 1, (192, 320), 16, (64, 64), 2)
+DRY = Settings("tiny", "cpu", (64, 64), 1, 1, 1, (192, 320), 16, (64, 64), 2, every_decode_path=False)
 
 STAGES = ("env", "encode", "decode", "fewstep", "tiled", "train", "families", "compile")
 
@@ -140,14 +142,16 @@ def _wh(size: Tuple[int, int]) -> str:
     return f"{size[1]}x{size[0]}"
 
 
-def decode_paths() -> List[Tuple[str, Any]]:
-    """Eager float32, then each lever alone and together (compile has its own stage: it is slow to build)."""
+def decode_paths(every: bool = True) -> List[Tuple[str, Any]]:
+    """Eager float32, then each lever alone and together (compile has its own stage: it is slow to build);
+    ``every=False`` keeps eager, sdpa=False and bf16 + channels_last + CUDA graphs (each lever once)."""
     from diffeic import DecodeOptions as D
 
-    return [("fp32 eager (SDPA)", D()), ("fp32 sdpa=False", D(sdpa=False)),
-            ("fp32 channels_last", D(channels_last=True)), ("bf16", D(dtype="bf16")),
-            ("bf16 channels_last", D(dtype="bf16", channels_last=True)),
-            ("bf16 channels_last cuda_graphs", D(dtype="bf16", channels_last=True, cuda_graphs=True))]
+    paths = [("fp32 eager (SDPA)", D()), ("fp32 sdpa=False", D(sdpa=False)),
+             ("fp32 channels_last", D(channels_last=True)), ("bf16", D(dtype="bf16")),
+             ("bf16 channels_last", D(dtype="bf16", channels_last=True)),
+             ("bf16 channels_last cuda_graphs", D(dtype="bf16", channels_last=True, cuda_graphs=True))]
+    return paths if every else [paths[0], paths[1], paths[-1]]
 
 
 def _decode_rows(stage: Stage, codec, s: Settings, dev: torch.device, sampler: str, steps: int,
@@ -215,14 +219,14 @@ def stage_encode(stage: Stage, s: Settings) -> None:
 
 def stage_decode(stage: Stage, s: Settings) -> None:
     dev = _device(s)
-    _decode_rows(stage, _codec(s, dev), s, dev, "ddpm", s.steps, s.size, decode_paths())
+    _decode_rows(stage, _codec(s, dev), s, dev, "ddpm", s.steps, s.size, decode_paths(s.every_decode_path))
 
 
 def stage_fewstep(stage: Stage, s: Settings) -> None:
     dev = _device(s)
     codec = _codec(s, dev)
-    _decode_rows(stage, codec, s, dev, "fewstep", s.fewsteps, s.size, decode_paths())
-    _decode_rows(stage, codec, s, dev, "onestep", 1, s.size, decode_paths())
+    _decode_rows(stage, codec, s, dev, "fewstep", s.fewsteps, s.size, decode_paths(s.every_decode_path))
+    _decode_rows(stage, codec, s, dev, "onestep", 1, s.size, decode_paths(s.every_decode_path))
 
 
 def stage_tiled(stage: Stage, s: Settings) -> None:
