@@ -100,8 +100,8 @@ elif ! ls .whl/*.whl >/dev/null 2>&1; then
 else
     SITE=$(mktemp -d)/site
     echo "=== install: $(ls .whl/*.whl | wc -l) wheels and the project into $SITE"
-    if timeout 180 "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$SITE" .whl/*.whl \
-        && timeout 180 "$PY" -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --no-cache-dir \
+    if timeout 180 "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl \
+        && timeout 180 "$PY" -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --no-cache-dir --upgrade \
             --target "$SITE" .; then
         record install ok $((SECONDS - t0))
     else
