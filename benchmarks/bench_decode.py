@@ -33,8 +33,11 @@ def fast_options(device: torch.device, dtype: Optional[str] = None, **overrides)
 
 def measure(codec, bits: Sequence[bytes], options, sampler: str, steps: int, repeats: int,
             device: torch.device, label: str) -> Dict[str, object]:
-    """Time the three decoding phases of a batch of streams under ``options`` (median of ``repeats``)."""
-    codec.optimize(options)
+    """Time the three decoding phases of a batch of streams under ``options`` (median of ``repeats``).
+
+    ``options=None`` keeps the codec's current decoder (and what it has compiled or captured)."""
+    if options is not None:
+        codec.optimize(options)
     one_step = sampler == "onestep"
     decoder = codec.one_step_fast_decoder() if one_step else codec.fast_decoder()
     seeds = list(range(len(bits)))
@@ -64,7 +67,8 @@ def measure(codec, bits: Sequence[bytes], options, sampler: str, steps: int, rep
     n = len(bits)
     return {"path": label, "entropy_s": t_entropy / n, "denoise_s": t_denoise / n,
             "per_step_ms": 1000 * t_denoise / steps, "vae_s": t_vae / n,
-            "total_s": (t_entropy + t_denoise + t_vae) / n, "unet_evals": evals, "peak_mb": mem["peak_mb"]}
+            "total_s": (t_entropy + t_denoise + t_vae) / n, "unet_evals": evals, "peak_mb": mem["peak_mb"],
+            "peak_above_start_mb": mem["peak_above_start_mb"]}
 
 
 def run(preset: str = "tiny", device: str = "cpu", size=(512, 768), steps: int = 50, repeats: int = 3,

@@ -28,7 +28,7 @@ def measure(codec, x: torch.Tensor, options, repeats: int, device: torch.device,
     with common.peak_memory(device) as mem:
         codec.compress(x)
     return {"path": label, "vae_s": t_vae, "total_s": t_total, "bytes": len(bits), "peak_mb": mem["peak_mb"],
-            "_bits": bits}
+            "peak_above_start_mb": mem["peak_above_start_mb"], "_bits": bits}
 
 
 def run(preset: str = "tiny", device: str = "cpu", size=(512, 768), repeats: int = 3, fast: bool = True,

@@ -10,7 +10,7 @@ plus the auxiliary loss; [Li2024] Eq. (13)) through ``codec.lfgcm`` and ``codec.
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -50,32 +50,44 @@ def make_train_step(codec, batch: int, size, lam: float = 2.0, dtype: Optional[t
     return step
 
 
-def run(preset: str = "tiny", device: str = "cpu", size=(512, 512), batch: int = 2, repeats: int = 3,
-        fast: bool = True, dtype: Optional[str] = None, codec=None) -> List[Dict[str, object]]:
-    """Benchmark training steps; one row per path (plain, then optimised when ``fast``)."""
-    from diffeic import DecodeOptions, Decoder
+def measure(codec, preset: str, label: str, options, size, batch: int, repeats: int,
+            device: torch.device) -> Dict[str, object]:
+    """Time one path (``options``: dtype and memory format) of the training step; the modules are left plain."""
+    from diffeic import Decoder
 
-    dev = torch.device(device)
-    codec = codec if codec is not None else common.build_codec(preset, dev)
-    h, w = size
-    base = {"preset": preset, "device": dev.type, "size": f"{w}x{h}", "batch": batch}
-    paths = [("plain fp32", DecodeOptions())]
-    if fast:
-        opts = DecodeOptions(dtype=dtype or ("bf16" if dev.type == "cuda" else None), channels_last=dev.type == "cuda")
-        paths.append((f"dtype={opts.dtype}, channels_last={opts.channels_last}", opts))
-    rows = []
     try:
-        for label, opts in paths:
-            Decoder(codec.backbone, codec.control, opts).configure()
-            step = make_train_step(codec, batch, size, dtype=opts.torch_dtype)
-            t, loss = common.timed(step, dev, repeats)
-            with common.peak_memory(dev) as mem:
-                step()
-            rows.append({**base, "path": label, "step_s": t, "img_per_s": batch / t, "loss": loss,
-                         "peak_mb": mem["peak_mb"]})
+        Decoder(codec.backbone, codec.control, options).configure()
+        step = make_train_step(codec, batch, size, dtype=options.torch_dtype)
+        t, loss = common.timed(step, device, repeats)
+        with common.peak_memory(device) as mem:
+            step()
     finally:
         Decoder(codec.backbone, codec.control).configure()
         codec.eval()
+    h, w = size
+    return {"preset": preset, "device": device.type, "size": f"{w}x{h}", "batch": batch, "path": label, "step_s": t,
+            "img_per_s": batch / t, "loss": loss, "peak_mb": mem["peak_mb"],
+            "peak_above_start_mb": mem["peak_above_start_mb"]}
+
+
+def paths(device: torch.device, fast: bool = True, dtype: Optional[str] = None) -> List[Tuple[str, object]]:
+    """The benchmarked paths: plain float32, then (``fast``) reduced precision + channels_last on CUDA."""
+    from diffeic import DecodeOptions
+
+    out: List[Tuple[str, object]] = [("plain fp32", DecodeOptions())]
+    if fast:
+        opts = DecodeOptions(dtype=dtype or ("bf16" if device.type == "cuda" else None),
+                             channels_last=device.type == "cuda")
+        out.append((f"dtype={opts.dtype}, channels_last={opts.channels_last}", opts))
+    return out
+
+
+def run(preset: str = "tiny", device: str = "cpu", size=(512, 512), batch: int = 2, repeats: int = 3,
+        fast: bool = True, dtype: Optional[str] = None, codec=None) -> List[Dict[str, object]]:
+    """Benchmark training steps; one row per path (plain, then optimised when ``fast``)."""
+    dev = torch.device(device)
+    codec = codec if codec is not None else common.build_codec(preset, dev)
+    rows = [measure(codec, preset, label, opts, size, batch, repeats, dev) for label, opts in paths(dev, fast, dtype)]
     return common.add_ratios(rows, "step_s")
 
 

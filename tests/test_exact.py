@@ -99,6 +99,23 @@ def test_encode_on_cuda_decode_on_cpu_bit_exactly():
     assert torch.equal(a["y_hat"].cpu(), b["y_hat"]) and torch.equal(a["z_hat"].cpu(), b["z_hat"])
 
 
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("encode_on, decode_on", [("cuda", "cpu"), ("cpu", "cuda")])
+def test_stream_from_one_device_decodes_to_the_same_latents_on_the_other(encode_on, decode_on):
+    # Both directions, at a size that is not a multiple of 64 (padding); the decoding device's own encoder
+    # writes the same bytes, and its entropy decoder gives the writer's y_hat and z_hat exactly.
+    codecs = {d: DiffEICCodec.from_config("tiny").to(d) for d in (encode_on, decode_on)}
+    x = photo("coffee", (200, 328))
+    bits = codecs[encode_on].compress(x.to(encode_on))
+    assert bits == codecs[decode_on].compress(x.to(decode_on))
+    writer, reader = codecs[encode_on].decompress_latents(bits), codecs[decode_on].decompress_latents(bits)
+    for key in ("y_hat", "z_hat"):
+        assert torch.equal(writer[key].cpu(), reader[key].cpu()), key
+    image = codecs[decode_on].decompress(bits, sampler="fewstep", steps=2)
+    assert image.shape == (3, 200, 328) and torch.isfinite(image).all()
+
+
 def test_index_selection_matches_compressai_build_indexes():
     codec = DiffEICCodec.from_config("tiny")
     gc = codec.lfgcm.gaussian_conditional
