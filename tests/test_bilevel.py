@@ -229,3 +229,15 @@ def test_canny_edges_resolution_and_inputs():
     for bad in (np.zeros((4, 4, 2)), np.zeros(5), np.full((4, 4), 2.0), np.full((4, 4), np.nan)):
         with pytest.raises(ValueError):
             canny_edges(bad)
+
+
+def test_benchmark_runs_and_ours_is_smallest():
+    sys.path.insert(0, str(ROOT))
+    from benchmarks import bilevel_coder
+
+    rows = bilevel_coder.run(["retina"], repeats=1)
+    assert [r["image"] for r in rows] == ["retina", "**total**"]
+    r = rows[0]
+    assert r["size"] == "512x512" and r["ours"] < r["g4"] < r["g4_tiff"] and r["ours"] < r["png"] < r["png_file"]
+    assert r["static"] < r["ours"] and r["ctx"] > 0
+    assert "| retina | 512x512 |" in bilevel_coder.format_table(rows)
