@@ -47,9 +47,12 @@ from __future__ import annotations
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
-from compressai.ans import BufferedRansEncoder, RansDecoder
 
-from diffeic.bitstream import MAX_SIDE, BitstreamError, _get_varint, _put_varint
+from ._compressai import compressai  # noqa: F401  (compressai imported with its import-time warning filtered)
+from compressai.ans import BufferedRansEncoder, RansDecoder  # noqa: E402
+
+from .bitstream import MAX_SIDE, BitstreamError, _get_varint, _put_varint
+from .sizes import size_text
 
 __all__ = ["FORMAT_VERSION", "MAX_PIXELS", "CANNY_SHORT_SIDE", "CANNY_SIGMA", "CANNY_LOW", "CANNY_HIGH",
            "encode_bilevel", "decode_bilevel", "canny_edges"]
@@ -92,7 +95,7 @@ def _check_bits(bits) -> np.ndarray:
     if h < 1 or w < 1:
         raise ValueError(f"a bi-level image must have at least one pixel, got shape {arr.shape}")
     if h > MAX_SIDE or w > MAX_SIDE or h * w > MAX_PIXELS:
-        raise ValueError(f"a {h}x{w} bi-level image is larger than this coder takes (sides ≤ {MAX_SIDE}, "
+        raise ValueError(f"a {size_text(h, w)} bi-level image is larger than this coder takes (sides ≤ {MAX_SIDE}, "
                          f"≤ {MAX_PIXELS} pixels)")
     if arr.dtype.kind != "b" and not np.isin(arr, (0, 1)).all():
         bad = arr[~np.isin(arr, (0, 1))].ravel()[0]
@@ -253,7 +256,7 @@ def decode_bilevel(data: bytes) -> np.ndarray:
     h, pos = _get_varint(data, 1, len(data), "bi-level image height")
     w, pos = _get_varint(data, pos, len(data), "bi-level image width")
     if not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE and h * w <= MAX_PIXELS):
-        raise BitstreamError(f"corrupt bi-level stream: size {h}x{w} outside 1..{MAX_SIDE} per side, "
+        raise BitstreamError(f"corrupt bi-level stream: size {size_text(h, w)} outside 1..{MAX_SIDE} per side, "
                              f"≤ {MAX_PIXELS} pixels")
     payload = data[pos:]
     if len(payload) < 8 or len(payload) % 4:

@@ -23,6 +23,7 @@ from typing import Any, Optional
 
 from .bitstream import MAX_STEPS, BitstreamError
 from .config import check_int
+from .sizes import size_text
 
 #: Default ``max_steps``: this many times the model's own default step count.
 STEP_FACTOR = 4
@@ -46,14 +47,14 @@ def check_decode_cost(steps: int, height: int, width: int, max_pixels: int, defa
     """
     limit = resolve_max_steps(max_steps, default_steps)
     how = ("" if max_steps is not None else
-           f" ({STEP_FACTOR}x {model}'s default of {default_steps})")
+           f" ({STEP_FACTOR} times {model}'s default of {default_steps})")
     if steps > limit:
         raise BitstreamError(f"stream asks for {steps} decoding steps, more than this decoder's limit of {limit}"
                              f"{how}; pass max_steps={steps} to decompress (CLI: --max-steps {steps}) if you "
                              f"trust it")
     work, work_limit = steps * height * width, limit * max_pixels // STEP_FACTOR
     if work > work_limit:
-        raise BitstreamError(f"stream asks for {steps} decoding steps on a {height}x{width} image ({work} "
+        raise BitstreamError(f"stream asks for {steps} decoding steps on a {size_text(height, width)} image ({work} "
                              f"step-pixels), more than this decoder's limit of {work_limit} (max_steps {limit} x "
                              f"max_pixels {max_pixels} / {STEP_FACTOR}); raise max_steps or max_pixels if you "
                              f"trust it")
@@ -66,7 +67,7 @@ def check_steps_to_write(steps: Optional[int], default_steps: int, max_steps: An
         return
     limit = resolve_max_steps(max_steps, default_steps)
     if steps > limit:
-        raise ValueError(f"steps={steps} is more than decoders accept by default ({limit}: {STEP_FACTOR}x {model}'s "
+        raise ValueError(f"steps={steps} is more than decoders accept by default ({limit}: {STEP_FACTOR} times {model}'s "
                          f"default of {default_steps}); pass max_steps={steps} to compress to write it anyway "
                          f"(decoders need max_steps={steps} too)")
 

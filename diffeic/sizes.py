@@ -2,7 +2,7 @@
 
 The code keeps sizes as ``(height, width)`` (tensor order); messages follow the usual image-size order
 (width first, as ``diffeic compress`` prints it and ``benchmarks --size`` reads it), said in words so that
-nobody has to guess which number is which (issue 32 item 7).
+nobody has to guess which number is which.
 """
 
 

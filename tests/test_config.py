@@ -18,7 +18,7 @@ def _with(path: str, value):
 @pytest.mark.parametrize("path, value, message", [
     ("lfgcm.scale_levels", 1, r"lfgcm\.scale_levels = 1: must be an integer in \[2, 256\]"),       # was ZeroDivisionError
     ("lfgcm.scale_min", 0, r"lfgcm\.scale_min = 0\.0: must be a finite number > 0"),              # was "Invalid parameters"
-    ("lfgcm.scale_max", 0.05, r"lfgcm\.scale_max = 0\.05: must be a finite number \(0\.11, 1024\]"),
+    ("lfgcm.scale_max", 0.05, r"lfgcm\.scale_max = 0\.05: must be a finite number in \(0\.11, 1024\]"),
     ("lfgcm.scale_min", float("nan"), r"lfgcm\.scale_min = nan"),
     ("sampler.seed", 2 ** 70, r"sampler\.seed = 1180591620717411303424: must be an integer in \[0, "),  # was Overflow
     ("init_seed", -1, r"init_seed = -1: must be an integer"),
@@ -30,7 +30,7 @@ def _with(path: str, value):
     ("lfgcm.slices", "2,2", r"lfgcm\.slices = '2,2': must be a non-empty list"),
     ("lfgcm.N", 0, r"lfgcm\.N = 0: must be an integer in \[1, 65536\]"),
     ("lfgcm.N", 2 ** 70, r"lfgcm\.N = 1180591620717411303424: must be an integer in \[1, 65536\]"),   # was an overflow
-    ("control.width_ratio", 2, r"control\.width_ratio = 2\.0: must be a finite number \(0, 1\]"),
+    ("control.width_ratio", 2, r"control\.width_ratio = 2\.0: must be a finite number in \(0, 1\]"),
     ("lfgcm", [1, 2], r"config\.lfgcm = \[1, 2\]: must be a mapping"),
 ])
 def test_bad_values_are_named(path, value, message):

@@ -75,7 +75,7 @@ def test_the_issues_refine_stream_asking_10000_steps_is_refused_at_header_time(r
     _no_work(monkeypatch, refine)
     seconds, message = _timed_refusal(refine.decompress, REFINE_10000_STEPS,
                                       r"asks for 10000 decoding steps, more than this decoder's limit of 16 "
-                                      r"\(4x refine_tiny's default of 4\); pass max_steps=10000")
+                                      r"\(4 times refine_tiny's default of 4\); pass max_steps=10000")
     assert seconds < HEADER_TIME_LIMIT_S, seconds
     settings = refine.decode_settings(REFINE_10000_STEPS, max_steps=10_000)     # the caller raises the limit
     assert settings == {"steps": 10_000, "seed": 0}
@@ -93,7 +93,7 @@ def test_a_1000_step_diffeic_stream_is_refused_by_default_and_decoded_when_the_c
         _no_work(m, tiny_codec)
         for decode in (tiny_codec.decompress, lambda b: tiny_codec.decompress_batch([b]), tiny_codec.decode_settings):
             seconds, _ = _timed_refusal(decode, crafted, r"asks for 1000 decoding steps, more than this decoder's "
-                                                         r"limit of 16 \(4x tiny's default of 4\)")
+                                                         r"limit of 16 \(4 times tiny's default of 4\)")
             assert seconds < HEADER_TIME_LIMIT_S, seconds
     ran = []
     monkeypatch.setattr(tiny_codec, "generate", lambda z_c, sampler, steps, seed, progress=False:
@@ -128,7 +128,8 @@ def test_steps_times_pixels_is_bounded_for_every_family(family, tiny_codec, refi
         return
     _no_work(monkeypatch, codec)
     over = pack(StreamHeader(**{**big.__dict__, "steps": default + 1}), payload)
-    with pytest.raises(BitstreamError, match=rf"asks for {default + 1} decoding steps on a 128x128 image "
+    with pytest.raises(BitstreamError, match=rf"asks for {default + 1} decoding steps on a "
+                                             rf"128x128 \(width x height\) image "
                                              rf"\({(default + 1) * 128 * 128} step-pixels\), more than this decoder's "
                                              rf"limit of {limit * 64 * 64}"):
         codec.decompress(over)
@@ -140,7 +141,7 @@ def test_compress_refuses_steps_decoders_refuse_unless_the_caller_raises_the_lim
     x = photo("rocket", (32, 32))
     for codec, default in ((tiny_codec, tiny_codec.config.sampler.steps), (refine, refine.config.steps)):
         with pytest.raises(ValueError, match=rf"steps={4 * default + 1} is more than decoders accept by default "
-                                             rf"\({4 * default}: 4x"):
+                                             rf"\({4 * default}: 4 times"):
             codec.compress(x, steps=4 * default + 1)
         bits = codec.compress(x, steps=4 * default + 1, max_steps=4 * default + 1)
         assert unpack(bits)[0].steps == 4 * default + 1

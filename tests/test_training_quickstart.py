@@ -87,8 +87,8 @@ def test_quick_start_config_gives_z_4x4_crops_and_validates_whole_held_out_photo
 
 def test_a_crop_giving_z_below_4x4_is_warned_about_once_naming_sizes_and_the_fix():
     data = DiffEICDataModule(root="samples", val_root=None, crop_size=128, short_side=(128, 160), num_workers=0)
-    with pytest.warns(UserWarning, match=r"crop_size 128 gives a 2x2 hyper-latent z \(stride 64\).*"
-                                         r"crop_size >= 256 \(z 4x4\)") as caught:
+    with pytest.warns(UserWarning, match=r"crop_size 128 gives a 2x2 \(width x height\) hyper-latent z "
+                                         r"\(stride 64\).*crop_size >= 256 \(z 4x4 \(width x height\)\)") as caught:
         data.setup("fit")
     assert sum("hyper-latent" in str(w.message) for w in caught) == 1
     with warnings.catch_warnings():

@@ -38,6 +38,7 @@ from .sheets import Tile, caption, closest_in_bytes, write_sheet
 from .summary import (SPREAD_DEFINITION, bd_table, format_bd, format_table, group_means, point_labels,
                       series_by_codec)
 from ..netweights import WeightsUnavailable
+from ..sizes import size_text
 
 OURS = "diffeic"
 UNTRAINED_NOTE = "untrained — pipeline check"
@@ -423,7 +424,7 @@ class Runner:
         the JPEG / WebP / AVIF file closest in bytes to our highest-rate point, captioned from their rows."""
         ref = reference()
         labels = point_labels([{"codec": OURS, "point": m.point} for m in models])
-        tiles = [Tile(ref, "original", [f"{ref.shape[1]}x{ref.shape[0]} pixels (width x height)"])]
+        tiles = [Tile(ref, "original", [f"{size_text(ref.shape[0], ref.shape[1])} pixels"])]
         top: Optional[Dict] = None
         for m in models:
             seed = None if m.seed is None else protocol.decode_seeds(m.seed, index, 1)[0]

@@ -14,6 +14,7 @@ from typing import List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+from ..sizes import size_text
 
 #: Widest tile in pixels; wider images are shrunk (all tiles of a sheet by the same factor).
 TILE_WIDTH = 400
@@ -79,7 +80,7 @@ def write_sheet(tiles: Sequence[Tile], path: Path, header: str = "") -> SheetLay
     h0, w0 = tiles[0].pixels.shape[:2]
     if any(t.pixels.shape[:2] != (h0, w0) for t in tiles):
         raise ValueError("every tile of a sheet must have the same size: "
-                         + ", ".join(f"{t.title} {t.pixels.shape[1]}x{t.pixels.shape[0]}" for t in tiles))
+                         + ", ".join(f"{t.title} {size_text(t.pixels.shape[0], t.pixels.shape[1])}" for t in tiles))
     scale = min(1.0, TILE_WIDTH / w0)
     tw, th = max(1, round(w0 * scale)), max(1, round(h0 * scale))
     font, bold = _font(FONT_SIZE), _font(FONT_SIZE + 1)
@@ -90,7 +91,7 @@ def write_sheet(tiles: Sequence[Tile], path: Path, header: str = "") -> SheetLay
     rows = -(-len(tiles) // cols)
     header_lines = [line for line in header.splitlines() if line]
     if scale < 1:
-        header_lines.append(f"tiles shown at {scale:.0%} of the original size ({w0}x{h0} pixels, width x height)")
+        header_lines.append(f"tiles shown at {scale:.0%} of the original size ({size_text(h0, w0)} pixels)")
     top = PAD + len(header_lines) * line_h + (PAD if header_lines else 0)
     width = PAD + cols * (tw + PAD)
     height = top + rows * (th + cap_h + PAD)

@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..io import IMAGE_SUFFIXES, load_image_8bit
 from ..lfgcm import PAD_MULTIPLE
+from ..sizes import size_text
 
 SAMPLES = "samples"                     # the bundled training photos (diffeic.samples.TRAIN_PHOTOS)
 HELDOUT = "samples-heldout"             # the bundled photos no training run sees (HELDOUT_PHOTOS)
@@ -233,9 +234,9 @@ def warn_if_small_hyper_latent(crop_size: int, module: object = None) -> None:
     if side >= MIN_Z_SIDE or (module is not None and not hasattr(module, "codec")):
         return
     good = MIN_Z_SIDE * PAD_MULTIPLE
-    warnings.warn(f"crop_size {crop_size} gives a {side}x{side} hyper-latent z (stride {PAD_MULTIPLE}): the "
+    warnings.warn(f"crop_size {crop_size} gives a {size_text(side, side)} hyper-latent z (stride {PAD_MULTIPLE}): the "
                   f"hyperprior then learns crop borders, not images, and the trained codec can spend more bits on "
-                  f"whole photos than an untrained one. Use crop_size >= {good} (z {MIN_Z_SIDE}x{MIN_Z_SIDE}) and a "
+                  f"whole photos than an untrained one. Use crop_size >= {good} (z {size_text(MIN_Z_SIDE, MIN_Z_SIDE)}) and a "
                   f"short side >= {good}.", UserWarning, stacklevel=2)
 
 
