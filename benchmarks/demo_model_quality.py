@@ -73,11 +73,15 @@ def main(argv: List[str] = None) -> int:
     parser.add_argument("--photos", default=",".join(ALL_PHOTOS))
     parser.add_argument("--limit", type=int, default=384, help="largest side of the centre crop (pixels)")
     parser.add_argument("--samplers", default="ddpm,fewstep", help="samplers to measure (default steps and 50)")
+    parser.add_argument("--colour-fix", choices=("model", "on", "off"), default="model",
+                        help="the decoder's colour fix toward z_c (diffusion/colour.py): the model's setting, or forced")
     parser.add_argument("--out", default="benchmarks/out/demo_quality")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     codec = DiffEICCodec.from_pretrained(args.model) if not args.model.startswith("tiny") or "-" in args.model \
         else DiffEICCodec.from_config(args.model)
+    if args.colour_fix != "model":
+        codec.config.sampler.colour_fix = args.colour_fix == "on"
     rate = args.rate if args.rate is not None or codec.rate_range is None else codec.rate_range[1]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -124,7 +128,7 @@ def main(argv: List[str] = None) -> int:
             by_seed = [mean_of([p[s] for p in per_seed[key]]) for s in range(args.seeds)]
             entry.update({f"{k}_std": statistics.pstdev(r[k] for r in by_seed) for k in ("psnr", "ms_ssim", "delta_e")})
         table[key] = entry
-    result = {"model": args.model, "rate": rate, "photos": args.photos.split(","), "crop_limit": args.limit,
+    result = {"model": args.model, "rate": rate, "colour_fix": codec.config.sampler.colour_fix, "photos": args.photos.split(","), "crop_limit": args.limit,
               "seeds": args.seeds, "bpp_mean": statistics.fmean(bpp), "table": table,
               "wall_s": round(time.time() - t0, 1)}
     (out / "quality.json").write_text(json.dumps(result, indent=2))
