@@ -34,6 +34,21 @@ def tiny_codec():
     return DiffEICCodec.from_config("tiny")
 
 
+# One fresh codec per test module, as each module had: tests may configure them (optimize, monkeypatch).
+@pytest.fixture(scope="module")
+def hific():
+    from diffeic.hific import HiFiCCodec
+
+    return HiFiCCodec.from_config("hific_tiny")
+
+
+@pytest.fixture(scope="module")
+def refine():
+    from diffeic.refine import RefineCodec
+
+    return RefineCodec.from_config("refine_tiny")
+
+
 SLOW_TIMEOUT_S = 3 * 3600
 
 

@@ -1,7 +1,6 @@
 """RD plots a person can read: every text inside the figure, the axes given most of its width."""
 import matplotlib
 import pytest
-from matplotlib.text import Text
 
 from diffeic.evaluation import plots
 from diffeic.evaluation.published import published_series

@@ -10,16 +10,6 @@ from diffeic.refine import RefineCodec
 
 
 @pytest.fixture(scope="module")
-def hific():
-    return HiFiCCodec.from_config("hific_tiny")
-
-
-@pytest.fixture(scope="module")
-def refine():
-    return RefineCodec.from_config("refine_tiny")
-
-
-@pytest.fixture(scope="module")
 def image():
     return photo("astronaut", (40, 60))        # padded to 64×64: cheap
 

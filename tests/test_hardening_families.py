@@ -23,11 +23,6 @@ from diffeic.refine import RefineConfig
 
 
 @pytest.fixture(scope="module")
-def hific():
-    return HiFiCCodec.from_config("hific_tiny")
-
-
-@pytest.fixture(scope="module")
 def hific_folder(hific, tmp_path_factory):
     return hific.save_pretrained(tmp_path_factory.mktemp("hific") / "ckpt")
 

@@ -24,22 +24,11 @@ from diffeic.checkpoint import CheckpointError
 from diffeic.decode_cost import STEP_FACTOR
 from diffeic.hific import HiFiCCodec
 from diffeic.pretrained import PRETRAINED_DIR
-from diffeic.refine import RefineCodec
 
 REPO = Path(__file__).resolve().parents[1]
 #: The issue's 33-byte refine_tiny stream asking for 10,000 steps (decoded for more than 30 s before).
 REFINE_10000_STEPS = bytes.fromhex("de1c020ab1fe280b203002904eca346e94b54d37001d40cc5980407e1155c148bf")
 HEADER_TIME_LIMIT_S = 0.1
-
-
-@pytest.fixture(scope="module")
-def refine():
-    return RefineCodec.from_config("refine_tiny")
-
-
-@pytest.fixture(scope="module")
-def hific():
-    return HiFiCCodec.from_config("hific_tiny")
 
 
 @pytest.fixture(scope="module")
