@@ -51,7 +51,7 @@ import numpy as np
 from ._compressai import compressai  # noqa: F401  (compressai imported with its import-time warning filtered)
 from compressai.ans import BufferedRansEncoder, RansDecoder  # noqa: E402
 
-from .bitstream import MAX_SIDE, BitstreamError, _get_varint, _put_varint
+from .bitstream import MAX_SIDE, BitstreamError, get_varint, put_varint
 from .sizes import size_text
 
 __all__ = ["FORMAT_VERSION", "MAX_PIXELS", "CANNY_SHORT_SIDE", "CANNY_SIGMA", "CANNY_LOW", "CANNY_HIGH",
@@ -235,8 +235,8 @@ def encode_bilevel(bits) -> bytes:
     """
     arr = _check_bits(bits)
     out = bytearray([FORMAT_VERSION])
-    _put_varint(arr.shape[0], out)
-    _put_varint(arr.shape[1], out)
+    put_varint(arr.shape[0], out)
+    put_varint(arr.shape[1], out)
     return bytes(out) + _rans_encode(arr)
 
 
@@ -253,8 +253,8 @@ def decode_bilevel(data: bytes) -> np.ndarray:
         raise BitstreamError("empty bi-level stream")
     if data[0] != FORMAT_VERSION:
         raise BitstreamError(f"unsupported bi-level format version {data[0]} (this reader knows {FORMAT_VERSION})")
-    h, pos = _get_varint(data, 1, len(data), "bi-level image height")
-    w, pos = _get_varint(data, pos, len(data), "bi-level image width")
+    h, pos = get_varint(data, 1, len(data), "bi-level image height")
+    w, pos = get_varint(data, pos, len(data), "bi-level image width")
     if not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE and h * w <= MAX_PIXELS):
         raise BitstreamError(f"corrupt bi-level stream: size {size_text(h, w)} outside 1..{MAX_SIDE} per side, "
                              f"≤ {MAX_PIXELS} pixels")

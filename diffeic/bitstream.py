@@ -95,7 +95,8 @@ def canonical_rate(rate: float) -> float:
     return 0.0 if abs(rate) < _FLOAT32_TINY else rate
 
 
-def _put_varint(value: int, out: bytearray) -> None:
+def put_varint(value: int, out: bytearray) -> None:
+    """Append ``value`` (>= 0) as a LEB128 varint: 7 bits a byte, low bits first."""
     if value < 0:
         raise ValueError(f"varint must be non-negative, got {value}")
     while True:
@@ -106,7 +107,9 @@ def _put_varint(value: int, out: bytearray) -> None:
             return
 
 
-def _get_varint(data: bytes, pos: int, end: int, what: str) -> Tuple[int, int]:
+def get_varint(data: bytes, pos: int, end: int, what: str) -> Tuple[int, int]:
+    """``(value, next position)`` of the minimally encoded varint at ``data[pos:end]``; a truncated, overlong or
+    non-minimal one raises :class:`BitstreamError` naming ``what``."""
     value = shift = 0
     for i in range(_MAX_VARINT_BYTES):
         if pos + i >= end:
@@ -135,8 +138,8 @@ def pack(header: StreamHeader, payload: bytes) -> bytes:
     out = bytearray(MAGIC)
     out += bytes([header.version, flags])
     out += fp
-    _put_varint(header.height, out)
-    _put_varint(header.width, out)
+    put_varint(header.height, out)
+    put_varint(header.width, out)
     if family:
         if header.family not in FAMILY_IDS:
             raise ValueError(f"unknown codec family {header.family!r}; known: {', '.join(FAMILY_IDS)}")
@@ -156,11 +159,11 @@ def pack(header: StreamHeader, payload: bytes) -> bytes:
     if header.steps is not None:
         if not 1 <= header.steps <= MAX_STEPS:
             raise ValueError(f"steps must be in 1..{MAX_STEPS}, got {header.steps}")
-        _put_varint(header.steps, out)
+        put_varint(header.steps, out)
     if header.seed is not None:
         if not 0 <= header.seed < (1 << 64):
             raise ValueError(f"seed must be in 0..2**64-1, got {header.seed}")
-        _put_varint(header.seed, out)
+        put_varint(header.seed, out)
     out += payload
     out += zlib.crc32(out).to_bytes(CRC_BYTES, "big")
     return bytes(out)
@@ -193,8 +196,8 @@ def unpack(data: bytes) -> Tuple[StreamHeader, bytes]:
         raise BitstreamError(f"corrupt header: unknown flag bits 0x{unknown:02x} for format version {version}")
     fingerprint = data[4:8].hex()
     end = len(body)
-    height, pos = _get_varint(body, 8, end, "image height")
-    width, pos = _get_varint(body, pos, end, "image width")
+    height, pos = get_varint(body, 8, end, "image height")
+    width, pos = get_varint(body, pos, end, "image width")
     if not (1 <= height <= MAX_SIDE and 1 <= width <= MAX_SIDE):
         raise BitstreamError(f"corrupt header: image size {size_text(height, width)} outside 1..{MAX_SIDE}")
     family, rate = DEFAULT_FAMILY, None
@@ -228,11 +231,11 @@ def unpack(data: bytes) -> Tuple[StreamHeader, bytes]:
             raise BitstreamError(f"corrupt header: unknown sampler id {sid}")
         sampler = SAMPLER_NAMES[sid]
     if flags & _FLAG_STEPS:
-        steps, pos = _get_varint(body, pos, end, "step count")
+        steps, pos = get_varint(body, pos, end, "step count")
         if not 1 <= steps <= MAX_STEPS:
             raise BitstreamError(f"corrupt header: step count {steps} outside 1..{MAX_STEPS}")
     if flags & _FLAG_SEED:
-        seed, pos = _get_varint(body, pos, end, "seed")
+        seed, pos = get_varint(body, pos, end, "seed")
         if seed >= (1 << 64):
             raise BitstreamError("corrupt header: seed larger than 64 bits")
     header = StreamHeader(fingerprint=fingerprint, height=height, width=width, sampler=sampler,
