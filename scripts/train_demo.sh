@@ -13,7 +13,7 @@ export HF_HUB_OFFLINE=1
 mkdir -p runs
 [ -d data/demo_photos ] || python scripts/fetch_demo_photos.py
 
-for job in demo2_vae demo2_unet demo2_vr; do
+for job in demo2_vae demo2_unet demo2_stage1 demo2_vr; do
   if [ -f "runs/$job/DONE" ]; then echo "== $job: done already"; continue; fi
   resume=()
   last=$(ls -t runs/"$job"/lightning_logs/version_*/checkpoints/last.ckpt 2>/dev/null | head -n 1 || true)
