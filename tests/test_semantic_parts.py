@@ -80,7 +80,7 @@ def test_every_part_roundtrips_exactly(full):
     # palette: exactly what libwebp decodes from the stored bytes, and close to the box-averaged grid
     assert parts.palette.shape == (21, 32, 3) == palette_shape(131, 197, 32) + (3,)
     np.testing.assert_array_equal(parts.palette, webp_pixels(coded.palette))
-    assert np.abs(parts.palette.astype(int) - palette_grid(img, 32)).mean() < 10     # lossy WebP q 75 of 21 x 32 cells: ~7
+    assert np.abs(parts.palette.astype(int) - palette_grid(img, 32)).mean() < 10   # lossy q 75 of 21 x 32 cells: ~7
     # kept region: exactly what libwebp decodes, close to the crop (WebP quality 90)
     (region,) = parts.regions
     assert region.box == box and region.pixels.shape == (47, 41, 3)
@@ -205,6 +205,23 @@ def test_malformed_streams_are_refused_by_name(stream, fragment):
         decode_parts(stream)
     with pytest.raises(BitstreamError):
         inspect_parts(stream)
+
+
+def test_writer_refuses_parts_that_break_the_format():
+    webp = encode_palette(coffee(4, 4), 4)
+    with pytest.raises(ValueError, match="fallback image only"):
+        pack_parts(CodedParts(4, 4, prompt="x", fallback=webp))
+    with pytest.raises(ValueError, match="nothing to send"):
+        pack_parts(CodedParts(4, 4))
+    with pytest.raises(ValueError, match="canonical order"):
+        pack_parts(CodedParts(8, 8, regions=(((4, 0, 8, 4), webp), ((0, 0, 4, 4), webp))))
+    with pytest.raises(ValueError, match="edges part"):
+        pack_parts(CodedParts(4, 4, prompt="x", edges=b""))
+    with pytest.raises(ValueError, match="empty prompt"):
+        pack_parts(CodedParts(4, 4, prompt=""))
+    with pytest.raises(ValueError, match="outside"):
+        pack_parts(CodedParts(0, 4, prompt="x"))
+    assert unpack_parts(pack_parts(CodedParts(4, 4, fallback=webp))).fallback == webp
 
 
 def test_prompt_over_the_limit_is_refused_in_streams_and_calls():

@@ -50,8 +50,8 @@ def encode_webp(rgb: np.ndarray, quality: int, lossless: bool = False) -> bytes:
     if not (isinstance(quality, (int, np.integer)) and not isinstance(quality, bool) and 0 <= quality <= 100):
         raise ValueError(f"WebP quality must be an integer in 0..100, got {quality!r}")
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(rgb), "RGB").save(buf, "WEBP", quality=int(quality), lossless=lossless,
-                                                            method=WEBP_METHOD)
+    pil = Image.fromarray(np.ascontiguousarray(rgb), "RGB")
+    pil.save(buf, "WEBP", quality=int(quality), lossless=lossless, method=WEBP_METHOD)
     return buf.getvalue()
 
 
