@@ -34,7 +34,7 @@ from ..bilevel import FORMAT_VERSION as BILEVEL_VERSION
 from ..bitstream import MAX_SIDE, BitstreamError, get_varint, put_varint
 from ..sizes import size_text
 from .palette import palette_part_shape
-from .prompt import MAX_PROMPT_BYTES, check_prompt, parse_prompt
+from .prompt import check_prompt, parse_prompt
 from .regions import MAX_REGIONS, Box, check_boxes
 from ._webp import webp_size
 
@@ -198,10 +198,7 @@ def read_parts(data: bytes, pos: int = 0) -> Tuple[CodedParts, int, Dict[str, in
     if flags & _FLAG["fallback"]:
         fields["fallback"] = chunk("fallback image")
     if flags & _FLAG["prompt"]:
-        raw = chunk("prompt")
-        if len(raw) > MAX_PROMPT_BYTES:
-            raise BitstreamError(f"corrupt prompt part: {len(raw)} bytes, at most {MAX_PROMPT_BYTES}")
-        fields["prompt"] = raw
+        fields["prompt"] = chunk("prompt")          # checked by parse_prompt below (UTF-8, 1 .. 1024 bytes)
     for name in ("edges", "palette"):
         if flags & _FLAG[name]:
             fields[name] = chunk(f"{name} part")
