@@ -407,3 +407,21 @@ def test_caption_needs_a_local_model_and_never_returns_empty(tmp_path, monkeypat
     monkeypatch.setenv(CAPTION_ENV, str(tmp_path / "absent"))
     with pytest.raises(CaptionUnavailable, match="absent"):
         caption_image(img)
+
+
+# --------------------------------------------------------------------------- benchmark
+
+def test_benchmark_runs_and_its_columns_add_up():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from benchmarks import semantic_parts
+
+    rows = semantic_parts.run(["chelsea"], repeats=1)
+    r = rows[0]
+    assert [row["image"] for row in rows] == ["chelsea", "**total** (saving: mean)"] and r["size"] == "451x300"
+    assert r["prompt"] == len(semantic_parts.PROMPTS["chelsea"]) and r["fallback"] == "no"
+    assert r["prompt"] + r["edges"] + r["palette"] + r["region"] + r["framing"] == r["+region"]
+    assert r["text"] < r["+edges"] < r["+palette"] < r["+region"] < r["webp75"] < r["png"]
+    assert r["save_+region"] == 1 - r["+region"] / r["png"] and r["bpp"] == 8 * r["+region"] / (451 * 300)
