@@ -30,7 +30,7 @@ class FallbackUsed(UserWarning):
     """The never-larger rule found a plain WebP no larger than the parts (see :mod:`diffeic.semantic.fallback`)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)          # holds arrays: compare fields with numpy
 class SemanticParts:
     """The decoded parts of a stream.
 

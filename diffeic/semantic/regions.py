@@ -27,7 +27,7 @@ __all__ = ["MAX_REGIONS", "DEFAULT_QUALITY", "Box", "KeptRegion", "check_boxes",
            "paste_regions"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)          # holds arrays: compare fields with numpy
 class KeptRegion:
     """One kept region: its box ``(x0, y0, x1, y1)`` (``x1``, ``y1`` exclusive) and its decoded pixels, uint8
     ``(y1 - y0, x1 - x0, 3)``."""
