@@ -323,6 +323,22 @@ def test_tiny_image_gets_the_fallback():
     assert 10 * np.log10(255 ** 2 / mse) > 30                       # WebP at quality >= 75 of a 16 x 16 crop
 
 
+def test_fallback_stream_is_never_larger_than_the_parts():
+    """The rule counts the fallback stream's own framing: across small images and prompt lengths, every fallback
+    stream is at most as long as the parts stream it replaces."""
+    chosen = 0
+    for i, side in enumerate((8, 12, 16, 20, 24, 28)):
+        for prompt in ("cup", "a cup of coffee on a saucer, seen from above"):
+            img = coffee(side, side + i)
+            kept = parts_only(img, prompt, edges=True, palette=8)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FallbackUsed)
+                data = encode_parts(img, prompt, edges=True, palette=8)
+            assert len(data) <= len(kept), (side, prompt, len(data), len(kept))
+            chosen += inspect_parts(data)["fallback"]
+    assert chosen >= 6
+
+
 def test_small_parts_of_a_photo_are_kept_without_a_warning():
     img = coffee(300, 400)
     with warnings.catch_warnings():

@@ -82,8 +82,9 @@ def encode_parts(image, prompt: Optional[str], edges: Union[bool, np.ndarray] = 
     * ``palette``: the palette grid's long side (default 32; :mod:`diffeic.semantic.palette`) or ``None``/``False``.
     * ``keep``: boxes ``(x0, y0, x1, y1)`` kept as pixels (:mod:`diffeic.semantic.regions`).
     * ``fallback``: apply the never-larger rule (:mod:`diffeic.semantic.fallback`, reference quality
-      ``reference_quality``): when a plain WebP is no larger than the parts, store it instead.  Either way, when
-      the rule finds the WebP smaller, a :class:`FallbackUsed` warning says so.
+      ``reference_quality``): when a plain WebP is no larger than the parts, store it instead (a fallback
+      stream).  Whenever the rule finds such a WebP, also with ``fallback=False``, a :class:`FallbackUsed` warning
+      says so, with both sizes.
 
     Invalid arguments raise ``TypeError``/``ValueError`` naming the problem; nothing to send (no prompt, edges,
     palette or region) is one of them.
@@ -102,10 +103,12 @@ def encode_parts(image, prompt: Optional[str], edges: Union[bool, np.ndarray] = 
         palette=_palette.encode_palette(rgb, palette, palette_quality) if palette is not None else None,
         regions=tuple((box, _regions.encode_region(rgb, box, region_quality)) for box in boxes))
     data = pack_parts(coded)
-    header = bytearray([FORMAT_VERSION, 0])
-    put_varint(h, header)
-    put_varint(w, header)
-    choice = choose_fallback(rgb, len(data), overhead=len(header) + 4, reference_quality=reference_quality)
+    # A fallback stream's framing: version, flags, H, W, and the WebP's length, a varint no longer than that of
+    # len(data) (a WebP that fits is no longer than the parts).
+    framing = bytearray([FORMAT_VERSION, 0])
+    for v in (h, w, len(data)):
+        put_varint(v, framing)
+    choice = choose_fallback(rgb, len(data), overhead=len(framing), reference_quality=reference_quality)
     if not choice.use_fallback:
         return data
     if fallback:
