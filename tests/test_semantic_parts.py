@@ -3,7 +3,9 @@ the never-larger rule, kept-region checks and the prompt/caption rules."""
 from __future__ import annotations
 
 import io
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -428,9 +430,6 @@ def test_caption_needs_a_local_model_and_never_returns_empty(tmp_path, monkeypat
 # --------------------------------------------------------------------------- benchmark
 
 def test_benchmark_runs_and_its_columns_add_up():
-    import sys
-    from pathlib import Path
-
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from benchmarks import semantic_parts
 
@@ -441,3 +440,46 @@ def test_benchmark_runs_and_its_columns_add_up():
     assert r["prompt"] + r["edges"] + r["palette"] + r["region"] + r["framing"] == r["+region"]
     assert r["text"] < r["+edges"] < r["+palette"] < r["+region"] < r["webp75"] < r["png"]
     assert r["save_+region"] == 1 - r["+region"] / r["png"] and r["bpp"] == 8 * r["+region"] / (451 * 300)
+
+
+def test_caption_comes_from_the_local_model_and_is_never_empty(tmp_path, monkeypatch):
+    """A stand-in ``transformers`` module (loading BLIP itself needs its weights): the folder is loaded offline,
+    the caption's spacing is normalised, and an empty caption is an error, not an empty prompt."""
+    import types
+
+    (tmp_path / "config.json").write_text("{}")
+    seen = {}
+
+    class Loaded:
+        caption = ""
+
+        @classmethod
+        def from_pretrained(cls, folder, local_files_only=False):
+            seen[cls.__name__] = (Path(folder), local_files_only)
+            return cls()
+
+        def eval(self):
+            return self
+
+        def __call__(self, images, return_tensors):
+            seen["image_size"] = images.size
+            return {}
+
+        def generate(self, max_new_tokens):
+            return [[1, 2, 3]]
+
+        def decode(self, tokens, skip_special_tokens):
+            return Loaded.caption
+
+    fake = types.ModuleType("transformers")
+    fake.BlipProcessor = type("BlipProcessor", (Loaded,), {})
+    fake.BlipForConditionalGeneration = type("BlipForConditionalGeneration", (Loaded,), {})
+    monkeypatch.setitem(sys.modules, "transformers", fake)
+    monkeypatch.setenv(CAPTION_ENV, str(tmp_path))
+    Loaded.caption = "  a cup of\ncoffee  "
+    assert caption_image(coffee(10, 14)) == "a cup of coffee"
+    assert seen == {"BlipProcessor": (tmp_path, True), "BlipForConditionalGeneration": (tmp_path, True),
+                    "image_size": (14, 10)}
+    Loaded.caption = " \n "
+    with pytest.raises(CaptionUnavailable, match="empty caption"):
+        caption_image(coffee(10, 14))
