@@ -16,7 +16,7 @@ from diffeic.bitstream import BitstreamError, put_varint
 from diffeic.semantic import (CaptionUnavailable, FallbackUsed, KeptRegion, caption_image, choose_fallback,
                               decode_parts, encode_parts, inspect_parts, paste_regions, upsample_palette)
 from diffeic.semantic.palette import encode_palette, palette_grid, palette_shape
-from diffeic.semantic.parts import CodedParts, edge_shape, pack_parts, unpack_parts
+from diffeic.semantic.parts import CodedParts, edge_shape, pack_parts, read_parts, unpack_parts
 from diffeic.semantic.prompt import CAPTION_ENV, MAX_PROMPT_BYTES
 from diffeic.semantic.regions import MAX_REGIONS
 
@@ -104,6 +104,9 @@ def test_inspect_counts_every_byte(full):
     # region count and box (1 + 4)
     assert info["bytes"]["framing"] == 6 + 1 + 2 + 2 + (1 if info["bytes"]["regions"] < 128 else 2) + 5
     assert info["boxes"] == [box] and info["prompt"] == PROMPT
+    # self-delimiting: read from inside a longer buffer, it ends where the stream ends
+    parts, end, sizes = read_parts(b"ab" + data + b"\x00tail", 2)
+    assert end == 2 + len(data) and sizes == info["bytes"] and parts.prompt == PROMPT
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (1, 7), (5, 3), (17, 33), (40, 9)])
