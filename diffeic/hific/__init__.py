@@ -2,8 +2,9 @@
 
 Layout: ``config.py`` (presets ``hific``, ``hific_tiny``), ``model.py`` (E, G, ChannelNorm; the
 mean-scale hyperprior is the shared :mod:`diffeic.entropy.hyperprior`), ``discriminator.py`` (conditional
-patch D, training only), ``losses.py`` (rate-target schedule, perceptual and GAN terms),
-``codec.py`` (:class:`HiFiCCodec`).  Training: :mod:`diffeic.training.hific`.
+patch D, training only), ``losses.py`` (rate-target schedule, MSE and GAN terms; the perceptual term is
+:func:`diffeic.netweights.perceptual_loss`), ``codec.py`` (:class:`HiFiCCodec`).
+Training: :mod:`diffeic.training.hific`.
 """
 from .codec import HiFiCCodec
 from .config import PRESETS, HiFiCConfig
