@@ -1,11 +1,14 @@
-"""diffeic's modules import each other without a cycle, counting imports inside functions (issue 16 item 2).
+"""diffeic's architecture rules, read from the source (imports inside functions count):
 
-A function-level import hides a cycle from the interpreter (it runs later) but not from a reader: the two
-modules still cannot be understood or changed one without the other.  decoder.py and fast.py had one.
+* modules import each other without a cycle (issue 16 item 2): a function-level import hides a cycle from the
+  interpreter (it runs later) but not from a reader — decoder.py and fast.py had one;
+* core and family modules never import evaluation, training or the CLI;
+* no module uses another module's private names;
+* every compressai import goes through ``diffeic._compressai``.
 """
 import ast
 from pathlib import Path
-from typing import Dict, Set
+from typing import Dict, List, Set
 
 import diffeic
 
@@ -17,21 +20,31 @@ def module_name(path: Path, root: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def _modules(root: Path) -> Dict[str, Path]:
+    return {module_name(p, root): p for p in root.rglob("*.py")}
+
+
+def _imported_from(node: ast.ImportFrom, name: str, path: Path) -> str:
+    """The absolute module a ``from … import`` statement of module ``name`` (file ``path``) reads from."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    base = node.module or ""
+    if node.level:
+        anchor = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+        base = f"{anchor}.{base}".rstrip(".")
+    return base
+
+
 def import_graph(root: Path = ROOT) -> Dict[str, Set[str]]:
     """``{module: diffeic modules it imports}`` from every import statement, at any depth of the file."""
-    files = {module_name(p, root): p for p in root.rglob("*.py")}
+    files = _modules(root)
     graph: Dict[str, Set[str]] = {}
     for name, path in files.items():
-        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
         targets = set()
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.Import):
                 targets |= {a.name for a in node.names}
             elif isinstance(node, ast.ImportFrom):
-                base = node.module or ""
-                if node.level:
-                    anchor = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
-                    base = f"{anchor}.{base}".rstrip(".")
+                base = _imported_from(node, name, path)
                 # ``from pkg import sub`` imports the submodule ``pkg.sub`` when there is one.
                 targets |= {f"{base}.{a.name}" if f"{base}.{a.name}" in files else base for a in node.names}
         graph[name] = {t for t in targets if t in files and t != name}
@@ -169,3 +182,53 @@ def test_importing_the_codecs_prints_no_torch_jit_script_warning():
     assert run.returncode == 0, run.stderr
     lines = [line for line in run.stderr.splitlines() if "torch.jit.script" in line]
     assert lines == [line for line in lines if "raised by the test" in line] and len(lines) == 1, run.stderr
+
+
+# --------------------------------------------------------------- no private name used across modules
+def _private(attr: str) -> bool:
+    return attr.startswith("_") and not attr.startswith("__")
+
+
+def private_name_uses(root: Path = ROOT) -> List[str]:
+    """``module:line module.name`` for every private name (``_x``, not dunder) a diffeic module takes from another
+    diffeic module: ``from m import _x`` or ``m._x`` on an imported module.  A private *module* (``_compressai``)
+    may be imported; a package's ``__init__`` may re-export its own submodules' names."""
+    files = _modules(root)
+    found = []
+    for name, path in sorted(files.items()):
+        tree = ast.parse(path.read_text(), str(path))
+        modules: Dict[str, str] = {}                 # local name -> diffeic module it is bound to
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                modules.update({(a.asname or a.name): a.name for a in node.names if a.name in files and a.asname})
+            elif isinstance(node, ast.ImportFrom):
+                base = _imported_from(node, name, path)
+                for a in node.names:
+                    if f"{base}.{a.name}" in files:
+                        modules[a.asname or a.name] = f"{base}.{a.name}"
+                    elif (base in files and base != name and _private(a.name)
+                          and not (path.name == "__init__.py" and base.startswith(name + "."))):
+                        found.append(f"{name}:{node.lineno} {base}.{a.name}")
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Attribute) and _private(node.attr) and isinstance(node.value, ast.Name)
+                    and modules.get(node.value.id, name) != name):
+                found.append(f"{name}:{node.lineno} {modules[node.value.id]}.{node.attr}")
+    return found
+
+
+def test_no_module_uses_another_modules_private_names():
+    assert private_name_uses() == []
+
+
+def test_the_private_name_rule_finds_each_form(tmp_path):
+    pkg = tmp_path / "diffeic"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "_compressai.py").write_text("")
+    (pkg / "sub" / "__init__.py").write_text("from .a import _helper\n")            # a re-export: allowed
+    (pkg / "sub" / "a.py").write_text("def _helper():\n    pass\n\n\ndef public():\n    _helper()\n")
+    (pkg / "sub" / "b.py").write_text("from .. import _compressai\nfrom .a import public, _helper\n")
+    (pkg / "c.py").write_text("from .sub import a\nimport diffeic.sub.a as aa\n\n\ndef f():\n"
+                              "    from .sub.a import _helper as h\n    return a._helper, aa._helper, a.public\n")
+    assert private_name_uses(pkg) == ["diffeic.c:6 diffeic.sub.a._helper", "diffeic.c:7 diffeic.sub.a._helper",
+                                      "diffeic.c:7 diffeic.sub.a._helper", "diffeic.sub.b:2 diffeic.sub.a._helper"]
