@@ -3,12 +3,16 @@
 * modules import each other without a cycle (issue 16 item 2): a function-level import hides a cycle from the
   interpreter (it runs later) but not from a reader — decoder.py and fast.py had one;
 * core and family modules never import evaluation, training or the CLI;
+* units (top-level packages and root modules) sit on import levels, in declared tiers, and no import runs
+  upward (``pytest tests/test_import_graph.py -s`` prints the levels table);
 * no module uses another module's private names;
 * every compressai import goes through ``diffeic._compressai``.
 """
 import ast
 from pathlib import Path
-from typing import Dict, List, Set
+from typing import Dict, List, Optional, Set, Tuple
+
+import pytest
 
 import diffeic
 
@@ -125,6 +129,126 @@ def test_the_layer_rule_finds_a_function_level_import(tmp_path):
     (pkg / "evaluation" / "weights.py").write_text("X = 1\n")
     (pkg / "hific" / "losses.py").write_text("def f():\n    from ..evaluation.weights import X\n")
     assert layer_violations(import_graph(pkg)) == [("diffeic.hific.losses", "diffeic.evaluation.weights")]
+
+
+# --------------------------------------------------------------- import levels: no arrow runs upward
+#: The library's tiers, lowest first: a unit (a top-level package, or a module at the package root) may import
+#: units of its own tier or below, never above.  A new unit must be placed here (the test says so).
+TIERS: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
+    ("foundation", ("diffeic", "diffeic._compressai", "diffeic.sizes", "diffeic.bitstream", "diffeic.config",
+                    "diffeic.decode_cost", "diffeic.io", "diffeic.samples", "diffeic.netweights", "diffeic.hub",
+                    "diffeic.pretrained", "diffeic.bilevel", "diffeic.target_size", "diffeic.util")),
+    ("entropy coding", ("diffeic.entropy", "diffeic.hyperprior")),
+    ("networks", ("diffeic.lfgcm", "diffeic.diffusion")),
+    ("codecs and families", ("diffeic.checkpoint", "diffeic.image_codec", "diffeic.codec", "diffeic.codecs",
+                             "diffeic.hific", "diffeic.refine", "diffeic.convert")),
+    ("evaluation and training", ("diffeic.evaluation", "diffeic.training")),
+    ("command line", ("diffeic.cli", "diffeic.__main__")),
+)
+
+
+#: Packages whose modules are units of their own: ``diffeic.codecs`` holds the codec base, the registry and one
+#: plug-in per family, which sit on different levels by design (the base below the families, the registry above).
+SPLIT_PACKAGES = ("diffeic.codecs",)
+
+
+def unit_of(module: str, packages: Set[str] = frozenset()) -> str:
+    """``diffeic.lfgcm.entropy`` -> ``diffeic.lfgcm``; a root module or a split package's module is its own unit, and
+    so is a package's ``__init__`` (``packages``: the package names), a facade that may re-export from above."""
+    parts = module.split(".")
+    if module in packages and len(parts) == 2 and module not in SPLIT_PACKAGES:
+        return module + ".__init__"
+    return ".".join(parts[:3] if ".".join(parts[:2]) in SPLIT_PACKAGES else parts[:2])
+
+
+def tier_of(unit: str, tiers=TIERS) -> Optional[int]:
+    """The index of the tier that lists ``unit`` (or the package it is part of)."""
+    package = unit[:-len(".__init__")] if unit.endswith(".__init__") else unit
+    package = package.rpartition(".")[0] if package.rpartition(".")[0] in SPLIT_PACKAGES else package
+    return next((i for i, (_, members) in enumerate(tiers) if package in members), None)
+
+
+def unit_graph(graph: Dict[str, Set[str]]) -> Dict[str, Set[str]]:
+    """The import graph between units (imports inside a unit dropped).  A package's ``__init__`` that imports
+    only its own package is part of the package's unit."""
+    packages = {m.rpartition(".")[0] for m in graph}
+    own = {p for p in packages if graph.get(p) is not None and all(t.startswith(p + ".") for t in graph[p])}
+    units: Dict[str, Set[str]] = {}
+    for module, targets in graph.items():
+        unit = unit_of(module, packages - own)
+        units.setdefault(unit, set()).update(t for t in (unit_of(t, packages - own) for t in targets) if t != unit)
+    return units
+
+
+def import_levels(units: Dict[str, Set[str]]) -> Dict[str, int]:
+    """Each unit's level: the longest import path from it down to a unit that imports none (level 0).
+    Raises ``ValueError`` naming a cycle (then some arrow runs upward and levels do not exist)."""
+    cycle = find_cycle(units)
+    if cycle:
+        raise ValueError("units import each other: " + " -> ".join(cycle))
+    levels: Dict[str, int] = {}
+
+    def level(unit: str) -> int:
+        if unit not in levels:
+            levels[unit] = 1 + max((level(t) for t in units.get(unit, ())), default=-1)
+        return levels[unit]
+
+    for unit in units:
+        level(unit)
+    return levels
+
+
+def upward_imports(units: Dict[str, Set[str]], tiers=TIERS) -> List[str]:
+    """``unit -> target (tier -> higher tier)`` for every import into a higher tier; ``unit: no tier`` for a unit
+    the tiers do not place."""
+    tier = {unit: tier_of(unit, tiers) for unit in set(units).union(*units.values())}
+    found = [f"{unit}: no tier (place it in TIERS)" for unit in sorted(units) if tier[unit] is None]
+    found += [f"{unit} -> {t} ({tiers[tier[unit]][0]} -> {tiers[tier[t]][0]})"
+              for unit in sorted(units) for t in sorted(units[unit])
+              if tier[unit] is not None and tier[t] is not None and tier[t] > tier[unit]]
+    return found
+
+
+def levels_table(units: Dict[str, Set[str]], tiers=TIERS) -> str:
+    """One line per unit (but those that import and are imported by none), highest level first: level, tier, unit
+    and the units it imports."""
+    levels = import_levels(units)
+    tier = {u: "?" if tier_of(u, tiers) is None else tiers[tier_of(u, tiers)][0] for u in units}
+    used = set().union(*units.values())
+    rows = sorted((u for u in units if units[u] or u in used), key=lambda u: (-levels[u], u))
+    width = max(map(len, rows)) + 2
+    return "\n".join(f"{levels[u]:>5}  {tier[u]:<25}{u:<{width}}{', '.join(sorted(units[u])) or '-'}" for u in rows)
+
+
+def test_import_levels_and_no_upward_import():
+    units = unit_graph(import_graph())
+    levels = import_levels(units)                  # raises on units that import each other
+    assert upward_imports(units) == []
+    assert all(levels[u] > levels[t] for u in units for t in units[u])     # every arrow runs down a level
+    assert levels["diffeic.cli"] > levels["diffeic.evaluation"] > levels["diffeic.entropy"]
+    print(f"\nimport levels ({len(units)} units, {max(levels.values()) + 1} levels):\n"
+          f"level  tier                     unit, imports\n{levels_table(units)}")
+
+
+def test_the_level_rule_finds_an_upward_import_and_a_cycle():
+    units = {"diffeic.entropy": {"diffeic.sizes"}, "diffeic.sizes": set(), "diffeic.lfgcm": {"diffeic.entropy"}}
+    assert import_levels(units) == {"diffeic.sizes": 0, "diffeic.entropy": 1, "diffeic.lfgcm": 2}
+    assert upward_imports(units) == []
+    units["diffeic.entropy"].add("diffeic.lfgcm")                       # the entropy layer reaches into a model
+    assert upward_imports(units) == ["diffeic.entropy -> diffeic.lfgcm (entropy coding -> networks)"]
+    with pytest.raises(ValueError, match="diffeic.entropy -> diffeic.lfgcm -> diffeic.entropy"):
+        import_levels(units)
+    assert upward_imports({"diffeic.semantic": set()}) == ["diffeic.semantic: no tier (place it in TIERS)"]
+    assert unit_graph({"diffeic.hific.losses": {"diffeic.netweights", "diffeic.hific.model"}}) == \
+        {"diffeic.hific": {"diffeic.netweights"}}
+    # The codec package's modules are units of their own (a family may use the base, the registry the family), and
+    # a package's __init__ is a facade that may re-export from above its package.
+    split = {"diffeic.codecs.registry": {"diffeic.codecs.hific"}, "diffeic.codecs.hific": {"diffeic.hific.model"},
+             "diffeic.hific.model": {"diffeic.codecs.base"}, "diffeic.codecs.base": set(),
+             "diffeic.hific": {"diffeic.codecs.hific"}, "diffeic.codecs": set()}
+    units = unit_graph(split)
+    assert import_levels(units)["diffeic.codecs.registry"] == 3 and upward_imports(units) == []
+    assert units["diffeic.hific.__init__"] == {"diffeic.codecs.hific"}
 
 
 # --------------------------------------------------------------- compressai's import warning (issue 32 item 4)
