@@ -133,50 +133,77 @@ def test_the_layer_rule_finds_a_function_level_import(tmp_path):
 
 # --------------------------------------------------------------- import levels: no arrow runs upward
 #: The library's tiers, lowest first: a unit (a top-level package, or a module at the package root) may import
-#: units of its own tier or below, never above.  A new unit must be placed here (the test says so).
+#: units of its own tier or below, never above.  A new unit must be placed here (the test says so).  The last tier
+#: holds the deprecated re-exports of old import paths, which nothing in the library may import.
 TIERS: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
     ("foundation", ("diffeic", "diffeic._compressai", "diffeic.sizes", "diffeic.bitstream", "diffeic.config",
                     "diffeic.decode_cost", "diffeic.io", "diffeic.samples", "diffeic.netweights", "diffeic.hub",
                     "diffeic.pretrained", "diffeic.bilevel", "diffeic.target_size", "diffeic.util")),
-    ("entropy coding", ("diffeic.entropy", "diffeic.hyperprior")),
+    ("entropy coding", ("diffeic.entropy",)),
     ("networks", ("diffeic.lfgcm", "diffeic.diffusion")),
     ("codecs and families", ("diffeic.checkpoint", "diffeic.image_codec", "diffeic.codec", "diffeic.codecs",
                              "diffeic.hific", "diffeic.refine", "diffeic.convert")),
     ("evaluation and training", ("diffeic.evaluation", "diffeic.training")),
     ("command line", ("diffeic.cli", "diffeic.__main__")),
+    ("deprecated re-exports", ()),
 )
-
+DEPRECATED = " (deprecated)"
 
 #: Packages whose modules are units of their own: ``diffeic.codecs`` holds the codec base, the registry and one
 #: plug-in per family, which sit on different levels by design (the base below the families, the registry above).
 SPLIT_PACKAGES = ("diffeic.codecs",)
 
 
-def unit_of(module: str, packages: Set[str] = frozenset()) -> str:
-    """``diffeic.lfgcm.entropy`` -> ``diffeic.lfgcm``; a root module or a split package's module is its own unit, and
-    so is a package's ``__init__`` (``packages``: the package names), a facade that may re-export from above."""
+def deprecated_reexports(root: Path = ROOT) -> Set[str]:
+    """Modules kept only for an old import path: not a package's ``__init__``, and nothing at the top level but a
+    docstring, imports, ``__all__`` and a ``warnings.warn`` call."""
+    def allowed(stmt: ast.stmt) -> bool:
+        return (isinstance(stmt, (ast.Import, ast.ImportFrom))
+                or (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant))
+                or (isinstance(stmt, ast.Assign) and [getattr(t, "id", None) for t in stmt.targets] == ["__all__"])
+                or (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call)
+                    and ast.unparse(stmt.value.func) == "warnings.warn"))
+
+    found = set()
+    for name, path in _modules(root).items():
+        body = ast.parse(path.read_text(), str(path)).body
+        if path.name != "__init__.py" and all(map(allowed, body)) and any(
+                isinstance(st, ast.Expr) and isinstance(st.value, ast.Call) for st in body):
+            found.add(name)
+    return found
+
+
+def unit_of(module: str, packages: Set[str] = frozenset(), deprecated: Set[str] = frozenset()) -> str:
+    """``diffeic.lfgcm.entropy`` -> ``diffeic.lfgcm``.  Units of their own: a root module, a split package's module,
+    a deprecated re-export, and a package's ``__init__`` in ``packages`` (a facade that imports from outside
+    its package, e.g. a family's codec on first use)."""
     parts = module.split(".")
+    if module in deprecated:
+        return module + DEPRECATED
     if module in packages and len(parts) == 2 and module not in SPLIT_PACKAGES:
         return module + ".__init__"
     return ".".join(parts[:3] if ".".join(parts[:2]) in SPLIT_PACKAGES else parts[:2])
 
 
 def tier_of(unit: str, tiers=TIERS) -> Optional[int]:
-    """The index of the tier that lists ``unit`` (or the package it is part of)."""
+    """The index of the tier that holds ``unit`` (or the package it is part of)."""
+    if unit.endswith(DEPRECATED):
+        return len(tiers) - 1
     package = unit[:-len(".__init__")] if unit.endswith(".__init__") else unit
     package = package.rpartition(".")[0] if package.rpartition(".")[0] in SPLIT_PACKAGES else package
     return next((i for i, (_, members) in enumerate(tiers) if package in members), None)
 
 
-def unit_graph(graph: Dict[str, Set[str]]) -> Dict[str, Set[str]]:
+def unit_graph(graph: Dict[str, Set[str]], deprecated: Set[str] = frozenset()) -> Dict[str, Set[str]]:
     """The import graph between units (imports inside a unit dropped).  A package's ``__init__`` that imports
     only its own package is part of the package's unit."""
     packages = {m.rpartition(".")[0] for m in graph}
     own = {p for p in packages if graph.get(p) is not None and all(t.startswith(p + ".") for t in graph[p])}
     units: Dict[str, Set[str]] = {}
     for module, targets in graph.items():
-        unit = unit_of(module, packages - own)
-        units.setdefault(unit, set()).update(t for t in (unit_of(t, packages - own) for t in targets) if t != unit)
+        unit = unit_of(module, packages - own, deprecated)
+        units.setdefault(unit, set()).update(
+            t for t in (unit_of(t, packages - own, deprecated) for t in targets) if t != unit)
     return units
 
 
@@ -221,7 +248,8 @@ def levels_table(units: Dict[str, Set[str]], tiers=TIERS) -> str:
 
 
 def test_import_levels_and_no_upward_import():
-    units = unit_graph(import_graph())
+    assert "diffeic.hyperprior" in deprecated_reexports() and "diffeic.lfgcm" not in deprecated_reexports()
+    units = unit_graph(import_graph(), deprecated_reexports())
     levels = import_levels(units)                  # raises on units that import each other
     assert upward_imports(units) == []
     assert all(levels[u] > levels[t] for u in units for t in units[u])     # every arrow runs down a level
@@ -249,6 +277,11 @@ def test_the_level_rule_finds_an_upward_import_and_a_cycle():
     units = unit_graph(split)
     assert import_levels(units)["diffeic.codecs.registry"] == 3 and upward_imports(units) == []
     assert units["diffeic.hific.__init__"] == {"diffeic.codecs.hific"}
+    # A deprecated re-export is a unit of the top tier: nothing in the library may import it.
+    units = unit_graph({"diffeic.hub": {"diffeic.codecs.registry"}, "diffeic.codecs.registry": set(),
+                        "diffeic.diffusion.sd_source": {"diffeic.hub"}}, deprecated={"diffeic.hub"})
+    assert upward_imports(units) == [
+        "diffeic.diffusion -> diffeic.hub (deprecated) (networks -> deprecated re-exports)"]
 
 
 # --------------------------------------------------------------- compressai's import warning (issue 32 item 4)
