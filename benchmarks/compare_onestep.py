@@ -47,7 +47,7 @@ def train_one_step(model: str, cpu_seconds: float, max_steps: int, crop: int, ba
     Returns ``(module, steps, cpu_seconds, losses)``.
     """
     from diffeic.training.data import SAMPLES, CropSpec, RandomCropDataset, find_images
-    from diffeic.training.module import _seeded
+    from diffeic.training.module import seeded
     from diffeic.training.onestep import OneStepModule
 
     module = OneStepModule(model, lr=lr, perceptual=perceptual, seed=seed, vae_checkpointing=False,
@@ -59,7 +59,7 @@ def train_one_step(model: str, cpu_seconds: float, max_steps: int, crop: int, ba
     start, step, losses = time.process_time(), 0, []
     while step < max_steps and time.process_time() - start < cpu_seconds:
         x = torch.stack([data[step * batch + i] for i in range(batch)])
-        with _seeded(seed * 1_000_003 + step):
+        with seeded(seed * 1_000_003 + step):
             out = module.compute_losses(x)
         opt.zero_grad(set_to_none=True)
         out["loss"].backward()

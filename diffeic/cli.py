@@ -10,7 +10,7 @@ torch, diffusers and the codec are imported only by the subcommands that run a m
 A subcommand is one builder registered in :data:`SUBCOMMANDS`: a function that takes argparse's
 sub-parser collection, adds its parser and sets ``func`` (the handler, ``args -> int``) as a default::
 
-    SUBCOMMANDS["convert"] = diffeic.convert.add_convert_parser
+    SUBCOMMANDS["convert"] = add_convert_parser
 """
 from __future__ import annotations
 
@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional,
 from . import __version__  # noqa: E402
 from .bitstream import FORMAT_VERSION, MAX_STEPS, SAMPLER_IDS, BitstreamError, describe  # noqa: E402
 from .config import PRESETS  # noqa: E402
-from .convert import add_convert_parser  # noqa: E402
 from .io import IMAGE_SUFFIXES, expand_tree, image_size, output_format  # noqa: E402
 from .pretrained import DEMO_MODEL, pretrained_models  # noqa: E402
 
@@ -231,6 +230,41 @@ def add_info_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print a JSON list of objects, one per file")
     parser.set_defaults(func=run_info)
     return parser
+
+
+_CONVERT_DESCRIPTION = (
+    "Convert an official DiffEIC lc.ckpt (LFGCM + control module) into a diffeic checkpoint folder: OUT_DIR is "
+    "then a --model of the diffeic command (or DiffEICCodec.from_pretrained(OUT_DIR) in Python).")
+
+
+def add_convert_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser("convert", help="convert an official DiffEIC lc.ckpt",
+                                   description=_CONVERT_DESCRIPTION)
+    parser.add_argument("ckpt", metavar="OFFICIAL.ckpt", help="an official DiffEIC lc.ckpt (e.g. weight/1_2_4/lc.ckpt)")
+    parser.add_argument("out_dir", metavar="OUT_DIR", help="checkpoint folder to write")
+    parser.add_argument("--lmbda", type=float, default=None,
+                        help="rate weight λ to record (default: from the official folder name 1_2_<λ>)")
+    parser.add_argument("--sd-path", default=None,
+                        help="SD2.1-base weights to record for loading (hub id, diffusers folder or single file)")
+    parser.add_argument("--trust-pickle", action="store_true",
+                        help="allow full unpickling (weights_only=False) for files with Lightning metadata; "
+                             "only for files from a trusted source — it can execute code")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing checkpoint in OUT_DIR")
+    parser.set_defaults(func=run_convert)
+    return parser
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    """``diffeic convert``: :func:`diffeic.convert.convert_official`.  Its errors (``ConversionError`` is a
+    ``ValueError``; missing or existing paths are ``OSError``) are reported as one line with exit status 1."""
+    from . import convert
+
+    folder = convert.convert_official(args.ckpt, args.out_dir, lmbda=args.lmbda, sd_path=args.sd_path,
+                                      trust_pickle=args.trust_pickle, overwrite=args.force)
+    if not _quiet(args):
+        sd = "" if args.sd_path is not None else " --sd-path SD2.1-BASE"     # recorded when given
+        print(f"wrote {folder} (use it with: diffeic compress IMAGE --model {folder}{sd})")
+    return 0
 
 
 def run_eval(argv: Sequence[str]) -> int:

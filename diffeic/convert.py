@@ -23,21 +23,20 @@ Rules:
   decodable bit-exactly; diffeic's own streams are lossless and only the z rate may differ marginally.
 
 Loading is ``weights_only=True``; unpickling arbitrary objects needs the explicit ``trust_pickle``
-opt-in (CLI ``--trust-pickle``), for files from a trusted source only.
+opt-in (``diffeic convert --trust-pickle``), for files from a trusted source only.  The command line is
+``diffeic convert`` (:mod:`diffeic.cli`).
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import logging
 import pickle
 import re
 import struct
-import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 if TYPE_CHECKING:    # torch is imported where it is used, so `diffeic --help` does not pay for it
     import torch
@@ -65,7 +64,7 @@ SCHEDULE_KEYS = frozenset((
     "logvar"))
 
 #: Constant buffers: fixed by hyper-parameters, validated against a freshly built module.  (The CDF tables,
-#: ``CodingTables.coding_table_names()``, are empty or absent in the published files and rebuilt by ``update``.)
+#: ``HyperpriorCoder.coding_table_names()``, are empty or absent in the published files and rebuilt by ``update``.)
 CONSTANT_BUFFERS = {"entropy_bottleneck": ("target", "likelihood_lower_bound.bound"),
                     "gaussian_conditional": ("scale_bound", "likelihood_lower_bound.bound",
                                              "lower_bound_scale.bound")}
@@ -332,10 +331,10 @@ def expected_official_layout(config="sd21") -> Dict[str, Target]:
 
 def _lfgcm_buffer_kind(key: str) -> Optional[str]:
     """"cdf" / "constant" for the entropy models' buffers (our LFGCM-relative key), else ``None``."""
-    from .lfgcm.entropy import CodingTables
+    from .entropy.latent_coder import HyperpriorCoder
 
     module, _, name = key.partition(".")
-    if key in CodingTables.coding_table_names():
+    if key in HyperpriorCoder.coding_table_names():
         return "cdf"
     if name in CONSTANT_BUFFERS.get(module, ()):
         return "constant"
@@ -347,14 +346,14 @@ def expected_lfgcm_buffers(lfgcm_cfg) -> StateDict:
     from . import _compressai  # noqa: F401  (compressai's import warning filtered there)
     from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 
-    from .lfgcm.entropy import CodingTables
+    from .entropy.latent_coder import HyperpriorCoder
 
     parts = {"entropy_bottleneck": EntropyBottleneck(lfgcm_cfg.N),
              "gaussian_conditional": GaussianConditional(None, scale_bound=lfgcm_cfg.scale_min)}
     out: StateDict = {}
     for module_name, module in parts.items():
         for name, buf in module.named_buffers():
-            if f"{module_name}.{name}" in CodingTables.coding_table_names() or name in CONSTANT_BUFFERS[module_name]:
+            if f"{module_name}.{name}" in HyperpriorCoder.coding_table_names() or name in CONSTANT_BUFFERS[module_name]:
                 out[f"{module_name}.{name}"] = buf.detach().clone()
     return out
 
@@ -580,62 +579,3 @@ def convert_official(ckpt_path: PathLike, out_dir: PathLike, lmbda: Optional[flo
                           f"bit-exactly)",
     }
     return write_checkpoint_folder(out_dir, cfg, lfgcm, control, metadata, overwrite=overwrite)
-
-
-# =========================================================================== command line
-
-def _add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("ckpt", metavar="OFFICIAL.ckpt", help="an official DiffEIC lc.ckpt (e.g. weight/1_2_4/lc.ckpt)")
-    parser.add_argument("out_dir", metavar="OUT_DIR", help="checkpoint folder to write")
-    parser.add_argument("--lmbda", type=float, default=None,
-                        help="rate weight λ to record (default: from the official folder name 1_2_<λ>)")
-    parser.add_argument("--sd-path", default=None,
-                        help="SD2.1-base weights to record for loading (hub id, diffusers folder or single file)")
-    parser.add_argument("--trust-pickle", action="store_true",
-                        help="allow full unpickling (weights_only=False) for files with Lightning metadata; "
-                             "only for files from a trusted source — it can execute code")
-    parser.add_argument("--force", action="store_true", help="overwrite an existing checkpoint in OUT_DIR")
-    return parser
-
-
-_DESCRIPTION = ("Convert an official DiffEIC lc.ckpt (LFGCM + control module) into a diffeic checkpoint folder: "
-                "OUT_DIR is then a --model of the diffeic command (or DiffEICCodec.from_pretrained(OUT_DIR) "
-                "in Python).")
-
-
-def add_convert_parser(subparsers) -> argparse.ArgumentParser:
-    """Register ``convert`` on an ``argparse`` sub-parser collection; its handler is :func:`run_convert`."""
-    parser = subparsers.add_parser("convert", help="convert an official DiffEIC lc.ckpt", description=_DESCRIPTION)
-    _add_arguments(parser)
-    parser.set_defaults(func=run_convert)
-    return parser
-
-
-def run_convert(args: argparse.Namespace) -> int:
-    """Handler of ``convert`` (``args -> exit code``), in the convention of :mod:`diffeic.cli`.
-
-    Errors propagate (:class:`ConversionError` is a ``ValueError``; missing/existing paths are
-    ``OSError``s), so the ``diffeic`` command reports them as one line with exit status 1.
-    """
-    folder = convert_official(args.ckpt, args.out_dir, lmbda=args.lmbda, sd_path=args.sd_path,
-                              trust_pickle=args.trust_pickle, overwrite=args.force)
-    if not getattr(args, "quiet", False):
-        sd = "" if args.sd_path is not None else " --sd-path SD2.1-BASE"     # recorded when given
-        print(f"wrote {folder} (use it with: diffeic compress IMAGE --model {folder}{sd})")
-    return 0
-
-
-def main(argv: Optional[Iterable[str]] = None) -> int:
-    """``python -m diffeic.convert OFFICIAL.ckpt OUT_DIR [--lmbda L] [--sd-path P] [--trust-pickle] [--force]``."""
-    parser = _add_arguments(argparse.ArgumentParser(prog="python -m diffeic.convert", description=_DESCRIPTION))
-    args = parser.parse_args(None if argv is None else list(argv))
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        return run_convert(args)
-    except (ConversionError, FileNotFoundError, FileExistsError) as err:
-        print(f"{parser.prog}: error: {err}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,5 +1,5 @@
 """What the non-DiffEIC codec families share: the user-facing codec around a transform codec whose
-latent is coded by :class:`~diffeic.hyperprior.MeanScaleHyperprior`, and its checkpoint folder.  The
+latent is coded by :class:`~diffeic.entropy.hyperprior.MeanScaleHyperprior`, and its checkpoint folder.  The
 input checks and the padded size are DiffEICCodec's too.
 
 A family provides a config dataclass and a model with ``encoder`` (image → y), ``hyperprior`` and

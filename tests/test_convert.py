@@ -25,9 +25,10 @@ import yaml
 from safetensors.torch import load_file
 
 from diffeic.config import get_config
-from diffeic.convert import (ConversionError, UntrustedPickleError, add_convert_parser, convert_official,
-                             expected_official_layout, infer_lmbda, load_official_state_dict, main,
-                             map_official_keys)
+from diffeic.cli import add_convert_parser
+from diffeic.cli import main as diffeic_main
+from diffeic.convert import (ConversionError, UntrustedPickleError, convert_official, expected_official_layout,
+                             infer_lmbda, load_official_state_dict, map_official_keys)
 
 KEYS_FILE = Path(__file__).parent / "data" / "official_lc_keys.tsv"
 CONSTANTS = {
@@ -408,10 +409,11 @@ def test_cli_parser_registration():
     assert args.func.__name__ == "run_convert"
 
 
-def test_registers_in_the_diffeic_command(tmp_path, capsys, monkeypatch):
-    """With ``SUBCOMMANDS["convert"] = add_convert_parser`` the ``diffeic`` CLI runs it and reports errors."""
-    cli = pytest.importorskip("diffeic.cli")
-    monkeypatch.setitem(cli.SUBCOMMANDS, "convert", add_convert_parser)
+def test_registers_in_the_diffeic_command(tmp_path, capsys):
+    """``diffeic convert`` is registered in the ``diffeic`` CLI (its one entry point), runs and reports errors."""
+    from diffeic import cli
+
+    assert cli.SUBCOMMANDS["convert"] is add_convert_parser
     bad = tmp_path / "lc.ckpt"
     bad.write_bytes(b"<html>")
     assert cli.main(["convert", str(bad), str(tmp_path / "out"), "--lmbda", "2"]) == 1
@@ -422,18 +424,18 @@ def test_registers_in_the_diffeic_command(tmp_path, capsys, monkeypatch):
 def test_cli_reports_errors_with_exit_code(tmp_path, capsys):
     bad = tmp_path / "lc.ckpt"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
-    assert main([str(bad), str(tmp_path / "out")]) == 1
+    assert diffeic_main(["convert", str(bad), str(tmp_path / "out")]) == 1
     assert "PNG image" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.slow
 def test_python_dash_m_entry_point(tmp_path):
-    """``python -m diffeic.convert`` (slow only because the subprocess imports torch/diffusers anew)."""
+    """``python -m diffeic convert`` (slow only because the subprocess imports torch/diffusers anew)."""
     bad = tmp_path / "lc.ckpt"
     bad.write_bytes(b"")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    proc = subprocess.run([sys.executable, "-m", "diffeic.convert", str(bad), str(tmp_path / "out")],
+    proc = subprocess.run([sys.executable, "-m", "diffeic", "convert", str(bad), str(tmp_path / "out")],
                           capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 1 and "the file is empty" in proc.stderr
 
@@ -473,8 +475,8 @@ def test_cli_success_line_names_flags_not_the_python_api(tmp_path, capsys, monke
 
     out = tmp_path / "ckpt"
     monkeypatch.setattr(convert_module, "convert_official", lambda *a, **k: out)
-    assert main([str(tmp_path / "lc.ckpt"), str(out)]) == 0
+    assert diffeic_main(["convert", str(tmp_path / "lc.ckpt"), str(out)]) == 0
     line = capsys.readouterr().out.strip()
     assert line == f"wrote {out} (use it with: diffeic compress IMAGE --model {out} --sd-path SD2.1-BASE)"
-    assert main([str(tmp_path / "lc.ckpt"), str(out), "--sd-path", "sd2-community/x"]) == 0
+    assert diffeic_main(["convert", str(tmp_path / "lc.ckpt"), str(out), "--sd-path", "sd2-community/x"]) == 0
     assert capsys.readouterr().out.strip() == f"wrote {out} (use it with: diffeic compress IMAGE --model {out})"

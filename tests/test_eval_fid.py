@@ -35,7 +35,7 @@ def test_fid_kid_from_features():
 
 def test_missing_inception_weights_raise_weights_unavailable(monkeypatch, tmp_path):
     pytest.importorskip("torch_fidelity")
-    from diffeic.evaluation.weights import WeightsUnavailable
+    from diffeic.netweights import WeightsUnavailable
 
     monkeypatch.setattr("torch.hub.get_dir", lambda: str(tmp_path))
     monkeypatch.setenv("DIFFEIC_NO_DOWNLOAD", "1")

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from diffeic.evaluation import metrics as M
-from diffeic.evaluation import weights as W
+from diffeic import netweights as W
 
 
 def _photo(size=None):

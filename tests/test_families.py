@@ -179,13 +179,13 @@ def test_rate_target_schedule_switches_lambda_around_the_target():
 def hific_module():
     from diffeic.training.hific import HiFiCModule
 
-    with pytest.warns(RuntimeWarning, match="LPIPS unavailable"):
+    with pytest.warns(RuntimeWarning, match="LPIPS and DISTS unavailable"):
         return HiFiCModule(preset="hific_tiny", perceptual="auto", seed=0)
 
 
 def test_perceptual_fallback_is_named_and_behaves(hific_module):
     perceptual = hific_module.perceptual
-    assert perceptual.kind == "ssim"               # no AlexNet weights offline → 1 − SSIM, never random-LPIPS
+    assert hific_module.perceptual_name == "ms_ssim"    # no AlexNet weights offline → 1 − (MS-)SSIM, never random-LPIPS
     x = photo("coffee", (64, 64))[None]
     assert perceptual(x, x).item() == pytest.approx(0.0, abs=1e-6)
     assert perceptual(x.flip(-1), x).item() > 0.1

@@ -13,7 +13,7 @@ from diffeic.checkpoint import ONESTEP_FILE
 from diffeic.diffusion.onestep import OneStepConfig, OneStepDecoder
 from diffeic.diffusion.sampling import alphas_cumprod
 from diffeic.training.onestep import OneStepModule, PatchDiscriminator, one_step_losses
-from diffeic.training.perceptual import build_perceptual_loss, ms_ssim_loss
+from diffeic.netweights import ms_ssim_loss, perceptual_loss
 
 from conftest import photo
 
@@ -225,17 +225,17 @@ def test_loss_terms_adversarial_and_distillation():
 
 
 def test_perceptual_fallback_is_ms_ssim_offline():
-    from diffeic.evaluation.weights import alexnet_weights, hub_checkpoint_dir, vgg16_weights
+    from diffeic.netweights import alexnet_weights, hub_checkpoint_dir, vgg16_weights
 
     cached = {n: (hub_checkpoint_dir() / w.filename).is_file() for n, w in
               (("lpips", alexnet_weights()), ("dists", vgg16_weights()))}
-    name, fn = build_perceptual_loss("auto")
+    name, fn = perceptual_loss("auto")
     assert name == next((n for n in ("lpips", "dists") if cached[n]), "ms_ssim")
     if not cached["lpips"]:
         with pytest.raises(ValueError, match="perceptual loss 'lpips' unavailable"):
-            build_perceptual_loss("lpips")
+            perceptual_loss("lpips")
     with pytest.raises(ValueError, match="perceptual loss must be one of"):
-        build_perceptual_loss("vgg")
+        perceptual_loss("vgg")
     from pytorch_msssim import ms_ssim, ssim
 
     x = photo("coffee", (192, 256))[None]

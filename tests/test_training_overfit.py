@@ -4,7 +4,7 @@ from lightning.pytorch import Trainer
 from PIL import Image
 
 from diffeic.training import DiffEICDataModule, DiffEICModule
-from diffeic.training.module import _seeded
+from diffeic.training.module import seeded
 
 from conftest import photo
 
@@ -12,7 +12,7 @@ from conftest import photo
 def _terms(module, x, t, noise):
     # Fixed image, timesteps, noise and RNG (posterior sample, rate noise): only the weights differ.
     module.train()
-    with torch.no_grad(), _seeded(1234):
+    with torch.no_grad(), seeded(1234):
         out = module.compute_losses(x, t=t, noise=noise)
     return {k: float(v) for k, v in out.items()}
 

@@ -6,7 +6,7 @@ from lightning.pytorch import Trainer
 from diffeic import DiffEICCodec
 from diffeic.diffusion.sampling import training_scheduler
 from diffeic.training import DiffEICModule
-from diffeic.training.module import _seeded, training_losses
+from diffeic.training.module import seeded, training_losses
 
 from conftest import photo
 
@@ -21,7 +21,7 @@ def test_bf16_autocast_leaves_the_entropy_model_rate_and_alignment_in_float32():
 
     def losses(autocast: bool):
         # Same RNG (posterior sample, rate noise) in both runs: only the autocast differs.
-        with torch.no_grad(), _seeded(5), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        with torch.no_grad(), seeded(5), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
             return training_losses(codec, scheduler, x, 4.0, t=t, noise=noise)
 
     fp32, mixed = losses(False), losses(True)

@@ -26,7 +26,7 @@ from torch import nn
 
 from ..config import ScheduleConfig
 from .control import ControlModule
-from .sampling import EpsFn, Generators, _check_generators, _cpu_randn, alphas_cumprod
+from .sampling import EpsFn, Generators, alphas_cumprod, check_generators, cpu_randn
 
 Tensor = torch.Tensor
 
@@ -92,8 +92,8 @@ class OneStepDecoder(nn.Module):
         """The latent the network sees: ``z_c``, or ``z_c`` noised to t* with CPU-drawn noise."""
         if self.config.input == "content":
             return z_c
-        generator = _check_generators(generator, z_c.shape[0])
-        noise = _cpu_randn(z_c.shape, generator, z_c)
+        generator = check_generators(generator, z_c.shape[0])
+        noise = cpu_randn(z_c.shape, generator, z_c)
         return self.sqrt_alpha_bar * z_c + self.sqrt_one_minus * noise
 
     def predict(self, eps_fn: EpsFn, z_c: Tensor, generator: Generators = None) -> Tensor:

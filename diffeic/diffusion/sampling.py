@@ -193,8 +193,9 @@ def sampler_timesteps(sampler: str, steps: int, schedule: Optional[ScheduleConfi
 Generators = Union[torch.Generator, Sequence[torch.Generator], None]
 
 
-def _cpu_randn(shape, generator: Generators, like: Tensor) -> Tensor:
-    # Drawn on the CPU so CPU and GPU decodes start from the same noise.
+def cpu_randn(shape, generator: Generators, like: Tensor) -> Tensor:
+    """Standard normal noise of ``shape`` drawn on the CPU from ``generator`` (one, or one per batch item), then
+    moved to ``like``'s device and dtype: CPU and GPU decodes start from the same noise."""
     if isinstance(generator, (list, tuple)):
         # One generator per batch item, each drawing that item's noise exactly as a batch of one
         # would (same as diffusers' randn_tensor): a batch decodes like its items one by one.
@@ -205,7 +206,7 @@ def _cpu_randn(shape, generator: Generators, like: Tensor) -> Tensor:
     return noise.to(like.device, like.dtype)
 
 
-def _check_generators(generator: Generators, batch: int) -> Generators:
+def check_generators(generator: Generators, batch: int) -> Generators:
     """Validate a CPU generator or a list of them (one per batch item); a list of one acts as one."""
     gens = list(generator) if isinstance(generator, (list, tuple)) else [generator]
     for g in gens:
@@ -244,12 +245,12 @@ def sample(eps_fn: EpsFn, z_c: Tensor, sampler: str = "ddpm", steps: int = 50,
     """
     if not isinstance(z_c, Tensor) or z_c.ndim != 4:
         raise ValueError(f"z_c must be a (B,C,h,w) tensor, got {getattr(z_c, 'shape', type(z_c))}")
-    generator = _check_generators(generator, z_c.shape[0])
+    generator = check_generators(generator, z_c.shape[0])
     spec = SAMPLERS.get(sampler)
     scheduler = make_scheduler(sampler, steps, schedule, fewstep_start)
     timesteps = scheduler.timesteps
 
-    noise = _cpu_randn(z_c.shape, generator, z_c)
+    noise = cpu_randn(z_c.shape, generator, z_c)
     if spec.from_content:
         t_start = torch.full((z_c.shape[0],), int(timesteps[0]), dtype=torch.long, device=z_c.device)
         z = scheduler.add_noise(z_c, noise, t_start)

@@ -1,27 +1,25 @@
 """Per-image quality metrics on 8-bit RGB images ([Li2024] Sec. IV-A), from maintained libraries.
 
 Every function takes ``uint8`` arrays ``(H, W, 3)`` — reconstructions are quantised to 8 bit (as
-saved to PNG) before they are measured.  Learned metrics whose backbone weights are unavailable
-are *skipped*: :class:`MetricSuite` records one line saying why and never invents a number.
+saved to PNG) before they are measured.  LPIPS and DISTS come from :mod:`diffeic.netweights`; under its
+policy a learned metric whose weights are unavailable is *skipped*: :class:`MetricSuite` records one line
+saying why and never invents a number.
 """
 from __future__ import annotations
 
 import math
 from contextlib import contextmanager
-from importlib import resources
 from typing import Callable, Dict, Optional
 
 import numpy as np
 import torch
 
-from ..netweights import WeightsUnavailable, alexnet_weights, ensure_weights, vgg16_weights
+from ..netweights import MS_SSIM_MIN_SIDE, WeightsUnavailable, load_dists, load_lpips
 
 #: Per-image metric columns, in CSV order.
 IMAGE_METRICS = ("psnr", "ms_ssim", "lpips", "dists", "niqe")
 #: Metrics where lower is better (BD-rate negates them so quality rises with rate).
 LOWER_IS_BETTER = frozenset({"lpips", "dists", "niqe", "fid", "kid"})
-#: pytorch-msssim's 5-scale MS-SSIM with an 11-px window needs min(H, W) > (11 - 1) * 2**4.
-MS_SSIM_MIN_SIDE = 161
 
 
 def _check_pair(ref: np.ndarray, rec: np.ndarray) -> None:
@@ -102,10 +100,7 @@ class MetricSuite:
         return model
 
     def _build_lpips(self) -> Callable:
-        ensure_weights(alexnet_weights())          # lpips loads torchvision's AlexNet from the hub cache
-        import lpips
-
-        net = lpips.LPIPS(net="alex", verbose=False).eval().to(self.device)
+        net = load_lpips().to(self.device)
 
         def run(ref: np.ndarray, rec: np.ndarray) -> float:
             # LPIPS v0.1 expects inputs in [-1, 1]; full resolution.
@@ -114,16 +109,7 @@ class MetricSuite:
         return run
 
     def _build_dists(self) -> Callable:
-        ensure_weights(vgg16_weights())
-        from DISTS_pytorch import DISTS
-
-        # DISTS_pytorch reads its alpha/beta from sys.prefix, which breaks in venvs/user installs;
-        # load the copy shipped inside the package instead.
-        model = DISTS(load_weights=False)
-        with resources.as_file(resources.files("DISTS_pytorch") / "weights.pt") as wpath:
-            w = torch.load(wpath, map_location="cpu")
-        model.alpha.data, model.beta.data = w["alpha"], w["beta"]
-        model = model.eval().to(self.device)
+        model = load_dists().to(self.device)
 
         def run(ref: np.ndarray, rec: np.ndarray) -> float:
             # Full resolution, no 256-px resize.

@@ -7,12 +7,12 @@ with the *rate-target schedule*: λ' = λ_a when the batch's rate is above the t
 (λ_a ≫ λ_b), so training settles near r_t instead of trading rate for distortion at a fixed slope.
 For the first ``schedule_steps`` steps both λ values are doubled and r_t is raised by 0.20/0.14, as in
 the authors' configs.  MSE is measured on the 0–255 scale, as in the released code (k_M = 0.075·2⁻⁵).
+The perceptual term (LPIPS-Alex in the paper) is :func:`diffeic.netweights.perceptual_loss`, with the
+library's one policy for missing weights.
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -62,59 +62,5 @@ def discriminator_loss(d_real_logits: torch.Tensor, d_fake_logits: torch.Tensor)
     return F.softplus(-d_real_logits).mean() + F.softplus(d_fake_logits).mean()
 
 
-class PerceptualLoss(torch.nn.Module):
-    """The k_P term: LPIPS-Alex (Zhang et al. 2018) when its backbone weights are on this machine, else 1 − SSIM.
-
-    ``kind``: ``"lpips"`` (required: raises if the torchvision AlexNet weights are not cached),
-    ``"ssim"`` (the offline fallback) or ``"auto"`` (LPIPS if available, else SSIM with one warning).
-    The LPIPS package ships its linear heads but not the AlexNet backbone; with a *random* backbone
-    (``pnet_rand=True``, the only way lpips 0.1.4 runs offline) the heads weight meaningless features,
-    so that is never used.  The fallback is 1 − SSIM (pytorch-msssim, 11-px Gaussian window, on [0,1]
-    images): weight-free and structure-sensitive, but not LPIPS — runs that used it say so in
-    :attr:`kind` and in their logs, and their results are not comparable with the paper's.
-    """
-
-    def __init__(self, kind: str = "auto") -> None:
-        super().__init__()
-        if kind not in ("auto", "lpips", "ssim"):
-            raise ValueError(f"perceptual loss must be 'auto', 'lpips' or 'ssim', got {kind!r}")
-        self.net: Optional[torch.nn.Module] = None
-        if kind != "ssim":
-            reason = self._load_lpips()
-            if reason and kind == "lpips":
-                raise RuntimeError(f"LPIPS requested but unavailable: {reason}")
-            if reason:
-                warnings.warn(f"perceptual loss: LPIPS unavailable ({reason}); using the offline fallback 1 - SSIM",
-                              RuntimeWarning, stacklevel=2)
-        self.kind = "lpips" if self.net is not None else "ssim"
-
-    def _load_lpips(self) -> Optional[str]:
-        from ..netweights import WeightsUnavailable, alexnet_weights, ensure_weights
-
-        try:
-            ensure_weights(alexnet_weights(), allow_download=False)
-            import lpips
-
-            self.net = lpips.LPIPS(net="alex", verbose=False).eval()
-        except (WeightsUnavailable, ImportError, OSError, RuntimeError) as err:
-            return str(err).splitlines()[0][:200]
-        for p in self.net.parameters():
-            p.requires_grad_(False)
-        return None
-
-    def train(self, mode: bool = True) -> "PerceptualLoss":
-        super().train(mode)
-        if self.net is not None:
-            self.net.eval()                 # a frozen metric, never in training mode
-        return self
-
-    def forward(self, x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        if self.net is not None:
-            return self.net(x_hat * 2 - 1, x * 2 - 1).mean()
-        from pytorch_msssim import ssim
-
-        return 1.0 - ssim(x_hat.clamp(0, 1), x, data_range=1.0, size_average=True)
-
-
-__all__ = ["RateTargetSchedule", "PerceptualLoss", "mse_255", "generator_gan_loss", "discriminator_loss",
+__all__ = ["RateTargetSchedule", "mse_255", "generator_gan_loss", "discriminator_loss",
            "PAPER_LAMBDA_A"]

@@ -36,7 +36,7 @@ from ..config import get_config
 from ..diffusion.backbone import FrozenBackbone
 from ..diffusion.patch_vae import PatchAutoencoder
 from ..diffusion.sampling import add_noise, sample_timesteps, training_scheduler
-from .module import _seeded
+from .module import seeded
 
 Tensor = torch.Tensor
 STAGES = ("vae", "unet")
@@ -193,7 +193,7 @@ class BackbonePretrainModule(LightningModule):
         base = self.hparams.seed if self.hparams.seed is not None else int(os.environ.get("PL_GLOBAL_SEED", 0))
         # Per-step RNG from (seed, batch number) only, so a resumed run repeats an uninterrupted one.
         step_seed = int(np.random.SeedSequence([int(base), self.batches_seen]).generate_state(1)[0])
-        with _seeded(step_seed, self.device):
+        with seeded(step_seed, self.device):
             if self.hparams.stage == "vae":
                 losses = vae_losses(self.backbone, batch, self.hparams.kl_weight,
                                     self.hparams.get("sample_posterior", True), self._colours())

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 
 from ..image_codec import HyperpriorImageCodec
-from .module import TrainingDiverged, _seeded
+from .module import TrainingDiverged, seeded
 
 Tensor = torch.Tensor
 
@@ -53,7 +53,7 @@ class FamilyModule(LightningModule):
         return int(np.random.SeedSequence([int(base), self.batches_seen, rank]).generate_state(1)[0])
 
     def seeded(self):
-        return _seeded(self.step_seed(), self.device)
+        return seeded(self.step_seed(), self.device)
 
     @staticmethod
     def bpp(likelihoods: Dict[str, Tensor], num_pixels: int) -> Tensor:

@@ -23,7 +23,8 @@ import torch
 
 from ..hific.codec import HiFiCCodec
 from ..hific.discriminator import Discriminator
-from ..hific.losses import (PerceptualLoss, RateTargetSchedule, discriminator_loss, generator_gan_loss, mse_255)
+from ..hific.losses import RateTargetSchedule, discriminator_loss, generator_gan_loss, mse_255
+from ..netweights import LossFn, perceptual_loss
 from .family_module import FamilyModule
 
 Tensor = torch.Tensor
@@ -40,7 +41,8 @@ class HiFiCModule(FamilyModule):
         k_m: weight of the MSE on the 0–255 scale (0.075·2⁻⁵).  k_p: perceptual weight (1).
         beta: GAN weight (0.15).  gan_start_step: batch at which the GAN term and D training start
             (``-1``: never — the MSE+LPIPS model of the paper).
-        perceptual: ``auto`` (LPIPS-Alex when its weights are cached, else 1 − SSIM), ``lpips`` or ``ssim``.
+        perceptual: ``auto`` (LPIPS-Alex, else DISTS, else 1 − MS-SSIM: :func:`~diffeic.netweights.perceptual_loss`),
+            ``lpips``, ``dists``, ``ms_ssim`` or ``none``.
         lr, disc_lr, aux_lr: Adam learning rates (1e-4, 1e-4, 1e-3); ``lr_decay_step``: ×0.1 from this step (500k).
         seed: base of the per-batch RNG (``None``: ``seed_everything``'s value).
     """
@@ -57,12 +59,14 @@ class HiFiCModule(FamilyModule):
         self.discriminator = Discriminator(self.codec.config)
         self.schedule = RateTargetSchedule(target_bpp, lambda_a, lambda_b, schedule_steps)
         # A frozen metric network: held outside the module tree so it is neither trained nor checkpointed.
-        self._perceptual = (PerceptualLoss(perceptual),)
+        self.perceptual_name, perceptual_fn = perceptual_loss(perceptual)
+        self.__dict__["_perceptual"] = perceptual_fn
         self.disc_optimizer: Optional[torch.optim.Optimizer] = None
 
     @property
-    def perceptual(self) -> PerceptualLoss:
-        return self._perceptual[0]
+    def perceptual(self) -> LossFn:
+        """The perceptual term ``(x_hat, x) -> loss`` (:attr:`perceptual_name` says which network it is)."""
+        return self._perceptual
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         hp = self.hparams
@@ -71,8 +75,7 @@ class HiFiCModule(FamilyModule):
                                  {"params": self.aux_parameters(), "lr": hp.aux_lr, "name": "aux"}])
 
     def on_fit_start(self) -> None:
-        self.perceptual.to(self.device)
-        self.print(f"HiFiC perceptual term: {self.perceptual.kind}")
+        self.print(f"HiFiC perceptual term: {self.perceptual_name}")
 
     def gan_active(self) -> bool:
         start = self.hparams.gan_start_step

@@ -102,7 +102,7 @@ def _with_rate_gains(codec: DiffEICCodec, rate: RateConfig) -> DiffEICCodec:
 
 
 @contextlib.contextmanager
-def _seeded(seed: int, device: Optional[torch.device] = None) -> Iterator[None]:
+def seeded(seed: int, device: Optional[torch.device] = None) -> Iterator[None]:
     """Run a block on a private RNG state seeded with ``seed``; the global RNG is left untouched."""
     cuda = device is not None and device.type == "cuda"
     with torch.random.fork_rng(devices=[device] if cuda else []):
@@ -269,7 +269,7 @@ class DiffEICModule(LightningModule):
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
         opt = self.optimizers()
         now = time.perf_counter()
-        with _seeded(self.step_seed(), self.device):
+        with seeded(self.step_seed(), self.device):
             losses = self.compute_losses(batch)
         total = losses["loss"] + losses["aux"]
         opt.zero_grad(set_to_none=True)
@@ -410,4 +410,4 @@ class DiffEICModule(LightningModule):
         self.consecutive_skips = int(meta.get("consecutive_skips", 0))
 
 
-__all__ = ["DiffEICModule", "TrainingDiverged", "build_codec", "training_losses", "alignment_loss"]
+__all__ = ["DiffEICModule", "TrainingDiverged", "build_codec", "seeded", "training_losses", "alignment_loss"]

@@ -20,10 +20,10 @@ One step (``one_step_losses``)::
            [+ w_adv·hinge-GAN(x̂)] [+ w_distill·MSE(ẑ_0, z_0 of the multi-step teacher)]
 
 The perceptual term is LPIPS or DISTS when their backbone weights are present, else 1 − MS-SSIM
-(:mod:`.perceptual`; the name used is logged).  The VAE decoder runs under gradient checkpointing
-(``vae_checkpointing``) and the control/UNet blocks optionally too (``gradient_checkpointing``), so the sd21
-preset trains at batch ≥ 4 at 512² on one 80 GB GPU.  The divergence guard, exact resume and per-step
-seeding are those of :class:`~diffeic.training.module.DiffEICModule`.
+(:func:`diffeic.netweights.perceptual_loss`; the name used is logged).  The VAE decoder runs under
+gradient checkpointing (``vae_checkpointing``) and the control/UNet blocks optionally too
+(``gradient_checkpointing``), so the sd21 preset trains at batch ≥ 4 at 512² on one 80 GB GPU.  The divergence
+guard, exact resume and per-step seeding are those of :class:`~diffeic.training.module.DiffEICModule`.
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ from ..codec import DiffEICCodec
 from ..diffusion.decoder import controlled_eps_fn, denoise
 from ..diffusion.onestep import OneStepConfig, OneStepDecoder
 from .module import DiffEICModule
-from .perceptual import build_perceptual_loss
+from ..netweights import perceptual_loss
 
 Tensor = torch.Tensor
 
@@ -172,7 +172,7 @@ class OneStepModule(DiffEICModule):
         self.codec.onestep = OneStepDecoder(control, cfg, self.codec.config.schedule, trained=False)
         if vae_checkpointing:
             self.codec.backbone.vae.enable_gradient_checkpointing()
-        self.perceptual_name, perceptual_fn = build_perceptual_loss(perceptual)
+        self.perceptual_name, perceptual_fn = perceptual_loss(perceptual)
         self.__dict__["_perceptual"] = perceptual_fn     # frozen metric network: not a parameter, not checkpointed
         self.discriminator = PatchDiscriminator(disc_width) if adv_weight > 0 else None
         self.batches_seen = self.skipped_total = self.consecutive_skips = 0
