@@ -115,29 +115,9 @@ def _autocast_off(device: torch.device) -> contextlib.AbstractContextManager:
     return torch.autocast(device_type=device.type, enabled=False)
 
 
-def alignment_loss(z_c: Tensor, z0: Tensor, balanced: bool = False) -> Tensor:
-    """The space-alignment term ``MSE(z_c, z0)`` ([Li2024] Eq. (9)); ``balanced``: each latent channel's squared
-    error divided by that channel's standard deviation in the batch (times the mean standard deviation, so a
-    latent whose channels have equal spread gets the plain MSE).
-
-    Why balanced: a latent whose channels differ widely in spread (the demo prior's block transform: the luma
-    mean's standard deviation is 3.2, the colour differences' 1.3 and 1.0, the finest details' 0.2) teaches
-    the LFGCM its widest channel first; measured on the demo model, z_c decoded to a grey image after 500
-    steps with the plain MSE.  Dividing by the variance instead (full whitening) let the twelve-times-weighted
-    fine-detail channels dominate, and the loss did not move in 200 steps; the standard deviation is between.
-    """
-    err = (z_c.float() - z0.float()).pow(2)
-    if not balanced:
-        return err.mean()
-    std = z0.detach().float().std(dim=(0, 2, 3), unbiased=False)
-    weight = std.mean() / std.clamp_min(1e-2 * float(std.mean()) + 1e-12)
-    return (err.mean(dim=(0, 2, 3)) * weight).mean()
-
-
 def training_losses(codec: DiffEICCodec, noise_scheduler: Any, x: Tensor, lmbda: float,
                     l_simple_weight: float = 1.0, l_guide_weight: float = 2.0, t: Optional[Tensor] = None,
-                    noise: Optional[Tensor] = None, rate: Optional[float] = None,
-                    balanced_alignment: bool = False) -> Dict[str, Tensor]:
+                    noise: Optional[Tensor] = None, rate: Optional[float] = None) -> Dict[str, Tensor]:
     """All loss terms for a batch ``x`` (B,3,H,W) in [0,1] ([Li2024] Eq. (13)); ``t``/``noise`` may be fixed.
 
     The one definition of the objective: the trainer and ``benchmarks/bench_train.py`` both call it.
@@ -173,7 +153,7 @@ def training_losses(codec: DiffEICCodec, noise_scheduler: Any, x: Tensor, lmbda:
         # Noisy likelihoods (training mode), bits over the crop's pixels ([Li2024] Eq. (13), L_rate).
         bits = sum(-torch.log2(lik.float()).sum() for lik in out["likelihoods"].values())
         bpp = bits / (b * h * w)
-        l_sa = alignment_loss(z_c, z0, balanced_alignment)
+        l_sa = F.mse_loss(z_c.float(), z0.float())
         loss = l_simple_weight * l_ne + lmbda * bpp + l_guide_weight * l_sa
         # Latent magnitudes are logged because a hyper-latent that grows without bound (its rate is capped by the
         # likelihood floor) is the first sign of a diverging run, long before the coder sees absurd symbols.
@@ -198,8 +178,6 @@ class DiffEICModule(LightningModule):
         weight_decay: AdamW weight decay of both groups (0.01, torch default, as the official code).
         l_simple_weight: weight of the noise-estimation MSE (1.0).
         l_guide_weight: weight of the space-alignment MSE(z_c, z0) (2.0).
-        l_guide_balanced: weigh each latent channel's alignment error by its inverse standard deviation
-            (:func:`alignment_loss`; off: the paper's plain MSE).
         gradient_checkpointing: recompute the control branch and the frozen UNet blocks in backward
             (``ControlModule.gradient_checkpointing``; saves memory at 512², as the official code).
         max_consecutive_skips: stop with :class:`TrainingDiverged` after this many non-finite steps in a row.
@@ -210,7 +188,7 @@ class DiffEICModule(LightningModule):
 
     def __init__(self, preset: str = "tiny", init_from: Optional[str] = None, sd_path: Optional[str] = None,
                  lmbda: float = 1.0, rate: Optional[Dict[str, Any]] = None, lr: float = 1e-4, aux_lr: float = 1e-3, weight_decay: float = 0.01,
-                 l_simple_weight: float = 1.0, l_guide_weight: float = 2.0, l_guide_balanced: bool = False,
+                 l_simple_weight: float = 1.0, l_guide_weight: float = 2.0,
                  gradient_checkpointing: bool = False, max_consecutive_skips: int = 5, val_steps: int = 4, val_sampler: Optional[str] = None,
                  seed: Optional[int] = None) -> None:
         super().__init__()
@@ -257,7 +235,7 @@ class DiffEICModule(LightningModule):
         """All loss terms for a batch ``x`` (B,3,H,W) in [0,1] (:func:`training_losses`)."""
         hp = self.hparams
         return training_losses(self.codec, self.noise_scheduler, x, hp.lmbda, hp.l_simple_weight,
-                               hp.l_guide_weight, t, noise, balanced_alignment=hp.get("l_guide_balanced", False))
+                               hp.l_guide_weight, t, noise)
 
     def step_seed(self) -> int:
         """Seed of this batch's randomness: a function of (seed, batch number, rank) only."""
@@ -410,4 +388,4 @@ class DiffEICModule(LightningModule):
         self.consecutive_skips = int(meta.get("consecutive_skips", 0))
 
 
-__all__ = ["DiffEICModule", "TrainingDiverged", "build_codec", "seeded", "training_losses", "alignment_loss"]
+__all__ = ["DiffEICModule", "TrainingDiverged", "build_codec", "seeded", "training_losses"]
