@@ -28,7 +28,6 @@ opt-in (CLI ``--trust-pickle``), for files from a trusted source only.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import pickle
 import re
@@ -38,6 +37,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+
+from .util import file_sha256
 
 if TYPE_CHECKING:    # torch is imported where it is used, so `diffeic --help` does not pay for it
     import torch
@@ -502,12 +503,6 @@ def _number(text: Union[str, float]) -> Union[int, float]:
     return int(value) if value.is_integer() else value
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def build_modules(lfgcm_sd: StateDict, control_sd: StateDict, config="sd21") -> Tuple[nn.Module, nn.Module]:
@@ -574,7 +569,7 @@ def convert_official(ckpt_path: PathLike, out_dir: PathLike, lmbda: Optional[flo
     lmbda = _number(lmbda) if lmbda is not None else infer_lmbda(ckpt_path)
     metadata = {
         "lmbda": lmbda, "sd_path": sd_path, "source": SOURCE_TAG, "source_file": ckpt_path.name,
-        "source_sha256": _sha256(ckpt_path),
+        "source_sha256": file_sha256(ckpt_path),
         "entropy_tables": f"rebuilt with compressai {compressai.__version__} (the official code used 1.2.4; "
                           f"EntropyBottleneck tables differ slightly, so official bitstreams are not decodable "
                           f"bit-exactly)",

@@ -30,6 +30,7 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from diffusers.loaders.single_file_utils import SingleFileComponentError
 
 from ..config import DEFAULT_SD_PATH, SD_PATH_ENV, BackboneConfig
+from ..util import first_line as _first_line
 
 EMBEDDING_FILE = "empty_prompt.safetensors"
 EMBEDDING_KEY = "text_embedding"
@@ -324,8 +325,3 @@ def _hub_offline() -> bool:
     from ..hub import hub_offline
 
     return hub_offline()
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else ""
