@@ -4,7 +4,7 @@ The official release (``huai-chang/DiffEIC``, five rate points λ ∈ {1, 2, 4, 
 trainable parts only: ``preprocess_model.*`` (the LFGCM, 563 keys) and ``control_model.*`` (the
 control network and its 25 zero convolutions, 349 keys).  This module maps every one of those keys
 onto :class:`~diffeic.lfgcm.LFGCM` and :class:`~diffeic.diffusion.control.ControlModule` and writes
-the folder layout that :meth:`DiffEICCodec.from_pretrained <diffeic.codec.DiffEICCodec.from_pretrained>`
+the folder layout that :meth:`DiffEICCodec.from_pretrained <diffeic.codecs.diffeic.DiffEICCodec.from_pretrained>`
 reads (``config.yaml``, ``lfgcm.safetensors``, ``control.safetensors``).
 
 Rules:
@@ -536,10 +536,12 @@ def write_checkpoint_folder(out_dir: PathLike, config, lfgcm: nn.Module, control
     ``backbone_fingerprint`` is left unset (the SD weights are unknown here), so ``from_pretrained``
     skips the backbone check.
     """
-    from . import checkpoint
+    from .codecs.diffeic import CONTROL_FILE, LFGCM_FILE, OPTIONAL_FILES
+    from .codecs.folder import write_folder
 
-    return checkpoint.write(out_dir, config, lfgcm, control, {"trained": True, "backbone_fingerprint": None,
-                                                              **metadata}, overwrite=overwrite)
+    return write_folder(out_dir, {LFGCM_FILE: lfgcm.state_dict(), CONTROL_FILE: control.state_dict()},
+                        {"trained": True, "backbone_fingerprint": None, **metadata}, config.to_dict(), overwrite,
+                        also=OPTIONAL_FILES)
 
 
 def convert_official(ckpt_path: PathLike, out_dir: PathLike, lmbda: Optional[float] = None,
@@ -554,13 +556,14 @@ def convert_official(ckpt_path: PathLike, out_dir: PathLike, lmbda: Optional[flo
         trust_pickle: allow full unpickling (``weights_only=False``) — trusted files only.
         overwrite: replace an existing checkpoint in ``out_dir``.
     """
-    from . import checkpoint
     from ._compressai import compressai
+    from .codecs.diffeic import OPTIONAL_FILES, DiffEICCodec
+    from .codecs.folder import check_target
     from .config import get_config
 
     ckpt_path = Path(ckpt_path)
     cfg = get_config("sd21")
-    checkpoint.check_target(out_dir, overwrite)      # fail before the slow part, not after it
+    check_target(out_dir, overwrite, DiffEICCodec.files() + OPTIONAL_FILES)      # fail before the slow part, not after it
     state = load_official_state_dict(ckpt_path, trust_pickle=trust_pickle)
     lfgcm_sd, control_sd = map_official_keys(state, cfg)
     del state

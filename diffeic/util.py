@@ -1,4 +1,5 @@
-"""Two small helpers every layer of the library uses, defined once: a file's SHA-256 and an error's first line.
+"""Small helpers every layer of the library uses, defined once: a file's SHA-256, an error's first line, and
+whether the Hugging Face hub is offline.
 
 Imports nothing from diffeic (the lowest level of the package), so any module may use it.
 """
@@ -25,4 +26,13 @@ def first_line(err: BaseException, default: str = "") -> str:
     return text.splitlines()[0] if text else default
 
 
-__all__ = ["file_sha256", "first_line"]
+def hub_offline() -> bool:
+    """``HF_HUB_OFFLINE`` as set now (huggingface_hub reads it once at import, so read it again here)."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").upper() in ("1", "ON", "YES", "TRUE"):
+        return True
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+__all__ = ["file_sha256", "first_line", "hub_offline"]

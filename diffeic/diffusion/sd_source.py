@@ -322,6 +322,6 @@ def _check_hub_reachable(source: SDSource, timeout_s: float = 10.0) -> None:
 
 
 def _hub_offline() -> bool:
-    from ..hub import hub_offline
+    from ..util import hub_offline
 
     return hub_offline()
