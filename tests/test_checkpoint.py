@@ -15,7 +15,10 @@ from safetensors.torch import load_file, save_file
 
 from conftest import photo
 from diffeic import DiffEICCodec
-from diffeic.checkpoint import CONFIG_FILE, CONTROL_FILE, LFGCM_FILE, CheckpointError, read
+from diffeic.codecs.diffeic import CONTROL_FILE, LFGCM_FILE
+from diffeic.codecs.folder import CONFIG_FILE, CheckpointError
+
+read = DiffEICCodec.read_checkpoint
 
 TESTS = Path(__file__).parent
 #: Limit for a reproducer in a subprocess: only a hang (of the unfixed code) reaches it, even on a busy machine.
