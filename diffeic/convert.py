@@ -503,8 +503,6 @@ def _number(text: Union[str, float]) -> Union[int, float]:
     return int(value) if value.is_integer() else value
 
 
-
-
 def build_modules(lfgcm_sd: StateDict, control_sd: StateDict, config="sd21") -> Tuple[nn.Module, nn.Module]:
     """Real (CPU) LFGCM + ControlModule loaded strictly from converted dicts; LFGCM tables rebuilt."""
     import torch
@@ -563,7 +561,7 @@ def convert_official(ckpt_path: PathLike, out_dir: PathLike, lmbda: Optional[flo
 
     ckpt_path = Path(ckpt_path)
     cfg = get_config("sd21")
-    check_target(out_dir, overwrite, DiffEICCodec.files() + OPTIONAL_FILES)      # fail before the slow part, not after it
+    check_target(out_dir, overwrite, DiffEICCodec.files() + OPTIONAL_FILES)      # fail before the slow part
     state = load_official_state_dict(ckpt_path, trust_pickle=trust_pickle)
     lfgcm_sd, control_sd = map_official_keys(state, cfg)
     del state

@@ -314,7 +314,7 @@ def run_checkpoint_case(case_dir: Path, files: dict, control: torch.nn.Module, x
     try:
         ckpt = DiffEICCodec.read_checkpoint(case_dir)
         lfgcm = ckpt.load(LFGCM_FILE, lambda: LFGCM(ckpt.config.lfgcm), LFGCM.coding_table_names())
-        ckpt.load(CONTROL_FILE, lambda: control)
+        ckpt.load(CONTROL_FILE, control)
         y, z = x_latents
         string, y_hat, z_hat = lfgcm.encode_latents(y, z)
         y_dec, z_dec = lfgcm.decode_latents(string, tuple(y.shape[-2:]), y.device)

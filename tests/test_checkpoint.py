@@ -136,7 +136,7 @@ def test_scale_table_is_in_the_fingerprint(saved, tmp_path, tiny_codec):
 
 
 def test_every_coding_table_and_buffer_is_fingerprinted(tiny_codec):
-    names = {n for n, _ in tiny_codec._fingerprinted_tensors()}
+    names = {n for n, _ in tiny_codec.fingerprinted_tensors()}
     for table in tiny_codec.lfgcm.coding_table_names():
         assert "lfgcm." + table in names
     assert {"lfgcm." + n for n, _ in tiny_codec.lfgcm.state_dict().items()} <= names

@@ -160,27 +160,26 @@ class Codec(nn.Module):
         raise NotImplementedError
 
     def weights(self) -> Dict[str, Dict[str, torch.Tensor]]:
-        """Weights file name → state dict, as :meth:`save_pretrained` writes them."""
+        """Weights file name → state dict (what :meth:`save_pretrained` writes); :meth:`model_config` the
+        ``model`` mapping of ``config.yaml``, :meth:`save_metadata` the family's own top-level fields."""
         raise NotImplementedError
 
     def model_config(self) -> Dict[str, Any]:
-        """The config as the ``model`` mapping of ``config.yaml``."""
         raise NotImplementedError
 
     def save_metadata(self) -> Dict[str, Any]:
-        """Family-specific top-level fields of ``config.yaml`` (beyond family, trained and fingerprint)."""
         return {}
 
     def describe_model(self) -> List[bytes]:
-        """What the fingerprint covers besides the tensors (family, config)."""
+        """What the fingerprint covers besides :meth:`fingerprinted_tensors` (the tensors the decoder depends on,
+        coding tables included); :meth:`refresh_tables` brings those tables up to date with the weights."""
         raise NotImplementedError
 
     def fingerprinted_tensors(self) -> List[Tuple[str, torch.Tensor]]:
-        """The named tensors the decoder depends on (weights, coding tables), for the fingerprint."""
         raise NotImplementedError
 
     def refresh_tables(self) -> None:
-        """Bring the coding tables up to date with the weights (before fingerprinting or saving)."""
+        pass
 
     # ------------------------------------------------------------------ identity
     @property
@@ -302,15 +301,10 @@ class Codec(nn.Module):
 
     def decode_settings(self, bits: Bits, steps: Optional[int] = None, seed: Optional[int] = None,
                         sampler: Optional[str] = None, max_steps: Optional[int] = None) -> Any:
-        """What ``decompress`` would decode ``bits`` with (:meth:`resolve_settings`), after every header check
-        including the decode-cost limit, without decoding anything."""
+        """What ``decompress`` would decode ``bits`` with (the family's ``resolve_settings``: override, else the
+        stream's header, else the model's default), after every header check including the decode-cost limit,
+        without decoding anything."""
         return self.resolve_settings(self._open(bits)[0], steps, seed, sampler, max_steps)
-
-    def resolve_settings(self, header: Optional[StreamHeader] = None, steps: Optional[int] = None,
-                         seed: Optional[int] = None, sampler: Optional[str] = None,
-                         max_steps: Optional[int] = None) -> Any:
-        """The decode settings: the caller's override, else the stream's ``header``, else the model's default."""
-        raise NotImplementedError
 
     def _open(self, bits: Bits) -> Tuple[StreamHeader, bytes]:
         return self.unpack(bits)

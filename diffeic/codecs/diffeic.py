@@ -188,13 +188,12 @@ class DiffEICCodec(Codec):
             raise ValueError(f"the loaded SD backbone (fingerprint {backbone.fingerprint()}) differs from the one this "
                              f"checkpoint was trained with ({recorded}); pass the original weights as sd_path, or "
                              f"check_backbone=False to use it anyway")
-        control = ckpt.load(CONTROL_FILE, lambda: ControlModule.from_unet(backbone.unet, cfg.control,
-                                                                          init_from_unet=False))
+        control = ckpt.load(CONTROL_FILE, ControlModule.from_unet(backbone.unet, cfg.control, init_from_unet=False))
         onestep = None
         if ONESTEP_FILE in ckpt.tensors:
             info = dict(meta["onestep"])
             trained = info.pop("trained", False)
-            onestep = ckpt.load(ONESTEP_FILE, lambda: OneStepDecoder(
+            onestep = ckpt.load(ONESTEP_FILE, OneStepDecoder(
                 ControlModule.from_unet(backbone.unet, cfg.control, init_from_unet=False),
                 OneStepConfig.from_dict(info), cfg.schedule, trained=trained))
         return cls(cfg, lfgcm, backbone, control, trained=ckpt.trained, onestep=onestep)

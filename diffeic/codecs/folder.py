@@ -227,8 +227,8 @@ def load_tensors(path: Path) -> Dict[str, torch.Tensor]:
     try:
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({first_line(err, type(err).__name__)}); official DiffEIC "
-                              f".ckpt files are converted with `diffeic convert`") from None
+        raise CheckpointError(f"{path}: not a readable safetensors file ({first_line(err, type(err).__name__)}); "
+                              f"official DiffEIC .ckpt files are converted with `diffeic convert`") from None
     for name, tensor in state.items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise CheckpointError(f"{path}: tensor {name} holds NaN or Inf values: the weights are broken")
@@ -282,15 +282,16 @@ class Checkpoint:
     def trained(self) -> bool:
         return self.meta.get("trained", True)
 
-    def load(self, name: str, build: Callable[[], nn.Module],
+    def load(self, name: str, build: Union[nn.Module, Callable[[], nn.Module]],
              resizable: Union[Iterable[str], Callable[[nn.Module], Iterable[str]]] = ()) -> nn.Module:
-        """``build()`` with the weights of file ``name``, after checking their keys and shapes against a model
-        built without allocating (:func:`shapes_only`); ``resizable``: keys the model adapts (coding tables), or
-        a function of that model giving them.  Corrupt coding tables are a :class:`CheckpointError` naming the file."""
+        """``build()`` (or the module ``build``) with the weights of file ``name``, after checking their keys and
+        shapes against a model built without allocating (:func:`shapes_only`; a module: itself); ``resizable``:
+        keys the model adapts (coding tables), or a function of that model giving them.  Corrupt coding tables are
+        a :class:`CheckpointError` naming the file."""
         path = self.folder / name
-        shapes = shapes_only(build)
+        shapes = build if isinstance(build, nn.Module) else shapes_only(build)
         check_keys(path, self.tensors[name], shapes, resizable(shapes) if callable(resizable) else resizable)
-        module = build()
+        module = build if isinstance(build, nn.Module) else build()
         try:
             module.load_state_dict(self.tensors[name])
         except ValueError as err:                 # corrupt coding tables or quantiles

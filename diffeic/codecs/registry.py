@@ -127,8 +127,10 @@ def resolve_checkpoint(path: PathLike, files: Sequence[str], optional: Sequence[
             f"folder with {', '.join(files)}") from err
     missing = [f for f in files if not (Path(folder) / f).is_file()]
     if missing:
-        raise FileNotFoundError(f"{text}: the hub repository {repo_id!r} is not a diffeic checkpoint "
-                                f"(it lacks {', '.join(missing)})")
+        family = _family_in(Path(folder)) if (Path(folder) / "config.yaml").is_file() else None
+        whose = f"it holds a {family!r} model: load it with diffeic.load_codec({text!r})" if family else "it lacks"
+        raise FileNotFoundError(f"{text}: the hub repository {repo_id!r} is not a checkpoint of this family "
+                                f"({whose}; missing {', '.join(missing)})")
     return Path(folder)
 
 
@@ -194,6 +196,10 @@ def family_of(name_or_folder: PathLike) -> str:
         folder = resolve_checkpoint(key, ["config.yaml"])
     else:
         folder = shipped_or_path(key)
+    return _family_in(folder)
+
+
+def _family_in(folder: Path) -> str:
     from .folder import read_meta
 
     family = read_meta(folder).get("family", "diffeic")

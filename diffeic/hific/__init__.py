@@ -9,6 +9,7 @@ from .config import PRESETS, HiFiCConfig
 
 __all__ = ["HiFiCCodec", "HiFiCConfig", "PRESETS"]
 
+
 def __getattr__(name: str):
     # The codec lives in diffeic.codecs.hific (it imports this package's model); imported on first use.
     if name == "HiFiCCodec":
@@ -16,4 +17,3 @@ def __getattr__(name: str):
 
         return HiFiCCodec
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-

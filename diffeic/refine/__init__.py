@@ -11,6 +11,7 @@ from .config import PRESETS, RefineConfig
 
 __all__ = ["RefineCodec", "RefineConfig", "PRESETS"]
 
+
 def __getattr__(name: str):
     # The codec lives in diffeic.codecs.refine (it imports this package's model); imported on first use.
     if name == "RefineCodec":
@@ -18,4 +19,3 @@ def __getattr__(name: str):
 
         return RefineCodec
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
