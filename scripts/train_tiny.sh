@@ -35,5 +35,6 @@ done
 
 if [ -z "${1:-}" ]; then
   python scripts/package_tiny.py --backbone runs/tiny_backbone_unet/export \
-    --model tiny-trained=runs/tiny_trained_stage2_vr/export --times runs/train_tiny_times.tsv
+    --stage1 runs/tiny_trained_stage1/export --model tiny-trained=runs/tiny_trained_stage2_vr/export \
+    --times runs/train_tiny_times.tsv
 fi

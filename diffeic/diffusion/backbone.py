@@ -27,6 +27,7 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from torch import nn
 
 from ..config import BackboneConfig
+from .patch_vae import build_vae
 from .sd_source import (EMBEDDING_FILE, BackboneUnavailableError, empty_prompt_embedding, load_single_file_state,
                         load_vae_unet, resolve_source, save_embedding_file)
 
@@ -57,7 +58,7 @@ class FrozenBackbone(nn.Module):
         gen_state = torch.random.get_rng_state()
         try:
             torch.manual_seed(seed)
-            vae = AutoencoderKL(**cfg.vae)
+            vae = build_vae(cfg.vae)
             unet = UNet2DConditionModel(**cfg.unet)
             dim = unet.config.cross_attention_dim
             text = torch.randn(1, cfg.text_len, dim)

@@ -41,6 +41,9 @@ def autocast(device: torch.device, dtype: Optional[torch.dtype]) -> contextlib.A
 def vae_tiling(vae: nn.Module, tile_pixels: int, enabled: bool = True) -> Iterator[None]:
     """Temporarily switch on diffusers' VAE tiling with ``tile_pixels``-sided tiles (restored afterwards)."""
     names = ("use_tiling", "tile_sample_min_size", "tile_latent_min_size")
+    if not hasattr(vae, "use_tiling"):        # an autoencoder without diffusers' tiling (PatchAutoencoder) needs none
+        yield
+        return
     saved = {n: getattr(vae, n) for n in names}
     if enabled:
         down = 2 ** (len(vae.config.block_out_channels) - 1)

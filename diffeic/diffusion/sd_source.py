@@ -31,6 +31,7 @@ from diffusers.loaders.single_file_utils import SingleFileComponentError
 
 from ..config import DEFAULT_SD_PATH, SD_PATH_ENV, BackboneConfig
 from ..util import first_line as _first_line
+from .patch_vae import vae_class
 
 EMBEDDING_FILE = "empty_prompt.safetensors"
 EMBEDDING_KEY = "text_embedding"
@@ -122,7 +123,7 @@ def load_vae_unet(source: SDSource, cfg: BackboneConfig, single_file_state: Opti
                     raise BackboneUnavailableError(
                         f"{source.describe()} has no {' or '.join(d + '/' for d in missing)} subfolder "
                         "(expected a diffusers repository layout).\n" + how_to_get_weights(source))
-            vae = _cache_first(AutoencoderKL.from_pretrained, source, subfolder="vae", torch_dtype=torch.float32,
+            vae = _cache_first(vae_class(cfg.vae).from_pretrained, source, subfolder="vae", torch_dtype=torch.float32,
                                **_low_memory())
             unet = _cache_first(UNet2DConditionModel.from_pretrained, source, subfolder="unet",
                                 torch_dtype=torch.float32, **_low_memory())

@@ -34,6 +34,7 @@ from lightning.pytorch import LightningModule
 
 from ..config import get_config
 from ..diffusion.backbone import FrozenBackbone
+from ..diffusion.patch_vae import PatchAutoencoder
 from ..diffusion.sampling import add_noise, sample_timesteps, training_scheduler
 from .module import _seeded
 
@@ -206,6 +207,12 @@ class BackbonePretrainModule(LightningModule):
         self.log("loss", losses["loss"].detach(), prog_bar=True, logger=False, batch_size=batch.shape[0])
         return losses["loss"]
 
+    def on_train_start(self) -> None:
+        # A block-transform autoencoder starts from the principal directions of the training blocks; a resumed
+        # run (batches_seen > 0) restored its weights already.
+        if self.hparams.stage == "vae" and isinstance(self.trained, PatchAutoencoder) and self.batches_seen == 0:
+            self.trained.fit_blocks(self._fit_images().to(self.device) * 2 - 1)
+
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         checkpoint["diffeic_backbone"] = {"batches_seen": self.batches_seen}
 
@@ -216,7 +223,8 @@ class BackbonePretrainModule(LightningModule):
     def export(self, path: Union[str, Path], **metadata: Any) -> Path:
         """Write a backbone folder (fp16 weights) atomically; the VAE stage normalises the latent scale first."""
         backbone = copy.deepcopy(self.backbone).cpu().float()
-        if self.hparams.stage == "vae":
+        if self.hparams.stage == "vae" and not isinstance(backbone.vae, PatchAutoencoder):
+            # PatchAutoencoder needs none of this: it trains in RGB, is deterministic and fixes its scale when fitted.
             if self._colours() is not None:
                 fold_colour_space(backbone.vae, self._colours())
             if not self.hparams.get("sample_posterior", True):
@@ -241,6 +249,11 @@ class BackbonePretrainModule(LightningModule):
     def _colours(self) -> Optional[Tensor]:
         w = self.hparams.get("chroma_weight")
         return None if w is None or self.hparams.stage != "vae" else opponent_colours(w)
+
+    def _fit_images(self) -> Tensor:
+        """Fixed crops of the training set (the first 128 sample keys) for fitting the block transform."""
+        data = self.trainer.datamodule.train_set
+        return torch.stack([data[k] for k in range(128)])
 
     def _scale_images(self) -> Tensor:
         """Fixed crops of the training set (the first 32 sample keys) for measuring the latent scale."""
