@@ -31,7 +31,7 @@ from ..lfgcm import PAD_MULTIPLE          # every family shares DiffEIC's paddin
 from ..sizes import size_text
 from . import folder as ckpt_folder
 from .folder import CONFIG_FILE, Checkpoint, CheckpointError
-from .registry import is_shipped, resolve_folder
+from .registry import DEFAULT_FAMILY, is_shipped, resolve_folder
 
 Bits = Union[bytes, bytearray]
 
@@ -234,7 +234,7 @@ class Codec(nn.Module):
             raise FileNotFoundError(f"{folder}: not a diffeic checkpoint folder (no {CONFIG_FILE}); "
                                     f"expected {', '.join(cls.files())}")
         meta = ckpt_folder.read_meta(folder)
-        family = meta.get("family", "diffeic")
+        family = meta.get("family", DEFAULT_FAMILY)
         if family != cls.family:
             raise ValueError(f"{folder} holds a {family!r} model, not a {cls.family!r} one; load it with "
                              f"diffeic.load_codec({str(folder)!r})")
@@ -258,7 +258,7 @@ class Codec(nn.Module):
         (:func:`~diffeic.codecs.folder.write_folder`): readers see the previous folder or the new one, never a mix.
         ``metadata``: extra fields of ``config.yaml``."""
         self.refresh_tables()                 # store tables that match the weights being saved
-        meta = {**({"family": self.family} if self.family != "diffeic" else {}), "trained": self.is_trained,
+        meta = {**({"family": self.family} if self.family != DEFAULT_FAMILY else {}), "trained": self.is_trained,
                 "fingerprint": self.fingerprint(), **self.save_metadata(), **metadata}
         return ckpt_folder.write_folder(path, self.weights(), meta, self.model_config(), overwrite,
                                         also=self.weight_files + self.optional_files)

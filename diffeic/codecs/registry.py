@@ -31,6 +31,9 @@ from ..util import first_line, hub_offline
 FAMILY_CODECS = {"diffeic": ("diffeic.codecs.diffeic", "DiffEICCodec"),
                  "hific": ("diffeic.codecs.hific", "HiFiCCodec"),
                  "refine": ("diffeic.codecs.refine", "RefineCodec")}
+#: The family of a checkpoint whose ``config.yaml`` names none (written before there were families); its folders
+#: are still written without the key.
+DEFAULT_FAMILY = "diffeic"
 #: The preset table of each family (``name → config factory``), read without importing the codec.
 FAMILY_PRESETS = {"diffeic": "diffeic.config", "hific": "diffeic.hific.config", "refine": "diffeic.refine.config"}
 
@@ -202,7 +205,7 @@ def family_of(name_or_folder: PathLike) -> str:
 def _family_in(folder: Path) -> str:
     from .folder import read_meta
 
-    family = read_meta(folder).get("family", "diffeic")
+    family = read_meta(folder).get("family", DEFAULT_FAMILY)
     if family not in FAMILY_CODECS:
         raise ValueError(f"{folder / 'config.yaml'}: family = {family!r}: must be one of {', '.join(FAMILY_CODECS)}")
     return str(family)
