@@ -31,6 +31,8 @@ import zlib
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
+import numpy as np
+
 from .sizes import size_text
 
 MAGIC = b"\xde\x1c"
@@ -87,6 +89,11 @@ class StreamHeader:
 
 #: The smallest normal float32: a rate field below it (and above 0) is a subnormal.
 _FLOAT32_TINY = 2.0 ** -126
+
+
+def float32(value: float) -> float:
+    """``value`` rounded to the nearest float32 (what a stream stores; ``±inf`` beyond float32's range)."""
+    return float(np.float32(value))
 
 
 def canonical_rate(rate: float) -> float:

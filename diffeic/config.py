@@ -162,7 +162,7 @@ def _check_str(name: str, value: Any, allowed: Optional[Tuple[str, ...]] = None,
 
 @dataclass
 class RateConfig:
-    """Variable-rate LFGCM (:mod:`diffeic.lfgcm.rate`): one model for every λ in ``[lmbda_min, lmbda_max]``.
+    """Variable-rate LFGCM (:mod:`diffeic.lfgcm.variable_rate`): one model for every λ in ``[lmbda_min, lmbda_max]``.
 
     The rate parameter is ``q = log2(lmbda_max / λ)`` in ``[0, log2(lmbda_max / lmbda_min)]``: larger q,
     smaller λ, more bits.  ``levels`` gain vectors sit at evenly spaced q (the paper's λ = 16, 8, 4, 2, 1

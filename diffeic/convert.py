@@ -66,7 +66,7 @@ SCHEDULE_KEYS = frozenset((
     "logvar"))
 
 #: Constant buffers: fixed by hyper-parameters, validated against a freshly built module.  (The CDF tables,
-#: ``CodingTables.coding_table_names()``, are empty or absent in the published files and rebuilt by ``update``.)
+#: ``HyperpriorCoder.coding_table_names()``, are empty or absent in the published files and rebuilt by ``update``.)
 CONSTANT_BUFFERS = {"entropy_bottleneck": ("target", "likelihood_lower_bound.bound"),
                     "gaussian_conditional": ("scale_bound", "likelihood_lower_bound.bound",
                                              "lower_bound_scale.bound")}
@@ -333,10 +333,10 @@ def expected_official_layout(config="sd21") -> Dict[str, Target]:
 
 def _lfgcm_buffer_kind(key: str) -> Optional[str]:
     """"cdf" / "constant" for the entropy models' buffers (our LFGCM-relative key), else ``None``."""
-    from .lfgcm.entropy import CodingTables
+    from .entropy.latent_coder import HyperpriorCoder
 
     module, _, name = key.partition(".")
-    if key in CodingTables.coding_table_names():
+    if key in HyperpriorCoder.coding_table_names():
         return "cdf"
     if name in CONSTANT_BUFFERS.get(module, ()):
         return "constant"
@@ -348,14 +348,14 @@ def expected_lfgcm_buffers(lfgcm_cfg) -> StateDict:
     from . import _compressai  # noqa: F401  (compressai's import warning filtered there)
     from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 
-    from .lfgcm.entropy import CodingTables
+    from .entropy.latent_coder import HyperpriorCoder
 
     parts = {"entropy_bottleneck": EntropyBottleneck(lfgcm_cfg.N),
              "gaussian_conditional": GaussianConditional(None, scale_bound=lfgcm_cfg.scale_min)}
     out: StateDict = {}
     for module_name, module in parts.items():
         for name, buf in module.named_buffers():
-            if f"{module_name}.{name}" in CodingTables.coding_table_names() or name in CONSTANT_BUFFERS[module_name]:
+            if f"{module_name}.{name}" in HyperpriorCoder.coding_table_names() or name in CONSTANT_BUFFERS[module_name]:
                 out[f"{module_name}.{name}"] = buf.detach().clone()
     return out
 

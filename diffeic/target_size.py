@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Callable, Tuple
 
-from .lfgcm.rate import float32
+from .bitstream import float32
 
 
 class TargetTooSmall(ValueError):

@@ -4,7 +4,7 @@ import pytest
 
 from diffeic.evaluation import baselines as B
 from diffeic.evaluation.metrics import psnr
-from diffeic.evaluation.rate import bpp
+from diffeic.evaluation.bpp import bpp
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ import pytest
 import torch
 from compressai.ans import RansDecoder
 
-from diffeic.evaluation import rate
-from diffeic.lfgcm.exact import from_grid
+from diffeic.evaluation import bpp as bpp_helpers
+from diffeic.entropy.exact import from_grid
 
 from conftest import photo
 
@@ -25,7 +25,7 @@ def coded(tiny_codec):
 def test_official_strings_from_the_stream_equal_those_from_the_encoder(tiny_codec, coded):
     bits, y, z = coded
     y_string, z_string = tiny_codec.lfgcm.official_strings(y, z)
-    assert rate.official_string_sizes(tiny_codec, bits) == (len(y_string), len(z_string))
+    assert bpp_helpers.official_string_sizes(tiny_codec, bits) == (len(y_string), len(z_string))
     lat = tiny_codec.decompress_latents(bits)
     assert tiny_codec.lfgcm.official_strings(lat["y_hat"], lat["z_hat"]) == (y_string, z_string)
     # Two rANS streams instead of one: one more 8-byte flush, give or take a renormalisation word.

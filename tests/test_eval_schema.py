@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from diffeic.evaluation import rate
+from diffeic.evaluation import bpp as bpp_helpers
 from diffeic.evaluation.schema import CSV_COLUMNS, CsvWriter, read_rows, validate_row
 
 
@@ -60,19 +60,19 @@ def test_write_read_round_trip_and_foreign_header(tmp_path):
 
 
 def test_bpp_from_written_file(tmp_path):
-    n = rate.write_and_measure(tmp_path / "x" / "s.bin", b"\x00" * 123)
+    n = bpp_helpers.write_and_measure(tmp_path / "x" / "s.bin", b"\x00" * 123)
     assert n == 123 == (tmp_path / "x" / "s.bin").stat().st_size
-    assert rate.bpp(123, 400, 600) == 8 * 123 / (400 * 600)
-    assert rate.padded_hw(400, 600) == (448, 640)
-    assert rate.bpp_padded(123, 400, 600) == 8 * 123 / (448 * 640)
-    assert rate.bpp_padded(100, 768, 512) == rate.bpp(100, 768, 512)
+    assert bpp_helpers.bpp(123, 400, 600) == 8 * 123 / (400 * 600)
+    assert bpp_helpers.padded_hw(400, 600) == (448, 640)
+    assert bpp_helpers.bpp_padded(123, 400, 600) == 8 * 123 / (448 * 640)
+    assert bpp_helpers.bpp_padded(100, 768, 512) == bpp_helpers.bpp(100, 768, 512)
     with pytest.raises(ValueError):
-        rate.bpp(1, 0, 5)
+        bpp_helpers.bpp(1, 0, 5)
     assert not list((tmp_path / "x").glob(".*.tmp"))          # written atomically, no temp file left
 
 
 def test_official_rate_counts_the_20_byte_header_over_padded_pixels():
     # Official ``write_body``: five big-endian uint32 (h_z, w_z, n_strings, len_y, len_z) + the two strings.
-    assert rate.official_file_bytes(1000, 100) == 1120
-    assert rate.bpp_official(1000, 100, 768, 512) == 8 * 1120 / (768 * 512)
-    assert rate.bpp_official(1000, 100, 400, 600) == 8 * 1120 / (448 * 640)
+    assert bpp_helpers.official_file_bytes(1000, 100) == 1120
+    assert bpp_helpers.bpp_official(1000, 100, 768, 512) == 8 * 1120 / (768 * 512)
+    assert bpp_helpers.bpp_official(1000, 100, 400, 600) == 8 * 1120 / (448 * 640)

@@ -7,7 +7,7 @@ from torch import nn
 from conftest import photo
 from diffeic import DiffEICCodec
 from diffeic.bitstream import unpack
-from diffeic.lfgcm.exact import ACT_SCALE, GELU_RANGE, WEIGHT_BITS, ExactNet, to_grid
+from diffeic.entropy.exact import ACT_SCALE, GELU_RANGE, WEIGHT_BITS, ExactNet, to_grid
 
 
 def _reference(layer: nn.Module, a: torch.Tensor) -> torch.Tensor:

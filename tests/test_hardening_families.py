@@ -1,5 +1,5 @@
 """The checkpoint and stream rules of issues #14/#21 hold for every codec: the HiFiC / refinement families
-(their shared :mod:`diffeic.hyperprior` coder and ``model.safetensors`` folders), the variable-rate LFGCM
+(their shared :mod:`diffeic.entropy.hyperprior` coder and ``model.safetensors`` folders), the variable-rate LFGCM
 (its rate gains) and the one-step decoder's ``onestep.safetensors``."""
 import hashlib
 import shutil

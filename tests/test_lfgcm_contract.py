@@ -11,10 +11,12 @@ from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 from helpers import photo_crop
 
 from diffeic import DiffEICCodec
-from diffeic.hyperprior import MeanScaleHyperprior
+from diffeic.entropy.exact import ACT_SCALE, from_grid
+from diffeic.entropy.hyperprior import MeanScaleHyperprior
+from diffeic.entropy.latent_coder import HyperpriorCoder
 from diffeic.lfgcm import LFGCM
-from diffeic.lfgcm.entropy import CodingTables, checkerboard_masks, slice_walk
-from diffeic.lfgcm.exact import ACT_SCALE, ExactEntropyPath, from_grid
+from diffeic.lfgcm.entropy import checkerboard_masks, slice_walk
+from diffeic.lfgcm.exact import ExactEntropyPath
 
 Q = 8.0
 
@@ -74,14 +76,14 @@ def test_the_one_table_list_is_what_compressais_coder_builds():
     built = ({"entropy_bottleneck." + k for k in _rebuilt(eb, lambda: eb.update(force=True))}
              | {"gaussian_conditional." + k
                 for k in _rebuilt(gc, lambda: gc.update_scale_table(torch.tensor([0.2, 2.0])))})
-    assert built == set(CodingTables.coding_table_names())
+    assert built == set(HyperpriorCoder.coding_table_names())
 
 
 @pytest.mark.parametrize("build", [lambda: LFGCM(DiffEICCodec.from_config("tiny").config.lfgcm),
                                    lambda: MeanScaleHyperprior(8, 4)], ids=["lfgcm", "hyperprior"])
 def test_both_coders_build_exactly_the_listed_tables(build):
     model = build()
-    assert _rebuilt(model, lambda: model.update(force=True)) == set(CodingTables.coding_table_names())
+    assert _rebuilt(model, lambda: model.update(force=True)) == set(HyperpriorCoder.coding_table_names())
 
 
 def test_every_listed_table_moves_the_fingerprint(tiny_codec):

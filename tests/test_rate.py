@@ -9,7 +9,7 @@ import torch
 from diffeic import BitstreamError, DiffEICCodec
 from diffeic.bitstream import StreamHeader, pack, unpack
 from diffeic.config import DiffEICConfig, RateConfig, get_config
-from diffeic.lfgcm.rate import RateGains, check_rate
+from diffeic.lfgcm.variable_rate import RateGains, check_rate
 from diffeic.target_size import TargetTooSmall, fit_to_budget
 
 from conftest import photo

@@ -94,7 +94,7 @@ def test_non_canonical_varints_are_refused(tiny_codec):
 
 def test_huge_latents_are_refused_right_after_entropy_decoding(tiny_codec, monkeypatch):
     """A payload that decodes to finite but huge latents ran all diffusion steps before failing."""
-    import diffeic.lfgcm.entropy as entropy
+    import diffeic.entropy.rans as entropy
 
     x = photo("rocket", (64, 64))
     lfgcm = tiny_codec.lfgcm

@@ -24,7 +24,7 @@ from ..diffusion.fast import vae_tiling
 from ..diffusion.onestep import OneStepConfig, OneStepDecoder
 from ..diffusion.sampling import check_steps, sampler_limit
 from ..lfgcm import LFGCM, PAD_MULTIPLE
-from ..lfgcm.rate import check_rate, rate_range as q_range
+from ..lfgcm.variable_rate import check_rate, rate_range as q_range
 from ..sizes import size_text
 from ..target_size import TargetTooSmall, fit_to_budget
 from ..util import first_line

@@ -1,6 +1,6 @@
 """The codec around a transform codec whose latent is coded by a mean-scale hyperprior (HiFiC, refinement).
 
-The family's model has ``encoder`` (image → y), ``hyperprior`` (:class:`~diffeic.hyperprior.MeanScaleHyperprior`)
+The family's model has ``encoder`` (image → y), ``hyperprior`` (:class:`~diffeic.entropy.hyperprior.MeanScaleHyperprior`)
 and ``reconstruct(y_hat, **settings)`` (ŷ → padded image in [0, 1]); its checkpoint folder holds ``config.yaml``
 + ``model.safetensors`` (weights and the coder's CDF tables).  A family built this way declares its config class,
 presets and model class, and :meth:`TransformCodec.decode_defaults` when decoding takes settings.

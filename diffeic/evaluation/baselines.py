@@ -28,7 +28,7 @@ from typing import Callable, Dict, List, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
-from .rate import bpp as bpp_of
+from .bpp import bpp as bpp_of
 
 
 class BaselineUnavailable(RuntimeError):

@@ -32,7 +32,7 @@ from .metrics import IMAGE_METRICS, MetricSuite
 from .models import resolve_model
 from .plots import Curve, rd_plot
 from .published import published_series, reference_dataset
-from .rate import bpp, bpp_official, bpp_padded, official_string_sizes, write_and_measure
+from .bpp import bpp, bpp_official, bpp_padded, official_string_sizes, write_and_measure
 from .schema import CsvWriter, existing_keys, read_rows, row_key
 from .sheets import Tile, caption, closest_in_bytes, write_sheet
 from .summary import (SPREAD_DEFINITION, bd_table, format_bd, format_table, group_means, point_labels,
@@ -146,7 +146,7 @@ def _other_family_model(cfg: EvalConfig, codec: Any, name: str, source: str, lab
 def _rate_points(codec: Any, point: str, rates: Optional[List[float]]) -> List[Tuple[str, Optional[float]]]:
     """``(point, q)`` per requested rate of a variable-rate model (default: its trained levels, the q of
     its gain vectors, e.g. 0,1,2,3,4); one ``(point, None)`` for a fixed-rate model."""
-    from diffeic.lfgcm.rate import check_rate
+    from ..lfgcm.variable_rate import check_rate
 
     if codec.rate_range is None:
         return [(point, None)]

@@ -1,7 +1,7 @@
 """The HiFiC codec family (Mentzer et al., "High-Fidelity Generative Image Compression", NeurIPS 2020).
 
 Layout: ``config.py`` (presets ``hific``, ``hific_tiny``), ``model.py`` (E, G, ChannelNorm; the
-mean-scale hyperprior is the shared :mod:`diffeic.hyperprior`), ``discriminator.py`` (conditional
+mean-scale hyperprior is the shared :mod:`diffeic.entropy.hyperprior`), ``discriminator.py`` (conditional
 patch D, training only), ``losses.py`` (rate-target schedule, perceptual and GAN terms),
 the codec (:class:`HiFiCCodec`) is the plug-in :mod:`diffeic.codecs.hific`.  Training: :mod:`diffeic.training.hific`.
 """

@@ -12,7 +12,7 @@ from typing import Dict
 import torch
 from torch import nn
 
-from ..hyperprior import MeanScaleHyperprior
+from ..entropy.hyperprior import MeanScaleHyperprior
 from .config import HiFiCConfig
 
 

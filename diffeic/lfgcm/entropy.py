@@ -14,6 +14,9 @@ Differences from compressai's composed latent codecs, on purpose:
 * coding computes σ and μ with the exact integer twin of the parameter networks
   (:mod:`diffeic.lfgcm.exact`), so any device decodes what any other device encoded.
 
+The coding tables, the coder's safety checks and the z-then-y string are the shared entropy layer's
+(:mod:`diffeic.entropy`); this module adds the LFGCM's own context model.
+
 References:
 [Li2024] Z. Li, Y. Zhou, H. Wei, C. Ge, J. Jiang, "Toward Extreme Image Compression with Latent Feature
     Guidance and Diffusion Prior", IEEE TCSVT 35(1):888–899, 2025 (arXiv:2404.18820, "Towards …").
@@ -25,34 +28,19 @@ References:
 """
 from __future__ import annotations
 
-import copy
-import math
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Tuple
 
 import torch
 from .. import _compressai  # noqa: F401  (compressai's import warning filtered there)
-from compressai.ans import BufferedRansEncoder, RansDecoder
-from compressai.entropy_models import EntropyBottleneck, GaussianConditional
+from compressai.ans import BufferedRansEncoder
 from torch import nn
 
 from ..config import LFGCMConfig
-from ..sizes import size_text
-from .exact import ACT_CLIP, ACT_SCALE, LATENT_LIMIT, ExactEntropyPath, from_grid
+from ..entropy.exact import ACT_SCALE, from_grid
+from ..entropy.latent_coder import Z_STRIDE, HyperpriorCoder
+from ..entropy.rans import check_canonical, check_encoder_latents, check_symbols, in_range
+from .exact import ExactEntropyPath
 from .layers import conv
-
-#: The buffers the rANS coder reads, per entropy model: built by ``update``, saved with the weights,
-#: resized and checked when loaded (:class:`CodingTables`), and part of the model fingerprint. The one
-#: list of them, for every coder built on compressai's entropy models (this LFGCM, diffeic.hyperprior).
-CODING_TABLES: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
-    ("entropy_bottleneck", ("_offset", "_quantized_cdf", "_cdf_length")),
-    ("gaussian_conditional", ("_offset", "_quantized_cdf", "_cdf_length", "scale_table")),
-)
-#: Spatial stride of z relative to y (the hyper-analysis downsamples twice by 2).
-Z_STRIDE = 4
-CDF_PRECISION = 16                     # compressai's CDFs end at 2^16
-#: A symbol costs at least log2(2^16 / largest frequency) bits, less what one rANS step can lose to
-#: rounding: the state before a step is at least 2^15 x frequency, so x' / x > (2^16 / f)(1 - 2^-15).
-_RANS_STEP_SLACK = math.log2(1 + 2.0 ** -15)
 
 
 class Fusion(nn.Module):
@@ -101,306 +89,6 @@ def _grid(v: torch.Tensor) -> torch.Tensor:
     return v.detach().double() * ACT_SCALE
 
 
-class _CodingTables:
-    """Python-list copies of an entropy model's CDF tables, made once per ``update``.
-
-    ``min_bits``: a lower bound on the bits any symbol coded with these tables adds to a stream.
-    """
-
-    def __init__(self, model) -> None:
-        self.cdf = model._quantized_cdf.tolist()
-        self.lengths = model._cdf_length.reshape(-1).int().tolist()
-        self.offsets = model._offset.reshape(-1).int().tolist()
-        f_max = max(max(row[j + 1] - row[j] for j in range(n - 1)) for row, n in zip(self.cdf, self.lengths))
-        self.min_bits = max(0.0, CDF_PRECISION - math.log2(f_max) - _RANS_STEP_SLACK)
-
-    def subset(self, indexes: torch.Tensor) -> Tuple[list, list, list, list]:
-        """``(indexes, cdf, lengths, offsets)`` with only the rows ``indexes`` use, renumbered into them:
-        handing the C++ coder the full table on every call dominated decoding time."""
-        used, local = torch.unique(indexes, return_inverse=True)
-        rows = used.tolist()
-        return (local.tolist(), [self.cdf[r] for r in rows], [self.lengths[r] for r in rows],
-                [self.offsets[r] for r in rows])
-
-
-def check_cdf_table(name: str, cdf: torch.Tensor, lengths: torch.Tensor, offsets: torch.Tensor, rows: int) -> None:
-    """Refuse a CDF table that compressai's C++ coder would trust blindly (it divides by frequencies and
-    indexes rows without bounds checks): ``rows`` rows of ``lengths[i] >= 2`` entries rising strictly from
-    0 to 2^16, offsets in ``[-(length-2), 0]``, all int32."""
-    def bad(what: str, index: Optional[torch.Tensor] = None) -> ValueError:
-        row = f" (row {int(index.nonzero()[0, 0])})" if index is not None else ""
-        return ValueError(f"coding table {name} is corrupt: {what}{row}; rebuild it with lfgcm.update(force=True)")
-
-    if any(t.dtype != torch.int32 for t in (cdf, lengths, offsets)):
-        raise bad(f"dtypes {cdf.dtype}, {lengths.dtype}, {offsets.dtype} instead of int32")
-    if cdf.dim() != 2 or cdf.shape[0] != rows or tuple(lengths.shape) != (rows,) or tuple(offsets.shape) != (rows,):
-        raise bad(f"shapes {tuple(cdf.shape)}, {tuple(lengths.shape)}, {tuple(offsets.shape)} do not describe "
-                  f"{rows} rows")
-    cdf, n, off = cdf.long().cpu(), lengths.long().cpu(), offsets.long().cpu()
-    if ((n < 2) | (n > cdf.shape[1])).any():
-        raise bad(f"a CDF length outside 2..{cdf.shape[1]}", (n < 2) | (n > cdf.shape[1]))
-    inside = torch.arange(cdf.shape[1] - 1)[None, :] < (n[:, None] - 1)
-    if (cdf[:, 0] != 0).any():
-        raise bad("a CDF that does not start at 0", cdf[:, 0] != 0)
-    steps_bad = ((cdf[:, 1:] - cdf[:, :-1] <= 0) & inside).any(1)
-    if steps_bad.any():
-        raise bad("a CDF that does not rise strictly", steps_bad)
-    end_bad = cdf.gather(1, (n - 1)[:, None])[:, 0] != (1 << CDF_PRECISION)
-    if end_bad.any():
-        raise bad(f"a CDF that does not end at 2^{CDF_PRECISION}", end_bad)
-    off_bad = (off > 0) | (off < -(n - 2))
-    if off_bad.any():
-        raise bad("an offset outside [-(length-2), 0]", off_bad)
-
-
-def check_quantiles(quantiles: torch.Tensor) -> None:
-    """z's quantiles set its CDF tables' lengths and its symbols' offsets (the medians): they must be finite
-    and inside the exact coder's range, or compressai would build garbage or gigantic tables."""
-    q = quantiles.detach()
-    if not torch.isfinite(q).all() or q.abs().max().item() > LATENT_LIMIT - 1:
-        raise ValueError(f"entropy_bottleneck.quantiles must be finite and within ±{LATENT_LIMIT - 1:g}, got values "
-                         f"up to {q.abs().max().item():.4g}: these weights cannot code")
-
-
-def check_symbols(symbols: torch.Tensor) -> torch.Tensor:
-    # The last guard before C++: an out-of-range int32 (INT_MIN from a NaN) loops forever in its escape coder.
-    if symbols.numel() and symbols.abs().max().item() > 2 * ACT_CLIP:
-        raise ValueError("symbols outside the coder's range: the model's weights are broken")
-    return symbols
-
-
-def in_range(name: str, grid: torch.Tensor) -> torch.Tensor:
-    """Decoded latents (on the activation grid) must lie in the range any encoder can write (±2^10):
-    a payload that decodes past it is refused here, before the next pass or any diffusion runs."""
-    if grid.numel() and grid.abs().max().item() > ACT_CLIP:
-        raise ValueError(f"the payload decodes to {name} values beyond the coder's range ±{LATENT_LIMIT:g}")
-    return grid
-
-
-# The checks below are shared by every latent coder built on compressai's EntropyBottleneck +
-# GaussianConditional and the rANS coder (this LFGCM, diffeic.hyperprior): one rule for all families.
-
-def check_entropy_tables(entropy_bottleneck: EntropyBottleneck, gaussian_conditional: GaussianConditional) -> None:
-    """Raise ``ValueError`` naming the table unless every CDF table is safe for the C++ coder."""
-    table = gaussian_conditional.scale_table
-    if (table.dim() != 1 or table.numel() < 2 or not torch.isfinite(table).all() or (table <= 0).any()
-            or (table[1:] <= table[:-1]).any()):
-        raise ValueError("coding table gaussian_conditional.scale_table is corrupt: it must be a rising list of "
-                         "at least 2 positive finite scales")
-    for name, m, rows in (("entropy_bottleneck", entropy_bottleneck, entropy_bottleneck.channels),
-                          ("gaussian_conditional", gaussian_conditional, table.numel())):
-        check_cdf_table(name, m._quantized_cdf, m._cdf_length, m._offset, rows)
-
-
-def check_encoder_latents(**latents: torch.Tensor) -> None:
-    """Latents about to be coded must be finite and inside the exact coder's range.
-
-    NaN becomes INT_MIN as a symbol, on which compressai's escape coding never ends; values past the exact
-    path's range would decode inexactly. Neither reaches the coder.
-    """
-    for name, t in latents.items():
-        if not torch.isfinite(t).all():
-            raise ValueError(f"the encoder produced non-finite latents ({name}): its weights are broken")
-        if t.numel() and t.abs().max().item() > LATENT_LIMIT - 1:
-            raise ValueError(f"latent {name} reaches {t.abs().max().item():.4g}, beyond the coder's exact range "
-                             f"±{LATENT_LIMIT - 1:g}: the weights are not those of a working model")
-
-
-def check_payload_size(string: bytes, symbols: Sequence[Tuple[int, "_CodingTables"]], what: str) -> None:
-    """Refuse a payload too short for the symbols it must hold, before anything is allocated.
-
-    ``symbols``: ``(count, tables)`` per group of symbols.  A rANS payload is whole 32-bit words, at least the
-    8-byte final state; and every symbol adds at least ``min_bits`` (from the tables) to a state that starts
-    at 2^31 and is flushed below 2^63, so a payload of ``n`` bytes holds at most ``8n - 32`` bits of symbols
-    (plus the rounding slack of one rANS step for each 32-bit word written).
-    """
-    if len(string) < 8 or len(string) % 4:
-        raise ValueError(f"a payload of {len(string)} bytes is not a rANS stream (whole 32-bit words, at "
-                         f"least 8 bytes)")
-    need = sum(n * tab.min_bits for n, tab in symbols)
-    room = 8 * len(string) - 32 + (len(string) // 4) * _RANS_STEP_SLACK
-    if need > room + 1:                        # + 1: float rounding of the bound never refuses a real one
-        raise ValueError(f"a payload of {len(string)} bytes cannot hold the {sum(n for n, _ in symbols)} symbols "
-                         f"of {what} (these tables need at least {math.ceil((need + 32) / 8)} bytes)")
-
-
-def check_canonical(string: bytes, parts: Sequence[Tuple[list, list, list, list, list]]) -> None:
-    """A payload is valid only if it is exactly what coding its decoded symbols gives (the coder is
-    deterministic): this refuses unused trailing bytes and any other encoding of the same symbols.
-
-    ``parts``: ``(symbols, indexes, cdf, lengths, offsets)`` in coding order.
-    """
-    encoder = BufferedRansEncoder()
-    for symbols, indexes, cdf, lengths, offsets in parts:
-        encoder.encode_with_indexes(symbols, indexes, cdf, lengths, offsets)
-    if encoder.flush() != bytes(string):
-        raise ValueError("the payload is not the coding of the symbols it decodes to (unused, altered or "
-                         "non-canonical bytes)")
-
-
-class CodingTables:
-    """Mixin: the coding tables of a latent coder made of an ``entropy_bottleneck`` (z) and a
-    ``gaussian_conditional`` (y) that codes z then y into one rANS string — this LFGCM's entropy model and
-    :class:`diffeic.hyperprior.MeanScaleHyperprior`.
-
-    The tables (:data:`CODING_TABLES`) are built from the weights on the CPU, so every machine codes with the
-    same ones; rebuilt whenever the weights change; resized, checked and taken as current when loaded (empty
-    ones are rebuilt when first used).  Users call :meth:`_init_coding` where the two entropy models belong and provide
-    ``_exact_nets(device)``, the exact integer twin of the networks that choose y's CDFs.
-    """
-
-    entropy_bottleneck: EntropyBottleneck
-    gaussian_conditional: GaussianConditional
-
-    def _init_coding(self, z_channels: int, scale_min: float, scale_max: float, scale_levels: int) -> None:
-        self.entropy_bottleneck = EntropyBottleneck(z_channels)
-        self.gaussian_conditional = GaussianConditional(None, scale_bound=scale_min)
-        # Built with Python's math (not a vectorised kernel whose last bit may depend on the CPU), so
-        # every machine selects CDFs against the same table.
-        step = (math.log(scale_max) - math.log(scale_min)) / (scale_levels - 1)
-        self._scale_table = torch.tensor([math.exp(math.log(scale_min) + i * step) for i in range(scale_levels)],
-                                         dtype=torch.float32)
-        self._coding: Optional[tuple] = None
-        self._tables_key: Optional[tuple] = None
-        self.register_load_state_dict_post_hook(_after_load)
-
-    @staticmethod
-    def coding_table_names() -> List[str]:
-        """State-dict names of the coder's tables (derived from the weights by ``update``; resized on load)."""
-        return [f"{module}.{buf}" for module, bufs in CODING_TABLES for buf in bufs]
-
-    def update(self, scale_table: Optional[torch.Tensor] = None, force: bool = False,
-               update_quantiles: bool = False) -> bool:
-        """Rebuild the CDF tables (after training or loading weights).
-
-        Tables are computed on the CPU and copied to the model's device, so every device codes with
-        identical tables.  Quantiles are never re-estimated here: their medians are z's quantisation
-        offsets and must stay those the model was trained with.
-        """
-        scale_table = self._scale_table if scale_table is None else scale_table
-        check_quantiles(self.entropy_bottleneck.quantiles)
-        updated = False
-        for name, buffers in CODING_TABLES:
-            module = getattr(self, name)
-            device = module.likelihood_lower_bound.bound.device
-            cpu = copy.deepcopy(module).cpu().float()     # tables never depend on device or dtype
-            changed = (cpu.update(force=force) if name == "entropy_bottleneck"
-                       else cpu.update_scale_table(scale_table.cpu(), force=force))
-            if changed:
-                for buf in buffers:
-                    setattr(module, buf, getattr(cpu, buf).to(device))
-            updated |= bool(changed)
-        self._coding = None
-        self._tables_key = self._weights_key()
-        return updated
-
-    def refresh_tables(self) -> None:
-        """Rebuild the CDF tables if the weights changed since they were built or loaded."""
-        if self._tables_key != self._weights_key():
-            self.update(force=True)
-
-    def check_coding_tables(self) -> None:
-        """Raise ``ValueError`` naming the table unless every CDF table is safe for the C++ coder."""
-        check_entropy_tables(self.entropy_bottleneck, self.gaussian_conditional)
-
-    def aux_loss(self) -> torch.Tensor:
-        return self.entropy_bottleneck.loss()
-
-    @torch.no_grad()
-    def estimate_bits(self, *inputs: torch.Tensor, **kwargs) -> List[float]:
-        """The entropy model's estimate of the bits each batch item costs: ``-log2`` of the likelihoods of
-        ``forward(*inputs, **kwargs)`` in eval mode (hard rounding, as coded)."""
-        was_training = self.training
-        self.eval()
-        try:
-            out = self(*inputs, **kwargs)
-        finally:
-            self.train(was_training)
-        return [float(b) for b in sum(-torch.log2(lik).flatten(1).sum(1) for lik in out["likelihoods"].values())]
-
-    def z_medians(self) -> torch.Tensor:
-        return self.entropy_bottleneck.quantiles[:, 0, 1].detach().view(1, -1, 1, 1)
-
-    def _weights_key(self) -> tuple:
-        # Parameter objects survive .to() and load_state_dict (their data is swapped or copied in
-        # place), so the list is gathered once; data_ptr and _version reveal any change.
-        if getattr(self, "_param_list", None) is None:
-            self._param_list = list(self.parameters())
-        return tuple((p.data_ptr(), p._version) for p in self._param_list)
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
-        # CDF tables have data-dependent sizes: resize ours to the saved ones before the children copy them.
-        for name in self.coding_table_names():
-            module, buf = name.split(".")
-            old, new = getattr(getattr(self, module), buf), state_dict.get(prefix + name)
-            if new is not None and old.shape != new.shape:
-                setattr(getattr(self, module), buf, torch.empty_like(new, device=old.device))
-        self._loading_tables = all(state_dict.get(f"{prefix}{module}._offset", torch.empty(0)).numel()
-                                   for module, _ in CODING_TABLES)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-    def _coding_state(self, device: torch.device) -> tuple:
-        """``(z tables, y tables, exact nets)``, rebuilt whenever the weights have changed."""
-        self.refresh_tables()
-        if self._coding is None or self._coding[0] != self._tables_key or self._coding[1] != device:
-            self._coding = (self._tables_key, device, _CodingTables(self.entropy_bottleneck),
-                            _CodingTables(self.gaussian_conditional), self._exact_nets(device))
-        return self._coding[2:]
-
-    def _indexes(self, scales_grid: torch.Tensor) -> torch.Tensor:
-        """CDF index per σ (grid integers): the number of scale-table entries (but the last) below max(σ, bound).
-
-        Same result as compressai's ``build_indexes``, in one ``bucketize`` instead of a loop over
-        the table.  σ is an exact multiple of 2^-8, so the comparison is device independent.
-        """
-        gc = self.gaussian_conditional
-        sigma = torch.clamp(from_grid(scales_grid), min=float(gc.lower_bound_scale.bound))
-        return torch.bucketize(sigma, gc.scale_table.to(scales_grid.device)[:-1]).int()
-
-    def symbol_count(self, y_hw: Tuple[int, int]) -> int:
-        """Number of symbols a stream of this latent size carries (z and y)."""
-        h, w = y_hw
-        return self.M * h * w + self.entropy_bottleneck.channels * (h // Z_STRIDE) * (w // Z_STRIDE)
-
-    @staticmethod
-    def _z_rows(channels: int, hz: int, wz: int) -> list:
-        """z's CDF rows (its channels) in coding order."""
-        return torch.arange(channels, dtype=torch.int32).view(-1, 1, 1).expand(channels, hz, wz).reshape(-1).tolist()
-
-    def _z_symbols(self, z: torch.Tensor, medians_grid: torch.Tensor) -> Tuple[torch.Tensor, list]:
-        """z's symbols (checked) and their CDF rows, in coding order."""
-        z_sym = check_symbols(torch.round(z.double() - medians_grid / ACT_SCALE).int())
-        return z_sym, self._z_rows(*z.shape[1:])
-
-    def _start_decoding(self, string: bytes, y_hw: Tuple[int, int], eb_tab: _CodingTables,
-                        gc_tab: _CodingTables) -> Tuple[RansDecoder, list, list]:
-        """Check that the payload can hold its symbols, open a decoder on it and decode z:
-        ``(decoder, z symbols, z rows)``."""
-        h, w = y_hw
-        n_ch, hz, wz = self.entropy_bottleneck.channels, h // Z_STRIDE, w // Z_STRIDE
-        check_payload_size(string, [(n_ch * hz * wz, eb_tab), (self.M * h * w, gc_tab)],
-                           f"a latent of {size_text(h, w)}")
-        decoder = RansDecoder()
-        # The C++ decoder reads 32-bit words without bounds checks; zero padding bounded by the
-        # symbol count (≤ one word per symbol, escapes bounded by the payload's own bits) keeps a
-        # crafted stream from reading past the buffer.
-        decoder.set_stream(bytes(string) + bytes(4 * self.symbol_count(y_hw) + 16 * len(string) + 64))
-        z_rows = self._z_rows(n_ch, hz, wz)
-        return decoder, decoder.decode_stream(z_rows, eb_tab.cdf, eb_tab.lengths, eb_tab.offsets), z_rows
-
-
-def _after_load(module: CodingTables, incompatible_keys) -> None:
-    # After the whole load (the tables and quantiles live in child modules): the C++ coder trusts the
-    # tables blindly, and NaN quantiles would hang it, so neither is accepted from a file.  Loaded
-    # tables are taken as current, so every machine codes with the tables that were saved.
-    check_quantiles(module.entropy_bottleneck.quantiles)
-    loaded = getattr(module, "_loading_tables", False)
-    if loaded:
-        module.check_coding_tables()
-    module._coding = None
-    module._tables_key = module._weights_key() if loaded else None
-
-
 def slice_walk(nets, psi: torch.Tensor, n_slices: int, masks: Tuple[torch.Tensor, torch.Tensor],
                code_pass: Callable[..., torch.Tensor]) -> List[torch.Tensor]:
     """The one walk over y's channel slices and their two checkerboard passes (training, coding, decoding).
@@ -422,7 +110,7 @@ def slice_walk(nets, psi: torch.Tensor, n_slices: int, masks: Tuple[torch.Tensor
     return decoded
 
 
-class SliceCheckerboardEntropyModel(CodingTables, nn.Module):
+class SliceCheckerboardEntropyModel(HyperpriorCoder, nn.Module):
     """Rate model and coder for ``(y, z)`` given the hyper-synthesis network ``self.hyper_dec``.
 
     Subclasses provide ``hyper_dec`` (ẑ → ψ with 2M channels at y's resolution).

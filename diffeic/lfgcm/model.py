@@ -5,7 +5,7 @@ rebuilds ``ŷ, ẑ`` from the string and synthesises the content variables ``z_c
 padded to multiples of 64 (the codec does that).
 
 A variable-rate LFGCM (``cfg.rate`` set) takes a rate parameter ``rate`` (q) in every pass and applies
-gain units to y (:mod:`.rate`); a fixed-rate one refuses it.
+gain units to y (:mod:`.variable_rate`); a fixed-rate one refuses it.
 
 References:
 [Li2024] Z. Li, Y. Zhou, H. Wei, C. Ge, J. Jiang, "Toward Extreme Image Compression with Latent Feature
@@ -20,7 +20,7 @@ import torch
 
 from ..config import LFGCMConfig
 from .entropy import Z_STRIDE, SliceCheckerboardEntropyModel
-from .rate import RateGains, RateLike
+from .variable_rate import RateGains, RateLike
 from .transforms import (AnalysisTransform, HyperAnalysisTransform, HyperSynthesisTransform, SynthesisTransform,
                          information_extraction)
 

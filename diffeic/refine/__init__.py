@@ -3,7 +3,7 @@ Generative Models", 2023): an MSE transform codec whose reconstruction a conditi
 (or a rectified flow) refines.
 
 Layout: ``config.py`` (presets ``refine``, ``refine_flow``, ``refine_tiny``, ``refine_flow_tiny``),
-``model.py`` (g_a/g_s with GDN, the shared :mod:`diffeic.hyperprior`, the UNet refiner),
+``model.py`` (g_a/g_s with GDN, the shared :mod:`diffeic.entropy.hyperprior`, the UNet refiner),
 ``sampling.py`` (shifted-cosine diffusion, rectified flow); the codec (:class:`RefineCodec`) is the plug-in
 :mod:`diffeic.codecs.refine`.  Training: :mod:`diffeic.training.refine`.
 """

@@ -4,7 +4,7 @@ score-based refiner that adds the detail the MSE reconstruction lost.
 
 The transform codec is the mean-scale hyperprior model of Minnen et al. 2018 in compressai's
 ``mbt2018-mean`` layout (N = 192, M = 320: four 5×5 stride-2 convs with GDN, mirrored with IGDN),
-with the shared :mod:`diffeic.hyperprior` coder.  The refiner is a diffusers ``UNet2DModel`` that
+with the shared :mod:`diffeic.entropy.hyperprior` coder.  The refiner is a diffusers ``UNet2DModel`` that
 sees the noisy image and the MSE reconstruction (6 input channels).
 """
 from __future__ import annotations

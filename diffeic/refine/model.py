@@ -9,7 +9,7 @@ from compressai.layers import GDN
 from compressai.models.utils import conv, deconv
 from torch import nn
 
-from ..hyperprior import MeanScaleHyperprior
+from ..entropy.hyperprior import MeanScaleHyperprior
 from .config import RefineConfig
 from .sampling import ShiftedCosineSchedule, diffusion_loss, flow_loss, sample_diffusion, sample_flow
 

@@ -1,4 +1,4 @@
-"""Rate from real files (as the official code): bits of the file on disk over the image's pixels."""
+"""bpp (bits per pixel) from real files, as the official code measures it: bits of the file on disk over the image's pixels."""
 from __future__ import annotations
 
 import os

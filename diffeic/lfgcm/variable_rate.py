@@ -22,11 +22,10 @@ from __future__ import annotations
 import math
 from typing import List, Tuple, Union
 
-import numpy as np
 import torch
 from torch import nn
 
-from ..bitstream import canonical_rate
+from ..bitstream import canonical_rate, float32
 from ..config import RateConfig, check_float
 
 #: Initial gains: 1 at q_max, times 2^-INIT_SLOPE per unit of q below it (a coarser quantiser for a
@@ -35,11 +34,6 @@ from ..config import RateConfig, check_float
 INIT_SLOPE = 0.5
 
 RateLike = Union[float, torch.Tensor]
-
-
-def float32(value: float) -> float:
-    """``value`` rounded to the nearest float32 (what a stream stores)."""
-    return float(np.float32(value))
 
 
 def rate_range(cfg: RateConfig) -> Tuple[float, float]:
