@@ -41,7 +41,6 @@ except ImportError:          # run as a script
     import common  # type: ignore[no-redef]
 
 from diffeic import DiffEICCodec
-from diffeic.codec import _pad
 from diffeic.config import get_config
 from diffeic.evaluation.bdrate import bd_rate
 from diffeic.evaluation.metrics import ms_ssim, psnr
@@ -103,7 +102,7 @@ def evaluate(codec: DiffEICCodec, images: Dict[str, torch.Tensor], rate: Optiona
     for x in images.values():
         bits = codec.compress(x, rate=rate)
         lat = codec.decompress_latents(bits)
-        z_g = codec.backbone.encode(_pad(x[None]))
+        z_g = codec.backbone.encode(codec.pad(x[None]))
         x_hat = codec.decompress(bits)
         ref, rec = (np.asarray((t.clamp(0, 1) * 255).round().byte().permute(1, 2, 0)) for t in (x, x_hat))
         mse_lat = float(torch.mean((lat["z_c"] - z_g) ** 2))

@@ -13,16 +13,17 @@ do not pay for torch and diffusers.
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "DiffEICCodec": ("codec", "DiffEICCodec"),
+    "DiffEICCodec": ("codecs.diffeic", "DiffEICCodec"),
+    "Codec": ("codecs.base", "Codec"),
     "BitstreamError": ("bitstream", "BitstreamError"),
     "Decoder": ("diffusion.decoder", "Decoder"),
     "DecodeOptions": ("diffusion.decoder", "DecodeOptions"),
     "DiffEICConfig": ("config", "DiffEICConfig"),
     "get_config": ("config", "get_config"),
-    "pretrained_models": ("pretrained", "pretrained_models"),
-    "load_codec": ("codecs", "load_codec"),
-    "HiFiCCodec": ("hific.codec", "HiFiCCodec"),
-    "RefineCodec": ("refine.codec", "RefineCodec"),
+    "pretrained_models": ("codecs.registry", "pretrained_models"),
+    "load_codec": ("codecs.registry", "load_codec"),
+    "HiFiCCodec": ("codecs.hific", "HiFiCCodec"),
+    "RefineCodec": ("codecs.refine", "RefineCodec"),
     "TargetTooSmall": ("target_size", "TargetTooSmall"),
 }
 

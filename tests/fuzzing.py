@@ -36,9 +36,11 @@ import yaml  # noqa: E402
 from conftest import photo  # noqa: E402
 from diffeic import BitstreamError, DiffEICCodec  # noqa: E402
 from diffeic.bitstream import FAMILY_IDS, MAX_SIDE, SAMPLER_IDS, StreamHeader, pack, unpack  # noqa: E402
-from diffeic.checkpoint import CONFIG_FILE, CONTROL_FILE, LFGCM_FILE, read  # noqa: E402
+from diffeic.codecs.diffeic import CONTROL_FILE, LFGCM_FILE  # noqa: E402
+from diffeic.codecs.folder import CONFIG_FILE  # noqa: E402
 from diffeic.hific import HiFiCCodec  # noqa: E402
-from diffeic.image_codec import MODEL_FILE  # noqa: E402
+from diffeic.codecs.transform import MODEL_FILE  # noqa: E402
+from diffeic.lfgcm import LFGCM  # noqa: E402
 from diffeic.refine import RefineCodec  # noqa: E402
 
 Case = Tuple[str, bytes]
@@ -213,7 +215,7 @@ def run_stream_case(codec, data: bytes) -> str:
         if isinstance(codec, DiffEICCodec):
             codec.decompress_latents(data)
         else:
-            codec.decompress_latent(data)
+            codec.decompress_latents(data)
         return "ok"
     except BitstreamError:
         return "refused"
@@ -310,9 +312,9 @@ def run_checkpoint_case(case_dir: Path, files: dict, control: torch.nn.Module, x
     for name, raw in files.items():
         (case_dir / name).write_bytes(raw)
     try:
-        ckpt = read(case_dir)
-        lfgcm = ckpt.build_lfgcm()
-        ckpt.load_control(control)
+        ckpt = DiffEICCodec.read_checkpoint(case_dir)
+        lfgcm = ckpt.load(LFGCM_FILE, lambda: LFGCM(ckpt.config.lfgcm), LFGCM.coding_table_names())
+        ckpt.load(CONTROL_FILE, control)
         y, z = x_latents
         string, y_hat, z_hat = lfgcm.encode_latents(y, z)
         y_dec, z_dec = lfgcm.decode_latents(string, tuple(y.shape[-2:]), y.device)

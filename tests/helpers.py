@@ -70,7 +70,7 @@ def photo_crop(name: str, top: int, left: int, height: int, width: int) -> torch
 def lfgcm_forward(codec, x: torch.Tensor, rate=None) -> dict:
     """The LFGCM's eval-mode forward pass on a ``(3,H,W)`` image, padded and guided as ``codec.compress``
     does it: ``{"y_hat", "z_hat", "z_c", "likelihoods"}`` — ŷ and ẑ are the values the coder codes."""
-    from diffeic.codec import padded_size
+    from diffeic.codecs.base import padded_size
 
     hp, wp = padded_size(*x.shape[-2:])
     x_pad = torch.nn.functional.pad(x[None], (0, wp - x.shape[-1], 0, hp - x.shape[-2]))

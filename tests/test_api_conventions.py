@@ -8,7 +8,8 @@ import warnings
 import pytest
 import torch
 
-from diffeic import DiffEICCodec, codec as codec_module
+from diffeic import DiffEICCodec
+from diffeic.codecs import diffeic as codec_module
 
 
 @pytest.fixture

@@ -15,7 +15,10 @@ from safetensors.torch import load_file, save_file
 
 from conftest import photo
 from diffeic import DiffEICCodec
-from diffeic.checkpoint import CONFIG_FILE, CONTROL_FILE, LFGCM_FILE, CheckpointError, read
+from diffeic.codecs.diffeic import CONTROL_FILE, LFGCM_FILE
+from diffeic.codecs.folder import CONFIG_FILE, CheckpointError
+
+read = DiffEICCodec.read_checkpoint
 
 TESTS = Path(__file__).parent
 #: Limit for a reproducer in a subprocess: only a hang (of the unfixed code) reaches it, even on a busy machine.
@@ -133,7 +136,7 @@ def test_scale_table_is_in_the_fingerprint(saved, tmp_path, tiny_codec):
 
 
 def test_every_coding_table_and_buffer_is_fingerprinted(tiny_codec):
-    names = {n for n, _ in tiny_codec._fingerprinted_tensors()}
+    names = {n for n, _ in tiny_codec.fingerprinted_tensors()}
     for table in tiny_codec.lfgcm.coding_table_names():
         assert "lfgcm." + table in names
     assert {"lfgcm." + n for n, _ in tiny_codec.lfgcm.state_dict().items()} <= names

@@ -205,7 +205,7 @@ def test_unexpected_error_is_one_line_unless_debug(photos, tmp_path, capsys, mon
     def broken(*args, **kwargs):
         raise RuntimeError("boom\nsecond line")
 
-    monkeypatch.setattr(cli, "load_codec", broken)
+    monkeypatch.setattr(cli, "_open_model", broken)
     code, _, err = run(capsys, "compress", photos / "astro.png", "-o", tmp_path / "a.deic")
     assert code == 1
     assert_one_error_line(err, "unexpected RuntimeError: boom; second line", "--debug")
@@ -308,7 +308,7 @@ def test_keep_going_reports_each_bad_file_and_processes_the_rest(photos, tmp_pat
 
 def test_without_keep_going_a_bad_input_stops_before_the_model_is_loaded(photos, tmp_path, capsys, monkeypatch):
     src = _tree_with_bad_files(tmp_path / "in", photos)
-    monkeypatch.setattr(cli, "load_codec", lambda *a, **k: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(cli, "_open_model", lambda *a, **k: pytest.fail("the model was loaded"))
     code, _, err = run(capsys, "compress", src, "--out-dir", tmp_path / "out", *FAST)
     assert code == 1
     assert_one_error_line(errors_only(err), str(src / "b" / "garbage.png"), "not an image file")

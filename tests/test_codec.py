@@ -9,7 +9,7 @@ from conftest import photo
 from helpers import lfgcm_forward
 from diffeic import BitstreamError, DiffEICCodec
 from diffeic.bitstream import container_overhead, unpack
-from diffeic.codec import padded_size
+from diffeic.codecs.base import padded_size
 
 
 def _bytes_bound(codec, x, bits):

@@ -4,7 +4,7 @@ import pytest
 
 from diffeic.evaluation import plots
 from diffeic.evaluation.published import published_series
-from diffeic.pretrained import DEMO_NOTE
+from diffeic.codecs.registry import DEMO_NOTE
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ import pytest
 import torch
 from compressai.ans import RansDecoder
 
-from diffeic.codec import _pad
 from diffeic.evaluation import bpp as bpp_helpers
 from diffeic.entropy.exact import from_grid
 
@@ -16,7 +15,7 @@ from conftest import photo
 def coded(tiny_codec):
     x = photo("astronaut", (128, 192))
     bits = tiny_codec.compress(x)
-    x_pad = _pad(x[None])
+    x_pad = tiny_codec.pad(x[None])
     z_g = tiny_codec._guidance(x_pad)
     y = tiny_codec.lfgcm.encoder(x_pad, z_g)
     z = tiny_codec.lfgcm.hyper_enc(y, z_g)

@@ -25,7 +25,8 @@ def test_stream_round_trip_is_exact_and_deterministic(name, request, image):
     # The latent the decoder rebuilds is exactly the encoder's (both from the exact integer path).
     y = codec.model.encoder(torch.nn.functional.pad(image[None], (0, 4, 0, 24), mode="replicate"))
     _, y_sent = codec.model.hyperprior.compress(y)
-    header, y_hat = codec.decompress_latent(bits)
+    latents = codec.decompress_latents(bits)
+    header, y_hat = latents["header"], latents["y_hat"]
     assert torch.equal(y_hat, y_sent)
     a = codec.decompress(bits, steps=1) if name == "refine" else codec.decompress(bits)
     b = codec.decompress(bits, steps=1) if name == "refine" else codec.decompress(bits)
@@ -65,7 +66,7 @@ def test_decode_settings_live_in_the_stream_for_the_refiner_only(hific, refine, 
     assert torch.equal(first, refine.decompress(bits, steps=1, seed=7))
     assert not torch.equal(first, refine.decompress(bits, seed=8))
     # steps=0: the MSE reconstruction itself (what the rate pays for), without the refiner.
-    _, y_hat = refine.decompress_latent(bits)
+    y_hat = refine.decompress_latents(bits)["y_hat"]
     mse_image = refine.model.decoder(y_hat).clamp(0, 1)[0, :, :40, :60]
     assert torch.equal(refine.decompress(bits, steps=0), mse_image)
     assert refine.inspect(refine.compress(image, steps=refine.config.steps))["steps"] is None   # defaults not written

@@ -14,11 +14,12 @@ from safetensors.torch import load_file, save_file
 from conftest import photo
 from diffeic import BitstreamError, DiffEICCodec
 from diffeic.bitstream import StreamHeader, pack, unpack
-from diffeic.checkpoint import CONFIG_FILE, LFGCM_FILE, ONESTEP_FILE, CheckpointError
+from diffeic.codecs.diffeic import LFGCM_FILE, ONESTEP_FILE
+from diffeic.codecs.folder import CONFIG_FILE, CheckpointError
 from diffeic.config import RateConfig
 from diffeic.diffusion.onestep import OneStepConfig, OneStepDecoder
 from diffeic.hific import HiFiCCodec, HiFiCConfig
-from diffeic.image_codec import MODEL_FILE
+from diffeic.codecs.transform import MODEL_FILE
 from diffeic.refine import RefineConfig
 
 
@@ -164,11 +165,11 @@ def test_family_stream_of_no_data_is_refused_at_once(hific):
 def test_family_payload_that_is_not_the_coding_of_its_symbols_is_refused(hific):
     bits = hific.compress(photo("rocket", (64, 64)))
     header, payload = unpack(bits)
-    y_hat = hific.decompress_latent(bits)[1]
+    y_hat = hific.decompress_latents(bits)["y_hat"]
     for extra in (payload + bytes(4), payload + b"\x01\x02\x03\x04"):
         with pytest.raises(BitstreamError, match="not the coding of the symbols|cannot hold|beyond"):
-            hific.decompress_latent(pack(header, extra))
-    assert torch.equal(hific.decompress_latent(bits)[1], y_hat)            # the real stream still decodes
+            hific.decompress_latents(pack(header, extra))
+    assert torch.equal(hific.decompress_latents(bits)["y_hat"], y_hat)            # the real stream still decodes
 
 
 def test_family_encoder_with_nan_weights_raises_instead_of_reaching_the_coder(hific):

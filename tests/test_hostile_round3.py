@@ -20,10 +20,10 @@ import yaml
 from conftest import photo
 from diffeic import BitstreamError, DiffEICCodec, DecodeOptions
 from diffeic.bitstream import StreamHeader, canonical_rate, pack, unpack
-from diffeic.checkpoint import CheckpointError
+from diffeic.codecs.folder import CheckpointError
 from diffeic.decode_cost import STEP_FACTOR
 from diffeic.hific import HiFiCCodec
-from diffeic.pretrained import PRETRAINED_DIR
+from diffeic.codecs.registry import PRETRAINED_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 #: The issue's 33-byte refine_tiny stream asking for 10,000 steps (decoded for more than 30 s before).
@@ -230,7 +230,7 @@ def test_folders_without_digests_load_with_a_warning_but_shipped_ones_are_refuse
         DiffEICCodec.from_pretrained(old)
     assert any("fingerprint = 0123456789abcdef" in str(w.message) for w in record)
     folder = _copy_shipped(tmp_path)
-    monkeypatch.setattr("diffeic.pretrained.PRETRAINED_DIR", folder.parent)
+    monkeypatch.setattr("diffeic.codecs.registry.PRETRAINED_DIR", folder.parent)
     meta = yaml.safe_load((folder / "config.yaml").read_text())
     del meta["files"]
     (folder / "config.yaml").write_text(yaml.safe_dump(meta))

@@ -116,7 +116,7 @@ def test_families_and_core_never_import_evaluation_training_or_the_cli():
     # diffeic/hific/losses.py reached up into diffeic.evaluation.weights for the LPIPS backbone
     graph = import_graph()
     assert "diffeic.netweights" in graph["diffeic.training.hific"]         # the walk sees the moved import
-    assert {"diffeic.hific.codec", "diffeic.refine.codec", "diffeic.codec", "diffeic.checkpoint"} <= set(graph)
+    assert {"diffeic.codecs.hific", "diffeic.codecs.refine", "diffeic.codecs.diffeic", "diffeic.codecs.folder"} <= set(graph)
     assert layer_violations(graph) == []
 
 

@@ -42,12 +42,12 @@ def test_eval_advice_for_an_untrained_model_names_flags(tiny_codec, monkeypatch)
     warning (Python advice) does not follow it."""
     import warnings
 
-    import diffeic.codec as codec_module
-    import diffeic.codecs
+    import diffeic.codecs.diffeic as codec_module
+    import diffeic.codecs.registry
     from diffeic.evaluation.models import resolve_model
 
     monkeypatch.setattr(codec_module, "_warned_untrained", False)
-    monkeypatch.setattr(diffeic.codecs, "load_codec", lambda spec: tiny_codec)
+    monkeypatch.setattr(diffeic.codecs.registry, "load_codec", lambda spec: tiny_codec)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         resolve_model("tiny")

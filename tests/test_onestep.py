@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from diffeic import BitstreamError, DiffEICCodec
 from diffeic.bitstream import StreamHeader, pack, unpack
-from diffeic.checkpoint import ONESTEP_FILE
+from diffeic.codecs.diffeic import ONESTEP_FILE
 from diffeic.diffusion.onestep import OneStepConfig, OneStepDecoder
 from diffeic.diffusion.sampling import alphas_cumprod
 from diffeic.training.onestep import OneStepModule, PatchDiscriminator, one_step_losses

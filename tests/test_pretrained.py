@@ -9,7 +9,7 @@ from PIL import Image
 
 import diffeic
 from diffeic import DiffEICCodec
-from diffeic.pretrained import DEMO_MODEL, PRETRAINED_DIR, pretrained_folder
+from diffeic.codecs.registry import DEMO_MODEL, PRETRAINED_DIR, pretrained_folder
 from diffeic.samples import HELDOUT_PHOTOS, load_photo
 
 pytestmark = pytest.mark.skipif(pretrained_folder(DEMO_MODEL) is None, reason="no demo model in this checkout")

@@ -10,7 +10,7 @@ import pytest
 
 from diffeic import DiffEICCodec, get_config
 from diffeic.bitstream import FORMAT_VERSION, container_overhead, describe, unpack
-from diffeic.pretrained import DEMO_MODEL
+from diffeic.codecs.registry import DEMO_MODEL
 
 from conftest import photo
 

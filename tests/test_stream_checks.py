@@ -13,7 +13,7 @@ from conftest import photo
 from helpers import lfgcm_forward
 from diffeic import BitstreamError, DiffEICCodec
 from diffeic.bitstream import StreamHeader, pack, unpack
-from diffeic.codec import NON_FINITE_STREAM
+from diffeic.bitstream import NON_FINITE_STREAM
 
 TESTS = Path(__file__).parent
 #: Limit for a reproducer in a subprocess: only a hang (of the unfixed code) reaches it, even on a busy machine.

@@ -80,7 +80,7 @@ class PatchAutoencoder(ModelMixin, ConfigMixin):
             raise ValueError(f"PatchAutoencoder needs in_channels == out_channels, got {in_channels}, {out_channels}")
         block = in_channels * patch * patch
         if not 0 < latent_channels <= block:
-            raise ValueError(f"latent_channels must be in [1, {block}] for {patch}x{patch} blocks, got {latent_channels}")
+            raise ValueError(f"latent_channels must be in [1, {block}] for blocks of side {patch}, got {latent_channels}")
         # The linear coder: orthonormal columns (the identity's first columns until fit_blocks replaces them).
         self.register_buffer("basis", torch.eye(block)[:, :latent_channels].contiguous())
         self.register_buffer("block_mean", torch.zeros(block))

@@ -30,6 +30,7 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from diffusers.loaders.single_file_utils import SingleFileComponentError
 
 from ..config import DEFAULT_SD_PATH, SD_PATH_ENV, BackboneConfig
+from ..util import first_line as _first_line
 from .patch_vae import vae_class
 
 EMBEDDING_FILE = "empty_prompt.safetensors"
@@ -322,11 +323,6 @@ def _check_hub_reachable(source: SDSource, timeout_s: float = 10.0) -> None:
 
 
 def _hub_offline() -> bool:
-    from ..hub import hub_offline
+    from ..util import hub_offline
 
     return hub_offline()
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else ""

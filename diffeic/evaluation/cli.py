@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from ..bitstream import MAX_STEPS, SAMPLER_IDS
-from ..codecs import model_kind
-from ..pretrained import DEMO_MODEL, pretrained_models
+from ..codecs.registry import DEMO_MODEL, model_kind, pretrained_models
 from ..samples import HELDOUT_PHOTOS as SAMPLE_PHOTOS
 from .baselines import BASELINE_NAMES
 from .datasets import SPECS, DatasetUnavailable

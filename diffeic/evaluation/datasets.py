@@ -12,7 +12,6 @@ verified afterwards.  No network access takes longer than :data:`NETWORK_TIMEOUT
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -25,6 +24,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ..io import IMAGE_SUFFIXES, load_image_8bit
+from ..util import file_sha256
 
 NETWORK_TIMEOUT_S = 10.0
 CROP_768 = "shorter side -> 768 px (torchvision resize, bilinear, antialias=True), centre crop 768x768"
@@ -130,14 +130,6 @@ def _file_images(paths: Sequence[Path], root: Path, preprocessing: str) -> List[
 
 # ---------------------------------------------------------------------------------------------
 # download, count and checksum
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _fetch(url: str, dest: Path) -> None:
     """Download ``url`` to ``dest`` atomically with a short timeout (raises on any failure)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -163,7 +155,7 @@ def _download(spec: DatasetSpec, folder: Path) -> None:
                 f"{str(err)[:80]}). Get the {spec.count} images from {spec.homepage or url} and put them in "
                 f"{folder}") from err
         known = spec.known_sha256.get(dest.name)
-        if known and _sha256(dest) != known:
+        if known and file_sha256(dest) != known:
             dest.unlink()
             raise DatasetUnavailable(f"{spec.name}: checksum mismatch for {url}; the download was deleted")
         if dest.suffix == ".zip":
@@ -175,7 +167,7 @@ def _download(spec: DatasetSpec, folder: Path) -> None:
 def _verify_checksums(folder: Path, paths: Sequence[Path]) -> None:
     """Record the images' sha256 on first use; on later uses refuse files that changed."""
     sums = folder / CHECKSUM_FILE
-    current = {str(p.relative_to(folder)): _sha256(p) for p in paths}
+    current = {str(p.relative_to(folder)): file_sha256(p) for p in paths}
     if not sums.is_file():
         sums.write_text("".join(f"{h}  {n}\n" for n, h in sorted(current.items())))
         return

@@ -8,8 +8,8 @@ from typing import Any, Tuple
 def resolve_model(spec: str) -> Tuple[Any, str, str]:
     """``--model`` value → ``(codec, name, source)`` through :func:`diffeic.load_codec`; ``source`` says where
     the weights came from: the checkpoint folder or hub id, else ``from_config(...)`` (random init: untrained)."""
-    from diffeic.codec import CLI_ADVICE, warn_if_untrained
-    from diffeic.codecs import family_of, shipped_or_path, load_codec, model_kind
+    from diffeic.codecs.diffeic import CLI_ADVICE, warn_if_untrained
+    from diffeic.codecs.registry import family_of, shipped_or_path, load_codec, model_kind
 
     codec = load_codec(spec)
     if family_of(spec) == "diffeic":

@@ -56,7 +56,7 @@ def tiling_record(codec: Any, height: int, width: int) -> str:
     ``vae-encoder``, ``latent``, ``vae-decoder``, from the codec's own tiling decisions."""
     import torch
 
-    from diffeic.codec import padded_size
+    from diffeic.codecs.base import padded_size
 
     if not hasattr(codec, "fast_decoder"):      # HiFiC / refine codecs: no diffusion tiling
         return "none"

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..pretrained import DEMO_NOTE, pretrained_folder
+from ..codecs.registry import DEMO_NOTE, pretrained_folder
 from . import fid as fidmod
 from . import protocol
 from .baselines import BASELINE_NAMES, Baseline, available_baselines, quality_search

@@ -1,22 +1,10 @@
-"""HiFiCCodec: the HiFiC transform codec with real bitstreams (family id ``hific`` in the container)."""
-from __future__ import annotations
+"""Deprecated import path: ``diffeic.hific.codec`` is now :mod:`diffeic.codecs.hific` (``HiFiCCodec`` is also
+``diffeic.HiFiCCodec``).  A re-export kept for old code; see the README's changelog."""
+import warnings
 
-from ..image_codec import HyperpriorImageCodec
-from .config import PRESETS, HiFiCConfig
-from .model import HiFiCModel
+from ..codecs.hific import HiFiCCodec  # noqa: F401
 
-
-class HiFiCCodec(HyperpriorImageCodec):
-    """Mentzer et al. 2020: E → ŷ (mean-scale hyperprior, one rANS string) → G.  Decoding is deterministic.
-
-    ``HiFiCCodec.from_config("hific_tiny")`` (random init, offline), ``from_pretrained(folder)``;
-    ``compress``/``decompress``/``inspect``/``estimate_bits``/``save_pretrained`` as every diffeic codec.
-    """
-
-    family = "hific"
-    config_class = HiFiCConfig
-    presets = PRESETS
-    model_class = HiFiCModel
-
+warnings.warn("diffeic.hific.codec is deprecated: import from diffeic.codecs.hific (or diffeic.HiFiCCodec)",
+              DeprecationWarning, stacklevel=2)
 
 __all__ = ["HiFiCCodec"]

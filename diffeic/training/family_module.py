@@ -20,14 +20,14 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 
-from ..image_codec import HyperpriorImageCodec
+from ..codecs.transform import TransformCodec
 from .module import TrainingDiverged, seeded
 
 Tensor = torch.Tensor
 
 
 class FamilyModule(LightningModule):
-    """Base LightningModule around a :class:`~diffeic.image_codec.HyperpriorImageCodec` subclass."""
+    """Base LightningModule around a :class:`~diffeic.codecs.transform.TransformCodec` subclass."""
 
     codec_class: ClassVar[type]
 
@@ -36,7 +36,7 @@ class FamilyModule(LightningModule):
         super().__init__()
         self.automatic_optimization = False       # skip non-finite steps; GAN families step two optimisers
         if init_from:
-            self.codec: HyperpriorImageCodec = self.codec_class.from_pretrained(init_from)
+            self.codec: TransformCodec = self.codec_class.from_pretrained(init_from)
         else:
             self.codec = self.codec_class.from_config(preset)
         self.codec.is_trained = False

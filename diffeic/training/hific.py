@@ -21,7 +21,7 @@ from typing import Any, Dict, Optional
 
 import torch
 
-from ..hific.codec import HiFiCCodec
+from ..codecs.hific import HiFiCCodec
 from ..hific.discriminator import Discriminator
 from ..hific.losses import RateTargetSchedule, discriminator_loss, generator_gan_loss, mse_255
 from ..netweights import LossFn, perceptual_loss

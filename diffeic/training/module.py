@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 
-from ..codec import DiffEICCodec
+from ..codecs.diffeic import DiffEICCodec
 from ..config import RateConfig, get_config
 from ..diffusion.decoder import controlled_eps_fn
 from ..diffusion.sampling import add_noise, sample_timesteps, training_scheduler
@@ -354,7 +354,7 @@ class DiffEICModule(LightningModule):
         lmbda = float(hp.lmbda) if rc is None else [rc.lmbda_min, rc.lmbda_max]
         meta = {"step": int(self.global_step), "lmbda": lmbda, "lr": float(hp.lr),
                 "init_from": hp.init_from, "preset": str(hp.preset), **metadata}
-        return snapshot.save_pretrained(path, **meta)        # atomic: diffeic.checkpoint.write
+        return snapshot.save_pretrained(path, **meta)        # atomic: diffeic.codecs.folder.write_folder
 
     # ------------------------------------------------------------------ checkpoints without the frozen SD weights
     @staticmethod

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..codec import DiffEICCodec
+from ..codecs.diffeic import DiffEICCodec
 from ..diffusion.decoder import controlled_eps_fn, denoise
 from ..diffusion.onestep import OneStepConfig, OneStepDecoder
 from .module import DiffEICModule
@@ -122,7 +122,7 @@ def one_step_losses(codec: DiffEICCodec, decoder: OneStepDecoder, x: Tensor, *, 
 def load_base(init_from: str, sd_path: Optional[str] = None) -> DiffEICCodec:
     """The DiffEIC model to extend: a checkpoint folder or shipped name, else a preset (untrained: tests only)."""
     from ..config import PRESETS
-    from ..pretrained import pretrained_folder
+    from ..codecs.registry import pretrained_folder
 
     if Path(init_from).is_dir() or pretrained_folder(str(init_from)) is not None or str(init_from) not in PRESETS:
         return DiffEICCodec.from_pretrained(init_from, sd_path=sd_path)      # names a missing folder clearly
@@ -221,7 +221,7 @@ class OneStepModule(DiffEICModule):
             "lr": float(hp.lr), "perceptual": self.perceptual_name, "perceptual_weight": float(hp.perceptual_weight),
             "latent_weight": float(hp.latent_weight), "mse_weight": float(hp.mse_weight),
             "adv_weight": float(hp.adv_weight), "distill_weight": float(hp.distill_weight)}, **metadata}
-        return snapshot.save_pretrained(path, **meta)        # atomic: diffeic.checkpoint.write
+        return snapshot.save_pretrained(path, **meta)        # atomic: diffeic.codecs.folder.write_folder
 
     @staticmethod
     def _excluded(key: str) -> bool:

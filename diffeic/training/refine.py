@@ -17,7 +17,7 @@ from typing import Any, Dict, Optional
 import torch
 import torch.nn.functional as F
 
-from ..refine.codec import RefineCodec
+from ..codecs.refine import RefineCodec
 from .family_module import FamilyModule
 
 Tensor = torch.Tensor

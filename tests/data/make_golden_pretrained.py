@@ -13,7 +13,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(2)
 
 from diffeic import DiffEICCodec  # noqa: E402
-from diffeic.pretrained import DEMO_MODEL  # noqa: E402
+from diffeic.codecs.registry import DEMO_MODEL  # noqa: E402
 from diffeic.samples import load_photo  # noqa: E402
 
 codec = DiffEICCodec.from_pretrained(DEMO_MODEL)
