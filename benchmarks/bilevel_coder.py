@@ -24,10 +24,8 @@ import datetime as _dt
 import io
 import os
 import platform
-import statistics
 import struct
 import sys
-import time
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -38,6 +36,11 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from diffeic import bilevel  # noqa: E402
+
+try:                                   # as ``benchmarks.<name>`` (tests) or as a script
+    from .common import timed_cpu
+except ImportError:
+    from common import timed_cpu  # type: ignore[no-redef]
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle_left", "motorcycle_right", "hubble_deep_field",
@@ -104,22 +107,12 @@ def static_bound(bits: np.ndarray) -> tuple:
     return float(np.nansum(h1)) / 8, int((n > 0).sum())
 
 
-def timed(fn, repeats: int) -> tuple:
-    wall, cpu = [], []
-    for _ in range(repeats):
-        t0, c0 = time.perf_counter(), time.process_time()
-        out = fn()
-        wall.append(time.perf_counter() - t0)
-        cpu.append(time.process_time() - c0)
-    return out, 1000 * statistics.median(wall), 1000 * statistics.median(cpu)
-
-
 def run(names=PHOTOS, repeats: int = 3) -> List[Dict[str, object]]:
     rows = []
     for name in names:
         bits = bilevel.canny_edges(photo(name))
-        data, enc_ms, enc_cpu = timed(lambda: bilevel.encode_bilevel(bits), repeats)
-        out, dec_ms, dec_cpu = timed(lambda: bilevel.decode_bilevel(data), repeats)
+        data, enc_ms, enc_cpu = timed_cpu(lambda: bilevel.encode_bilevel(bits), repeats)
+        out, dec_ms, dec_cpu = timed_cpu(lambda: bilevel.decode_bilevel(data), repeats)
         if not np.array_equal(out, bits):
             raise AssertionError(f"{name}: the edge map did not round-trip")
         g4, g4_tiff = group4_bytes(bits)

@@ -157,6 +157,19 @@ def timed(fn: Callable[[], object], device: torch.device, repeats: int, warmup: 
     return statistics.median(times), result
 
 
+def timed_cpu(fn: Callable[[], object], repeats: int) -> Tuple[object, float, float]:
+    """``(last result, median wall ms, median CPU ms)`` of ``fn`` over ``repeats`` runs: on a shared machine the CPU
+    time (``time.process_time``) is the figure to read."""
+    wall, cpu = [], []
+    out = None
+    for _ in range(max(1, repeats)):
+        t0, c0 = time.perf_counter(), time.process_time()
+        out = fn()
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return out, 1000 * statistics.median(wall), 1000 * statistics.median(cpu)
+
+
 # --------------------------------------------------------------------------- reporting
 
 def add_ratios(rows: List[Dict[str, object]], time_key: str) -> List[Dict[str, object]]:

@@ -30,7 +30,6 @@ import os
 import platform
 import statistics
 import sys
-import time
 import warnings
 from pathlib import Path
 from typing import Dict, List
@@ -41,7 +40,13 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from diffeic.samples import load_photo as photo  # noqa: E402  (uint8 RGB, the stereo pair split)
 from diffeic.semantic import FallbackUsed, decode_parts, encode_parts, inspect_parts  # noqa: E402
+
+try:                                   # as ``benchmarks.<name>`` (tests) or as a script
+    from .common import timed_cpu
+except ImportError:
+    from common import timed_cpu  # type: ignore[no-redef]
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 REGION = 64
@@ -62,14 +67,6 @@ COLUMNS = ("image", "size", "png", "webp75", "prompt", "edges", "palette", "regi
            "enc_ms", "dec_ms", "enc_cpu_ms", "dec_cpu_ms")
 
 
-def photo(name: str) -> np.ndarray:
-    import skimage.data
-
-    if name.startswith("motorcycle_"):
-        return skimage.data.stereo_motorcycle()[0 if name.endswith("left") else 1]
-    return np.ascontiguousarray(getattr(skimage.data, name)()[..., :3])
-
-
 def file_bytes(rgb: np.ndarray, fmt: str, **options) -> int:
     from PIL import Image
 
@@ -81,16 +78,6 @@ def file_bytes(rgb: np.ndarray, fmt: str, **options) -> int:
 def centre_box(h: int, w: int, side: int = REGION) -> tuple:
     y0, x0 = max(0, (h - side) // 2), max(0, (w - side) // 2)
     return x0, y0, min(w, x0 + side), min(h, y0 + side)
-
-
-def timed(fn, repeats: int) -> tuple:
-    wall, cpu = [], []
-    for _ in range(repeats):
-        t0, c0 = time.perf_counter(), time.process_time()
-        out = fn()
-        wall.append(time.perf_counter() - t0)
-        cpu.append(time.process_time() - c0)
-    return out, 1000 * statistics.median(wall), 1000 * statistics.median(cpu)
 
 
 def run(names=PHOTOS, repeats: int = 3) -> List[Dict[str, object]]:
@@ -109,9 +96,9 @@ def run(names=PHOTOS, repeats: int = 3) -> List[Dict[str, object]]:
             }
             with warnings.catch_warnings(record=True) as said:
                 warnings.simplefilter("always", FallbackUsed)
-                data, enc_ms, enc_cpu = timed(lambda: encode_parts(rgb, prompt, keep=[box]), repeats)
+                data, enc_ms, enc_cpu = timed_cpu(lambda: encode_parts(rgb, prompt, keep=[box]), repeats)
         configs["+region"] = data
-        parts, dec_ms, dec_cpu = timed(lambda: decode_parts(data), repeats)
+        parts, dec_ms, dec_cpu = timed_cpu(lambda: decode_parts(data), repeats)
         info = inspect_parts(data)
         if not info["fallback"] and parts.prompt != prompt:
             raise AssertionError(f"{name}: the prompt did not round-trip")

@@ -151,12 +151,13 @@ def check_ints(name: str, values: Any, lo: int = 1, hi: int = MAX_WIDTH) -> Tupl
     return tuple(check_int(f"{name}[{i}]", v, lo, hi) for i, v in enumerate(values))
 
 
-def _check_str(name: str, value: Any, allowed: Optional[Tuple[str, ...]] = None, optional: bool = False) -> Any:
+def check_str(name: str, value: Any, allowed: Optional[Tuple[str, ...]] = None, optional: bool = False) -> Any:
+    """``value`` if it is a string (one of ``allowed`` when given; ``None`` too when ``optional``), else a ``ValueError``."""
     if value is None and optional:
         return None
     if not isinstance(value, str) or (allowed is not None and value not in allowed):
         what = f"one of {', '.join(allowed)}" if allowed else "a string"
-        raise ValueError(f"{name} = {value!r}: must be {what}")
+        raise ValueError(f"{name} = {show(value)}: must be {what}")
     return value
 
 
@@ -246,7 +247,7 @@ class BackboneConfig:
                 raise ValueError(f"backbone.{name} = {getattr(self, name)!r}: must be a mapping of diffusers "
                                  f"constructor arguments")
         self.pretrained = check_bool("backbone.pretrained", self.pretrained)
-        self.sd_path = _check_str("backbone.sd_path", self.sd_path, optional=True)
+        self.sd_path = check_str("backbone.sd_path", self.sd_path, optional=True)
         self.text_len = check_int("backbone.text_len", self.text_len, 1, MAX_WIDTH)
         self.scale_factor = check_float("backbone.scale_factor", self.scale_factor, 0.0)
 
@@ -282,8 +283,8 @@ class ScheduleConfig:
         self.num_train_timesteps = check_int("schedule.num_train_timesteps", self.num_train_timesteps, 2, 100_000)
         self.beta_start = check_float("schedule.beta_start", self.beta_start, 0.0, 1.0)
         self.beta_end = check_float("schedule.beta_end", self.beta_end, 0.0, 1.0)
-        self.beta_schedule = _check_str("schedule.beta_schedule", self.beta_schedule)
-        self.prediction_type = _check_str("schedule.prediction_type", self.prediction_type,
+        self.beta_schedule = check_str("schedule.beta_schedule", self.beta_schedule)
+        self.prediction_type = check_str("schedule.prediction_type", self.prediction_type,
                                           ("epsilon", "v_prediction", "sample"))
 
 
@@ -300,7 +301,7 @@ class SamplerConfig:
     def __post_init__(self) -> None:
         from .bitstream import MAX_STEPS, SAMPLER_IDS    # the container's limits are the config's limits
 
-        self.name = _check_str("sampler.name", self.name, tuple(SAMPLER_IDS))
+        self.name = check_str("sampler.name", self.name, tuple(SAMPLER_IDS))
         self.steps = check_int("sampler.steps", self.steps, 1, MAX_STEPS)
         self.seed = check_int("sampler.seed", self.seed, 0, SEED_LIMIT - 1)
         self.fewstep_start = check_int("sampler.fewstep_start", self.fewstep_start, 0, 100_000)
@@ -320,7 +321,7 @@ class DiffEICConfig:
     init_seed: int = 0                  # seed of the deterministic random initialisation
 
     def __post_init__(self) -> None:
-        self.name = _check_str("name", self.name)
+        self.name = check_str("name", self.name)
         # init_seed + 1 seeds the frozen parts: both must fit torch's unsigned 64-bit seeds.
         self.init_seed = check_int("init_seed", self.init_seed, 0, SEED_LIMIT - 2)
         if self.sampler.fewstep_start >= self.schedule.num_train_timesteps:

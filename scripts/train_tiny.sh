@@ -22,16 +22,7 @@ case "${1:-}" in
   *) echo "usage: bash scripts/train_tiny.sh [fixed]" >&2; exit 2 ;;
 esac
 
-for job in $JOBS; do
-  if [ -f "runs/$job/DONE" ]; then echo "== $job: done already"; continue; fi
-  resume=()
-  last=$(ls -t runs/"$job"/lightning_logs/version_*/checkpoints/last.ckpt 2>/dev/null | head -n 1 || true)
-  if [ -n "$last" ]; then resume=(--ckpt_path "$last"); echo "== $job: resuming from $last"; else echo "== $job"; fi
-  start=$(date +%s)
-  python train.py fit --config "configs/$job.yaml" "${resume[@]}"
-  printf '%s\t%s\n' "$job" "$(( $(date +%s) - start ))" >> runs/train_tiny_times.tsv
-  touch "runs/$job/DONE"
-done
+bash scripts/run_jobs.sh runs/train_tiny_times.tsv $JOBS
 
 if [ -z "${1:-}" ]; then
   python scripts/package_tiny.py --backbone runs/tiny_backbone_unet/export \

@@ -26,7 +26,7 @@ import torch
 import yaml
 from torch import nn
 
-from ..config import check_bool, check_float, check_int, load_yaml, show
+from ..config import check_bool, check_float, check_int, check_str, load_yaml, show
 from ..util import file_sha256, first_line
 
 CONFIG_FILE = "config.yaml"
@@ -49,12 +49,6 @@ def _hex(length: int) -> Callable[[str, Any], Any]:
             raise ValueError(f"{name} = {show(value)}: must be {length} lowercase hex digits")
         return value
     return check
-
-
-def _string(name: str, value: Any) -> Any:
-    if not isinstance(value, str):
-        raise ValueError(f"{name} = {show(value)}: must be a string")
-    return value
 
 
 def _mapping(name: str, value: Any) -> Any:
@@ -106,13 +100,13 @@ class MetaField:
 
 #: The schema of a checkpoint's ``config.yaml`` (top level; ``model`` is the family's config, checked by it).
 META_SCHEMA: Dict[str, MetaField] = {
-    "diffeic_version": MetaField(_string, nullable=False),
+    "diffeic_version": MetaField(check_str, nullable=False),
     "format_version": MetaField(_format_version, nullable=False),   # the stream format of the writer
     "family": MetaField(_family, nullable=False),
     "trained": MetaField(check_bool, nullable=False),
     "fingerprint": MetaField(_hex(16)),
     "backbone_fingerprint": MetaField(_hex(16), families=("diffeic",)),
-    "sd_path": MetaField(_string, families=("diffeic",)),
+    "sd_path": MetaField(check_str, families=("diffeic",)),
     # SHA-256 of each file of a backbone shipped beside the checkpoint (sd_path relative): path in it → digest
     "backbone_files": MetaField(lambda n, v: _digests(n, _mapping(n, v)), families=("diffeic",)),
     "onestep": MetaField(_mapping, families=("diffeic",)),             # its fields: OneStepConfig's
@@ -120,8 +114,8 @@ META_SCHEMA: Dict[str, MetaField] = {
     "lmbda": MetaField(_lmbda),
     "lr": MetaField(lambda n, v: check_float(n, v, 0.0)),
     "step": MetaField(lambda n, v: check_int(n, v, 0)),
-    "init_from": MetaField(_string),
-    "preset": MetaField(_string),
+    "init_from": MetaField(check_str),
+    "preset": MetaField(check_str),
     "training": MetaField(_mapping),
     "provenance": MetaField(_mapping),
     "model": MetaField(_mapping, nullable=False),

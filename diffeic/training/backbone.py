@@ -211,7 +211,7 @@ class BackbonePretrainModule(LightningModule):
         # A block-transform autoencoder starts from the principal directions of the training blocks; a resumed
         # run (batches_seen > 0) restored its weights already.
         if self.hparams.stage == "vae" and isinstance(self.trained, PatchAutoencoder) and self.batches_seen == 0:
-            self.trained.fit_blocks(self._fit_images().to(self.device) * 2 - 1)
+            self.trained.fit_blocks(self._training_crops(128).to(self.device) * 2 - 1)
 
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         checkpoint["diffeic_backbone"] = {"batches_seen": self.batches_seen}
@@ -229,7 +229,7 @@ class BackbonePretrainModule(LightningModule):
                 fold_colour_space(backbone.vae, self._colours())
             if not self.hparams.get("sample_posterior", True):
                 point_mass_posterior(backbone.vae)
-            normalise_latent_scale(backbone, self._scale_images())
+            normalise_latent_scale(backbone, self._training_crops(32))
         backbone.half()
         path = Path(path)
         tmp = path.with_name(path.name + ".tmp")
@@ -250,15 +250,11 @@ class BackbonePretrainModule(LightningModule):
         w = self.hparams.get("chroma_weight")
         return None if w is None or self.hparams.stage != "vae" else opponent_colours(w)
 
-    def _fit_images(self) -> Tensor:
-        """Fixed crops of the training set (the first 128 sample keys) for fitting the block transform."""
+    def _training_crops(self, count: int) -> Tensor:
+        """The training set's first ``count`` sample keys (fixed crops): for fitting the block transform (128) and
+        measuring the latent scale (32)."""
         data = self.trainer.datamodule.train_set
-        return torch.stack([data[k] for k in range(128)])
-
-    def _scale_images(self) -> Tensor:
-        """Fixed crops of the training set (the first 32 sample keys) for measuring the latent scale."""
-        data = self.trainer.datamodule.train_set
-        return torch.stack([data[k] for k in range(32)])
+        return torch.stack([data[k] for k in range(count)])
 
 
 __all__ = ["BackbonePretrainModule", "vae_losses", "opponent_colours", "fold_colour_space", "ldm_losses", "normalise_latent_scale", "point_mass_posterior",
