@@ -202,6 +202,7 @@ class LFGCMConfig:
     scale_max: float = 256.0
     scale_levels: int = 64
     rate: Optional[RateConfig] = None   # None: the paper's fixed-λ model
+    linear_paths: bool = False          # linear analysis/synthesis shortcuts (LFGCM.linear_*; not the paper's)
 
     def __post_init__(self) -> None:
         for name in ("in_ch", "latent_ch", "N", "M", "prior_ch", "sft_hidden"):
@@ -219,6 +220,8 @@ class LFGCMConfig:
             raise ValueError(f"LFGCM enc_mid needs 4 widths, got {self.enc_mid}")
         if self.N % 4:
             raise ValueError(f"LFGCM N={self.N} must be divisible by 4 (f_c widths N/2, N/4)")
+        if not isinstance(self.linear_paths, bool):
+            raise ValueError(f"lfgcm.linear_paths must be true or false, got {self.linear_paths!r}")
 
 
 @dataclass
@@ -334,6 +337,8 @@ class DiffEICConfig:
         if data["lfgcm"]["rate"] is None:
             # Fixed-rate configs serialise as before the field existed: same YAML, same fingerprints.
             del data["lfgcm"]["rate"]
+        if not data["lfgcm"]["linear_paths"]:
+            del data["lfgcm"]["linear_paths"]          # likewise
         if not data["sampler"]["colour_fix"]:
             del data["sampler"]["colour_fix"]          # likewise: only models that use it say so
         return data
