@@ -180,3 +180,21 @@ def test_one_training_step_moves_the_control():
     assert all(p.grad is None for p in module.decoder.backbone.parameters())     # the prior stays frozen
     opt.step()
     assert not torch.equal(zero, module.decoder.control.mid_zero_conv.weight)
+
+
+def test_export_round_trip(tmp_path, backbone):
+    """What the training exports is what ``load_export`` decodes with; another backbone's export is refused."""
+    from diffeic.training.semantic import load_export
+
+    module = SemanticTinyModule(seed=0)
+    with torch.no_grad():
+        module.decoder.control.mid_zero_conv.weight.add_(0.5)
+    folder = module.export(tmp_path / "export", run_id="abc")
+    assert sorted(p.name for p in folder.iterdir()) == ["arch.yaml", "decoder.safetensors", "run.yaml"]
+    loaded = load_export(folder, backbone)
+    state = module.decoder.trainable_state()
+    assert all(torch.equal(state[k], v) for k, v in loaded.trainable_state().items())
+    run = folder / "run.yaml"
+    run.write_text(run.read_text().replace(backbone.fingerprint(), "0123456789abcdef"))
+    with pytest.raises(ValueError, match="trained on backbone 0123456789abcdef"):
+        load_export(folder, backbone)

@@ -47,12 +47,31 @@ Tensor = torch.Tensor
 #: The frozen prior the shipped decoder is trained on.
 TINY_BACKBONE = PRETRAINED_DIR / "tiny-backbone"
 
-__all__ = ["SemanticTinyModule", "crop_condition", "load_tiny_backbone", "TINY_BACKBONE"]
+__all__ = ["SemanticTinyModule", "crop_condition", "load_tiny_backbone", "load_export", "TINY_BACKBONE"]
 
 
 def load_tiny_backbone(path: Union[str, Path, None] = None) -> FrozenBackbone:
     """The frozen tiny prior (default: the shipped ``tiny-backbone`` folder) with the ``tiny`` preset's architecture."""
     return FrozenBackbone.from_pretrained(get_config("tiny").backbone, sd_path=str(path or TINY_BACKBONE))
+
+
+def load_export(folder: Union[str, Path], backbone: Optional[FrozenBackbone] = None) -> TinySemanticDecoder:
+    """The decoder of an export folder (:meth:`SemanticTinyModule.export`) on ``backbone`` (default: the shipped
+    tiny backbone); a folder trained on another backbone (``run.yaml``'s fingerprint) raises ``ValueError``."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    for name in ("decoder.safetensors", "arch.yaml"):
+        if not (folder / name).is_file():
+            raise FileNotFoundError(f"{folder} is not a semantic_tiny export: no {name}")
+    backbone = backbone or load_tiny_backbone()
+    run = yaml.safe_load((folder / "run.yaml").read_text()) if (folder / "run.yaml").is_file() else {}
+    recorded = (run or {}).get("backbone_fingerprint")
+    if recorded and recorded != backbone.fingerprint():
+        raise ValueError(f"{folder} was trained on backbone {recorded}, not on this one ({backbone.fingerprint()})")
+    decoder = TinySemanticDecoder(backbone, yaml.safe_load((folder / "arch.yaml").read_text()))
+    decoder.load_trainable_state(load_file(str(folder / "decoder.safetensors")))
+    return decoder
 
 
 def crop_condition(x01: Tensor, rng: random.Random, p_drop: float = 0.15, p_region: float = 0.3,
