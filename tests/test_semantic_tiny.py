@@ -22,6 +22,15 @@ from diffeic.training.semantic import SemanticTinyModule, crop_condition, load_t
 FAST = TinyDecoderSettings(steps=2, start=600)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These tensors are tiny (8×8 latents): one thread is faster than two, and much faster on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def backbone():
     return load_tiny_backbone()
