@@ -3,7 +3,8 @@
 # held out), train the frozen prior (block-transform autoencoder, then UNet), then DiffEIC (one variable-rate job),
 # and package it into diffeic/data/pretrained/demo-trained (+ demo-backbone).  Seeded (seed_everything 231).
 #
-#   bash scripts/train_demo.sh        # re-run to resume after an interruption (the prior: 28 min measured on 2 cores)
+#   bash scripts/train_demo.sh        # re-run to resume after an interruption (measured: 49 min of jobs on a shared 2-core VM,
+#                                     # 588 + 1081 + 784 + 468 s for demo2_vae, demo2_unet, demo2_stage1, demo2_vr)
 #
 # Each job resumes from its last Lightning checkpoint if one exists and is skipped once it has finished
 # (runs/<job>/DONE).  Wall time per job is appended to runs/train_demo_times.tsv.
