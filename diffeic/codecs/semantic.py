@@ -15,7 +15,6 @@ come from its own folders or the hub).
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -27,7 +26,7 @@ from torch import nn
 from ..bitstream import NON_FINITE_STREAM, BitstreamError, StreamHeader, describe, pack, unpack
 from ..semantic.api import SemanticParts, decode_parts, encode_parts, inspect_parts
 from ..semantic.config import PRESETS, TINY_BACKBONE, SemanticConfig
-from ..semantic.prompt import CaptionUnavailable, caption_image
+from ..semantic.prompt import caption_image
 from ..sizes import size_text
 from .base import Bits, Codec, config_from_dict, load_config_file
 from .folder import Checkpoint, CheckpointError
@@ -161,10 +160,7 @@ class SemanticCodec(StepSeedSettings, Codec):
             return None
         if prompt is not None:
             return prompt
-        try:
-            return caption_image(rgb)
-        except CaptionUnavailable as err:
-            raise CaptionUnavailable(f"{err} (with this codec: prompt='' sends no prompt)") from err
+        return caption_image(rgb)
 
     def compress(self, x: torch.Tensor, prompt: Optional[str] = None, edges: bool = True,
                  palette: Optional[int] = 32, keep: Sequence[Sequence[int]] = (), *, fallback: bool = True,
@@ -251,9 +247,6 @@ class SemanticCodec(StepSeedSettings, Codec):
         parts = self._parts(header, payload)
         if parts.is_fallback:
             return from_rgb8(parts.fallback, self.device)
-        if not self.is_trained:
-            warnings.warn(f"model {self.config.name!r} has random, untrained decoder weights: the redraw will not "
-                          f"resemble the input", UserWarning, stacklevel=2)
         image = self.decoder.decode(parts, self.decoder_settings(settings["steps"]), settings["seed"])
         if not torch.isfinite(image).all():
             raise BitstreamError(NON_FINITE_STREAM)
