@@ -44,7 +44,7 @@ def test_round_trip_offline_to_the_right_size_with_kept_pixels_and_the_stream_se
     assert parts.prompt == "a cup of coffee" and parts.edges is not None and parts.palette is not None
     # the kept region is exactly what its WebP decodes to (pasted, not redrawn)
     assert np.array_equal(to_rgb8(y)[6:30, 8:40], parts.regions[0].pixels)
-    assert torch.equal(codec.decompress(bits), y)                   # the stream's seed: deterministic
+    assert torch.equal(codec.decompress(bits, seed=7), y)           # the stream's seed, deterministic
     assert not torch.equal(codec.decompress(bits, seed=8), y)       # another seed: another redraw
 
 
