@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+import yaml
 
 import diffeic
 from conftest import photo
@@ -18,6 +19,7 @@ from diffeic.codecs.semantic import DECODER_FILE, to_rgb8
 from diffeic.semantic import CaptionUnavailable, FallbackUsed, decode_parts, encode_parts
 from diffeic.semantic.config import SemanticConfig
 from diffeic.semantic.prompt import CAPTION_ENV
+from diffeic.util import file_sha256
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +110,9 @@ def test_checkpoint_round_trip_and_a_tampered_decoder_is_refused(codec, streams,
     key = sorted(state)[0]
     state[key] = state[key].flatten()[:1].clone()            # wrong shape
     save_file(state, str(folder / DECODER_FILE))
+    meta = yaml.safe_load((folder / "config.yaml").read_text())
+    meta["files"][DECODER_FILE] = file_sha256(folder / DECODER_FILE)     # past the hash check, to the weights
+    (folder / "config.yaml").write_text(yaml.safe_dump(meta))
     with pytest.raises(CheckpointError, match=DECODER_FILE):
         SemanticCodec.from_pretrained(folder)
 
