@@ -731,10 +731,10 @@ def _semantic_options(args: argparse.Namespace) -> Dict[str, Any]:
     if args.palette is not None and args.palette < 0:
         raise UsageError(f"--palette {args.palette}: must be 0 (no palette) or a grid size")
     if args.prompt is None:
-        from .semantic.prompt import CaptionUnavailable, _caption_folder
+        from .semantic.prompt import CaptionUnavailable, caption_folder
 
         try:
-            _caption_folder(None)
+            caption_folder(None)
         except CaptionUnavailable as err:
             raise CLIError(f"--prompt not given, and {err}") from None
     return {"prompt": args.prompt, "edges": args.edges is not False,

@@ -28,7 +28,7 @@ ADVICE = ("give the prompt yourself, or send none explicitly (encode_parts: prom
           "prompt=''; diffeic compress: --prompt '')")
 
 __all__ = ["MAX_PROMPT_BYTES", "CAPTION_ENV", "CaptionUnavailable", "check_prompt", "prompt_bytes",
-           "parse_prompt", "caption_image"]
+           "parse_prompt", "caption_folder", "caption_image", "ADVICE"]
 
 
 class CaptionUnavailable(RuntimeError):
@@ -71,7 +71,9 @@ def parse_prompt(data: bytes) -> str:
         raise BitstreamError(f"corrupt prompt part: {err}") from None
 
 
-def _caption_folder(model_dir: Optional[Union[str, os.PathLike]]) -> Path:
+def caption_folder(model_dir: Optional[Union[str, os.PathLike]] = None) -> Path:
+    """The local captioning model's folder (``model_dir``, else ``$DIFFEIC_CAPTION_MODEL``), checked without loading
+    it; :class:`CaptionUnavailable` saying what to do when there is none."""
     advice = ADVICE
     where = model_dir if model_dir is not None else os.environ.get(CAPTION_ENV)
     if not where:
@@ -96,7 +98,7 @@ def caption_image(image, model_dir: Optional[Union[str, os.PathLike]] = None, ma
     from ._webp import check_rgb8
 
     rgb = check_rgb8(image)
-    folder = _caption_folder(model_dir)
+    folder = caption_folder(model_dir)
     try:
         from transformers import BlipForConditionalGeneration, BlipProcessor
 

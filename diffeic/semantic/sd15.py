@@ -27,7 +27,7 @@ from PIL import Image
 from torch import nn
 
 from ..config import check_float, check_int
-from ..diffusion.sd_source import BackboneUnavailableError, SDSource, _cache_first, _low_memory, resolve_source
+from ..diffusion.sd_source import BackboneUnavailableError, SDSource, cache_first, low_memory, resolve_source
 from ..util import first_line
 from .config import CONTROLNET_ENV, DEFAULT_CONTROLNET, DEFAULT_SD15, SD15_ENV, SemanticConfig
 from .palette import upsample_palette
@@ -81,7 +81,7 @@ def _source(path: str, what: str) -> SDSource:
 
 def _load(load: Callable, source: SDSource, what: str, **kwargs: Any) -> Any:
     try:
-        return _cache_first(load, source, **kwargs)
+        return cache_first(load, source, **kwargs)
     except SD15Unavailable:
         raise
     except (BackboneUnavailableError, OSError, ValueError, KeyError, RuntimeError) as err:
@@ -142,7 +142,7 @@ class SD15Decoder(nn.Module):
 
         base = _source(cfg.resolved_sd15(), "SD1.5 base")
         control = _source(cfg.resolved_controlnet(), "Canny ControlNet")
-        low = _low_memory()
+        low = low_memory()
         controlnet = _load(ControlNetModel.from_pretrained, control, "Canny ControlNet", **low)
         vae = _load(AutoencoderKL.from_pretrained, base, "SD1.5 base", subfolder="vae", **low)
         unet = _load(UNet2DConditionModel.from_pretrained, base, "SD1.5 base", subfolder="unet", **low)
