@@ -18,13 +18,13 @@ import sys
 from pathlib import Path
 
 import yaml
-from safetensors.torch import load_file
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from diffeic.codecs.registry import PRETRAINED_DIR  # noqa: E402
-from diffeic.codecs.semantic import DECODER_FILE, SemanticCodec  # noqa: E402
+from diffeic.codecs.semantic import SemanticCodec  # noqa: E402
+from diffeic.training.semantic import load_export  # noqa: E402
 
 PROVENANCE = {"what": "semantic_tiny decoder trained on a CPU on photos other packages ship; not the paper's SD1.5",
               "command": "bash scripts/train_semantic.sh",
@@ -42,18 +42,10 @@ def _git(*args: str) -> str:
 
 def package(export: Path, out: Path, force: bool = False) -> Path:
     """Write the checkpoint folder ``out`` from the training ``export``; returns it."""
-    for name in (DECODER_FILE, "arch.yaml"):
-        if not (export / name).is_file():
-            raise FileNotFoundError(f"{export}: no {name} (expected the export of scripts/train_semantic.sh)")
-    arch = yaml.safe_load((export / "arch.yaml").read_text())
+    decoder = load_export(export)                 # checks the files and the backbone it was trained on
     run = yaml.safe_load((export / "run.yaml").read_text()) if (export / "run.yaml").is_file() else {}
-    config = dataclasses.replace(SemanticCodec.get_config("semantic_tiny"), arch=arch)
-    codec = SemanticCodec.from_config(config)
-    codec.decoder.load_trainable_state(load_file(str(export / DECODER_FILE)))
-    codec.is_trained = True
-    if run.get("backbone_fingerprint") not in (None, codec.decoder.backbone.fingerprint()):
-        raise ValueError(f"{export}: trained over backbone {run['backbone_fingerprint']}, but the shipped one is "
-                         f"{codec.decoder.backbone.fingerprint()}")
+    config = dataclasses.replace(SemanticCodec.get_config("semantic_tiny"), arch=dict(decoder.arch))
+    codec = SemanticCodec(config, decoder, trained=True).eval()
     provenance = {**PROVENANCE, "commit": _git("rev-parse", "HEAD"), "steps": run.get("step"),
                   "run_id": run.get("run_id")}
     folder = codec.save_pretrained(out, overwrite=force, preset="semantic_tiny", provenance=provenance)

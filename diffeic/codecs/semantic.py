@@ -106,15 +106,11 @@ class SemanticCodec(StepSeedSettings, Codec):
         from ..semantic.tiny_decoder import TinySemanticDecoder
 
         cfg = dataclasses.replace(cfg, arch=dict(cfg.arch or TinySemanticDecoder.default_arch()))
-        backbone = tiny_backbone(cfg.backbone)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.init_seed)
-            decoder = TinySemanticDecoder(backbone, cfg.arch)
-        return cfg, decoder
+        return cfg, TinySemanticDecoder(tiny_backbone(cfg.backbone), cfg.arch)     # seeded by its arch's init_seed
 
     @classmethod
     def from_config(cls, config: Union[str, Path, SemanticConfig] = "semantic_tiny") -> "SemanticCodec":
-        """Random, deterministic decoder weights (``config.init_seed``) from a preset name, a YAML file or a config
+        """Random, deterministic decoder weights (its arch's ``init_seed``) from a preset name, a YAML file or a config
         (``semantic_sd15``: the pretrained SD1.5 + ControlNet weights, local or from the hub)."""
         cfg, decoder = cls._decoder(cls.get_config(config))
         return cls(cfg, decoder, trained=cfg.decoder == "sd15").eval()

@@ -2,7 +2,8 @@
 Generative AI): which generative decoder redraws the picture from its parts, and its decode settings.
 
 * ``semantic_tiny``: the tiny control module (:mod:`diffeic.semantic.tiny_decoder`) over the shipped tiny
-  backbone (``diffeic/data/pretrained/tiny-backbone``), random deterministic weights (``init_seed``); offline.
+  backbone (``diffeic/data/pretrained/tiny-backbone``), random deterministic weights (its arch's ``init_seed``);
+  offline.
   It has no text encoder: **the prompt has no effect on its reconstructions**.
 * ``semantic_sd15``: Stable Diffusion 1.5 with a Canny ControlNet through diffusers, as in the paper
   (:mod:`diffeic.semantic.sd15`); weights from local folders or the hub (``sd15_path``, ``controlnet_path``, or
@@ -44,11 +45,10 @@ class SemanticConfig:
     strength: float = 0.8              # sd15: img2img strength from the upsampled palette (1: pure noise)
     guidance: float = 7.5              # sd15: classifier-free guidance scale
     control_scale: float = 1.0         # sd15: ControlNet conditioning scale
-    arch: Optional[Dict[str, Any]] = None    # tiny: the decoder's architecture (None: its default_arch())
+    arch: Optional[Dict[str, Any]] = None    # tiny: the decoder's architecture and init seed (None: default_arch())
     backbone: str = TINY_BACKBONE      # tiny: the frozen prior (shipped name or folder)
     sd15_path: Optional[str] = None    # sd15: base weights (None: $DIFFEIC_SD15_PATH, else DEFAULT_SD15)
     controlnet_path: Optional[str] = None    # sd15: Canny ControlNet (None: $DIFFEIC_CONTROLNET_PATH, else default)
-    init_seed: int = 0                 # seed of the random initialisation (from_config)
 
     def __post_init__(self) -> None:
         self.name = check_str("name", self.name)
@@ -65,7 +65,6 @@ class SemanticConfig:
         self.backbone = check_str("backbone", self.backbone)
         self.sd15_path = check_str("sd15_path", self.sd15_path, optional=True)
         self.controlnet_path = check_str("controlnet_path", self.controlnet_path, optional=True)
-        self.init_seed = check_int("init_seed", self.init_seed, 0, SEED_LIMIT - 1)
 
     def resolved_sd15(self) -> str:
         """Where the SD1.5 base weights come from: ``sd15_path``, else ``$DIFFEIC_SD15_PATH``, else the hub id."""
