@@ -141,9 +141,10 @@ class SemanticCodec(StepSeedSettings, Codec):
         config = dataclasses.asdict(self.config)
         for where in ("backbone", "sd15_path", "controlnet_path"):     # where weights lie is not what they are
             config.pop(where)
-        return [self.family.encode(), yaml.safe_dump(config, sort_keys=True).encode(),
-                self.decoder.backbone_fingerprint().encode() if hasattr(self.decoder, "backbone_fingerprint")
-                else self.decoder.backbone.fingerprint().encode()]
+        # the frozen weights the decoder runs over: the tiny backbone's fingerprint, or SD1.5's and the ControlNet's
+        frozen = self.decoder.backbone_fingerprint() if self.config.decoder == "sd15" else \
+            self.decoder.backbone.fingerprint()
+        return [self.family.encode(), yaml.safe_dump(config, sort_keys=True).encode(), frozen.encode()]
 
     def fingerprinted_tensors(self) -> List[Tuple[str, torch.Tensor]]:
         return sorted(self.decoder.trainable_state().items())
