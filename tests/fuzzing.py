@@ -6,7 +6,8 @@ refinement family shares, ``refine_tiny`` for the cost group, and ``semantic_tin
 (``<index> <group>:<kind> <outcome>``) and a final ``done`` line with memory figures and the slowest header check.
 Groups: ``stream`` (DiffEIC streams), ``rate`` (a variable-rate stream's float32 rate field), ``family`` (HiFiC
 streams), ``checkpoint`` and ``family_checkpoint`` (tampered folders), ``cost`` (header-cost mutations of every
-family's streams: step count and image size; an accepted header beyond the decode-cost bound is ``FAIL Bound``),
+family's streams: step count and image size, ``N_COST`` of DiffEIC, HiFiC and refine streams then ``N_COST // 3`` of
+semantic ones; an accepted header beyond the decode-cost bound is ``FAIL Bound``),
 ``semantic`` (semantic streams: the container's mutations, and the parts stream's own — flags, lengths, sizes, boxes,
 the parts' contents — behind a valid container; their parts are decoded, not redrawn).
 Outcomes:
@@ -17,6 +18,7 @@ process is named by its index instead of stopping the suite.
 """
 from __future__ import annotations
 
+import copy
 import itertools
 import random
 import resource
@@ -392,7 +394,7 @@ def main(n_streams: int, n_rate: int, n_family: int, n_checkpoints: int, n_famil
         case_dir.mkdir()
         family_case_dir = Path(tmp) / "family_case"
         family_case_dir.mkdir()
-        control = codec.control
+        control = copy.deepcopy(codec.control)     # tampered weights load into a copy, never into the codec's own
         g = torch.Generator().manual_seed(seed)
         latents = (torch.randn(1, 32, 4, 4, generator=g) * 3, torch.randn(1, 16, 1, 1, generator=g) * 3)
         family_y = torch.randn(1, hific.config.latent_channels, 4, 4, generator=g) * 3
@@ -410,9 +412,9 @@ def main(n_streams: int, n_rate: int, n_family: int, n_checkpoints: int, n_famil
                          semantic.compress(semantic_images[2], prompt="a cat", edges=False, fallback=False),
                          semantic.compress(photo("rocket", (12, 12)), prompt="a rocket")]      # a fallback stream
         cost_codecs = [("diffeic", codec, base), ("hific", hific, family_base),
-                       ("refine", refine, [refine.compress(photo("astronaut", (48, 64)))]),
-                       ("semantic", semantic, semantic_base)]
-        for _, c, streams in cost_codecs:
+                       ("refine", refine, [refine.compress(photo("astronaut", (48, 64)))])]
+        semantic_cost = [("semantic", semantic, semantic_base)]
+        for _, c, streams in cost_codecs + semantic_cost:
             c.decode_settings(streams[0])                   # built once (the decoder options), as a server would
         slowest = [0.0]
         cases = [
@@ -425,8 +427,9 @@ def main(n_streams: int, n_rate: int, n_family: int, n_checkpoints: int, n_famil
              checkpoint_cases(folder, (LFGCM_FILE, CONTROL_FILE), rng, n_checkpoints)),
             ("family_checkpoint", lambda d: run_family_checkpoint_case(family_case_dir, d, family_y),
              checkpoint_cases(family_folder, (MODEL_FILE,), rng, n_family_checkpoints)),
-            ("cost", lambda d: run_cost_case({f: c for f, c, _ in cost_codecs}, *d, slowest),
-             ((kind, (kind, bits)) for kind, bits in cost_cases(cost_codecs, rng, n_cost))),
+            ("cost", lambda d: run_cost_case({f: c for f, c, _ in cost_codecs + semantic_cost}, *d, slowest),
+             ((kind, (kind, bits)) for kind, bits in itertools.chain(cost_cases(cost_codecs, rng, n_cost),
+                                                                      cost_cases(semantic_cost, rng, n_cost // 3)))),
             ("semantic", lambda d: run_stream_case(semantic, d),
              itertools.chain(stream_cases(semantic, rng, n_semantic - n_semantic // 3, semantic_base, semantic_base[2]),
                              parts_cases(rng, n_semantic // 3, semantic_base,
