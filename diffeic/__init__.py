@@ -24,6 +24,7 @@ _EXPORTS = {
     "load_codec": ("codecs.registry", "load_codec"),
     "HiFiCCodec": ("codecs.hific", "HiFiCCodec"),
     "RefineCodec": ("codecs.refine", "RefineCodec"),
+    "SemanticCodec": ("codecs.semantic", "SemanticCodec"),
     "TargetTooSmall": ("target_size", "TargetTooSmall"),
 }
 

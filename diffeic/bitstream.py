@@ -46,7 +46,7 @@ SAMPLER_IDS = {"ddpm": 0, "ddim": 1, "dpmpp": 2, "fewstep": 3, "onestep": 4}
 SAMPLER_NAMES = {v: k for k, v in SAMPLER_IDS.items()}
 
 #: Codec families by their id in a version-2 stream (absent: ``diffeic``). Never renumber.
-FAMILY_IDS = {"diffeic": 0, "hific": 1, "refine": 2}
+FAMILY_IDS = {"diffeic": 0, "hific": 1, "refine": 2, "semantic": 3}
 FAMILY_NAMES = {v: k for k, v in FAMILY_IDS.items()}
 DEFAULT_FAMILY = "diffeic"
 

@@ -1,4 +1,4 @@
-"""The ``diffeic`` command: ``compress``, ``decompress``, ``info``, ``convert``, ``eval``, ``train``.
+"""The ``diffeic`` command: ``compress``, ``decompress``, ``info``, ``inspect``, ``convert``, ``eval``, ``train``.
 
 Exit codes: 0 success · 1 a bad input file or model (one line ``diffeic: error: <file>: <problem>`` on
 stderr, no traceback; ``--debug`` shows it; with ``--keep-going`` every bad file is reported and the
@@ -59,6 +59,8 @@ examples:
   {PROG} compress photo.png --model checkpoints/diffeic_l2     # -> photo.deic
   {PROG} compress photos/ --out-dir streams/ --model tiny      # every image below photos/
   {PROG} info photo.deic                                        # header: size, model, sampler, bpp
+  {PROG} compress photo.png --model semantic_tiny --prompt 'a cat on a sofa' --palette 32
+  {PROG} inspect photo.deic                                     # + the parts of a semantic stream, in bytes
   {PROG} decompress photo.deic -o photo_hat.png --model checkpoints/diffeic_l2 --steps 50
   {PROG} decompress 'streams/*.deic' --out-dir recon/ --sampler ddim --steps 20
   {PROG} eval --dataset samples                                 # = python eval.py (see '{PROG} eval --help')
@@ -79,6 +81,16 @@ examples:
   {PROG} compress photo.png --model checkpoints/diffeic_l2
   {PROG} compress photo.png --model runs/sd21_stage2_vr/export --target-bytes 4096
   {PROG} compress 'kodak/*.png' --out-dir streams/ --model tiny --steps 2
+
+semantic models (--model semantic_tiny, semantic_sd15 or a semantic checkpoint) send what a text-to-image
+model needs to redraw the picture, each part optional: --prompt TEXT (without it: a caption by the local
+captioning model in $DIFFEIC_CAPTION_MODEL, else an error; --prompt '' sends none), Canny edges (--no-edges:
+none), a colour palette of N cells on the long side (--palette N, default 32; 0: none) and kept regions sent
+as pixels (--keep x0,y0,x1,y1, repeatable; x1/y1 exclusive).  When a plain WebP of the image is no larger
+than the parts, it is stored instead (a warning says so).  semantic_tiny has no text encoder: the prompt is
+sent but does not change its reconstruction.
+  {PROG} compress photo.png --model semantic_tiny --prompt 'a cat' --keep 10,10,74,74 --palette 16
+  {PROG} compress photo.png --model semantic_tiny --prompt '' --no-edges        # the palette alone
 """
 
 _DECOMPRESS_EPILOG = f"""\
@@ -91,6 +103,16 @@ examples:
   {PROG} decompress photo.deic --model checkpoints/diffeic_l2
   {PROG} decompress photo.deic -o photo_hat.png --model checkpoints/diffeic_l2 --steps 20 --sampler ddim
   {PROG} decompress streams/ --out-dir recon/ --model tiny
+"""
+
+_INSPECT_EPILOG = f"""\
+The header as 'info' shows it and, for a semantic stream, its parts (prompt, edges, palette, kept regions, or
+the fallback image) with the bytes of each; the parts' bytes, their framing and the container add up to the
+total.  None of this needs the model.
+
+examples:
+  {PROG} inspect photo.deic
+  {PROG} inspect streams/ --json
 """
 
 _INFO_EPILOG = f"""\
@@ -131,6 +153,13 @@ def _finite_float(text: str) -> float:
     if value != value or value in (float("inf"), float("-inf")):
         raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
     return value
+
+
+def _box_arg(text: str) -> Tuple[int, int, int, int]:
+    values = text.split(",")
+    if len(values) != 4:
+        raise argparse.ArgumentTypeError(f"a box is x0,y0,x1,y1 (four integers), got {text!r}")
+    return tuple(_int_arg(v.strip()) for v in values)
 
 
 def _device_arg(text: str) -> "torch.device":
@@ -208,6 +237,15 @@ def add_compress_parser(subparsers) -> argparse.ArgumentParser:
                       help="variable-rate model: the largest rate whose file is at most B bits per pixel")
     rate.add_argument("--target-bytes", type=_int_arg, default=None, metavar="N",
                       help="variable-rate model: the largest rate whose file is at most N bytes")
+    parts = parser.add_argument_group("semantic models (the parts to send; see below)")
+    parts.add_argument("--prompt", default=None, metavar="TEXT",
+                       help="the text prompt ('' for none; default: a local caption, else an error)")
+    parts.add_argument("--no-edges", dest="edges", action="store_false", default=None,
+                       help="send no Canny edge map")
+    parts.add_argument("--palette", type=_int_arg, default=None, metavar="N",
+                       help="colour palette grid, N cells on the long side (default 32; 0: no palette)")
+    parts.add_argument("--keep", type=_box_arg, action="append", default=None, metavar="x0,y0,x1,y1",
+                       help="a region sent as pixels and kept exactly (repeatable)")
     parser.set_defaults(func=run_compress)
     return parser
 
@@ -220,6 +258,16 @@ def add_decompress_parser(subparsers) -> argparse.ArgumentParser:
     _add_model_options(parser)
     _add_decode_options(parser, stored=False)
     parser.set_defaults(func=run_decompress)
+    return parser
+
+
+def add_inspect_parser(subparsers) -> argparse.ArgumentParser:
+    parser = _new_parser(subparsers, "inspect", "list the header and parts of .deic streams, in bytes",
+                         _INSPECT_EPILOG)
+    parser.add_argument("inputs", nargs="+", metavar=f"FILE{STREAM_SUFFIX}",
+                        help=f"stream files, folders (searched for *{STREAM_SUFFIX}) or quoted glob patterns")
+    parser.add_argument("--json", action="store_true", help="print a JSON list of objects, one per file")
+    parser.set_defaults(func=run_inspect)
     return parser
 
 
@@ -303,6 +351,7 @@ SUBCOMMANDS: Dict[str, Builder] = {
     "compress": add_compress_parser,
     "decompress": add_decompress_parser,
     "info": add_info_parser,
+    "inspect": add_inspect_parser,
     "convert": add_convert_parser,
     "eval": _add_pass_through_parser("eval", "evaluate rate-distortion on an image set (= python eval.py)"),
     "train": _add_pass_through_parser("train", "train a model with Lightning (= python train.py)"),
@@ -637,12 +686,17 @@ def run_compress(args: argparse.Namespace) -> int:
     from .sizes import size_text
 
     limit = Codec.max_pixels
+    parts_kw = _semantic_options(args)
     failures: List[str] = []
     total = len(jobs)
     jobs = _checked_inputs(jobs, lambda src: image_size(src, max_pixels=limit), args, failures)
     if jobs:
         codec = _open_model(args.model, args.sd_path, args.device)
         _make_parent_dirs(jobs)
+        if parts_kw.get("prompt") and codec.config.decoder == "tiny":
+            from .codecs.semantic import NO_TEXT_NOTE
+
+            _note(NO_TEXT_NOTE)
     for src, dst in _progress(jobs, args, "compress"):
         with _one_job(args, failures):
             with _about(src):
@@ -651,13 +705,45 @@ def run_compress(args: argparse.Namespace) -> int:
                 rate_kw = {k: v for k, v in (("rate", args.rate), ("target_bpp", args.target_bpp),
                                              ("target_bytes", args.target_bytes)) if v is not None}
                 bits = codec.compress(x, sampler=args.sampler, steps=args.steps, seed=args.seed,
-                                      max_steps=args.max_steps, **rate_kw)
+                                      max_steps=args.max_steps, **rate_kw, **parts_kw)
             _write(dst, lambda path: write_bytes_atomic(path, bits, overwrite=args.force))
             height, width = x.shape[-2:]
-            rate = codec.inspect(bits)["rate"]
+            info = codec.inspect(bits)
+            rate = info["rate"]
             _report(args, f"{src} -> {dst}: {len(bits)} bytes, {8 * len(bits) / (height * width):.4f} bpp "
-                          f"({size_text(height, width)}" + ("" if rate is None else f", rate {rate:g}") + ")")
+                          f"({size_text(height, width)}" + ("" if rate is None else f", rate {rate:g}")
+                          + (f"; {_parts_text(info)}" if "parts" in info else "") + ")")
     return _finish(failures, total)
+
+
+def _semantic_options(args: argparse.Namespace) -> Dict[str, Any]:
+    """The parts options (--prompt, --no-edges, --palette, --keep) as ``compress`` keywords; refused for a model of
+    another family, and without --prompt when no local captioning model can make one (before any model loads)."""
+    from .codecs.registry import family_of
+
+    given = [flag for flag, value in (("--prompt", args.prompt), ("--no-edges", args.edges),
+                                      ("--palette", args.palette), ("--keep", args.keep)) if value is not None]
+    if family_of(args.model) != "semantic":
+        if given:
+            raise UsageError(f"{', '.join(given)}: only for semantic models (e.g. --model semantic_tiny), not "
+                             f"--model {args.model}")
+        return {}
+    if args.palette is not None and args.palette < 0:
+        raise UsageError(f"--palette {args.palette}: must be 0 (no palette) or a grid size")
+    if args.prompt is None:
+        from .semantic.prompt import CaptionUnavailable, caption_folder
+
+        try:
+            caption_folder(None)
+        except CaptionUnavailable as err:
+            raise CLIError(f"--prompt not given, and {err}") from None
+    return {"prompt": args.prompt, "edges": args.edges is not False,
+            "palette": 32 if args.palette is None else (args.palette or None), "keep": args.keep or ()}
+
+
+def _parts_text(info: Dict[str, Any]) -> str:
+    """``prompt 5 B, edges 668 B, ...`` of a semantic stream's :meth:`SemanticCodec.inspect`."""
+    return ", ".join(f"{name} {info['bytes'][name]} B" for name in info["parts"])
 
 
 # ====================================================================================== decompress
@@ -734,6 +820,35 @@ def format_info(record: Dict[str, Any]) -> str:
         text = "default" if value is None else (f"{value:.4f}" if isinstance(value, float) else str(value))
         lines.append(f"  {label:<{width}}  {text}")
     return "\n".join(lines)
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    """``diffeic inspect``: the header and, for semantic streams, the parts with their bytes."""
+    records = []
+    for i, (path, _) in enumerate(_inputs(args.inputs, (STREAM_SUFFIX,))):
+        with _about(path):
+            record = stream_info(path)
+            if record["family"] == "semantic":
+                from .codecs.semantic import SemanticCodec
+
+                record.update(SemanticCodec.inspect(path.read_bytes()))
+        if args.json:
+            records.append(record)
+            continue
+        lines = [format_info(record)]
+        if "parts" in record:
+            lines.append(f"  {'family':<17}  semantic" + (" (fallback: a plain WebP of the image)"
+                                                           if record["fallback"] else ""))
+            if record["prompt"] is not None:
+                lines.append(f"  {'prompt':<17}  {record['prompt']!r}")
+            for box in record["boxes"]:
+                lines.append(f"  {'kept region':<17}  {','.join(map(str, box))}")
+            for name, n in record["bytes"].items():
+                lines.append(f"  {name + ' bytes':<17}  {n}")
+        print(("\n" if i else "") + "\n".join(lines))
+    if args.json:
+        print(json.dumps(records, indent=2))
+    return 0
 
 
 def run_info(args: argparse.Namespace) -> int:

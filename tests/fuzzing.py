@@ -1,12 +1,15 @@
 """Fuzz harness: structure-aware stream mutations and tampered checkpoints, run in a child process.
 
-``python tests/fuzzing.py N_STREAMS N_RATE N_FAMILY N_CHECKPOINTS N_FAMILY_CHECKPOINTS N_COST SEED`` builds the
-tiny codecs (DiffEIC ``tiny``, variable-rate ``tiny_vr``, HiFiC ``hific_tiny``: the hyperprior coder the refinement
-family shares, and ``refine_tiny`` for the cost group), then prints one line per case
+``python tests/fuzzing.py N_STREAMS N_RATE N_FAMILY N_CHECKPOINTS N_FAMILY_CHECKPOINTS N_COST N_SEMANTIC SEED``
+builds the tiny codecs (DiffEIC ``tiny``, variable-rate ``tiny_vr``, HiFiC ``hific_tiny``: the hyperprior coder the
+refinement family shares, ``refine_tiny`` for the cost group, and ``semantic_tiny``), then prints one line per case
 (``<index> <group>:<kind> <outcome>``) and a final ``done`` line with memory figures and the slowest header check.
 Groups: ``stream`` (DiffEIC streams), ``rate`` (a variable-rate stream's float32 rate field), ``family`` (HiFiC
 streams), ``checkpoint`` and ``family_checkpoint`` (tampered folders), ``cost`` (header-cost mutations of every
-family's streams: step count and image size; an accepted header beyond the decode-cost bound is ``FAIL Bound``).
+family's streams: step count and image size, ``N_COST`` of DiffEIC, HiFiC and refine streams then ``N_COST // 3`` of
+semantic ones; an accepted header beyond the decode-cost bound is ``FAIL Bound``),
+``semantic`` (semantic streams: the container's mutations, and the parts stream's own — flags, lengths, sizes, boxes,
+the parts' contents — behind a valid container; their parts are decoded, not redrawn).
 Outcomes:
 ``ok`` (decoded, or a tampered checkpoint that still codes losslessly), ``refused`` (BitstreamError for
 streams; CheckpointError / ValueError for checkpoints), or ``FAIL <type>: <message>`` for anything else.  The parent
@@ -15,6 +18,8 @@ process is named by its index instead of stopping the suite.
 """
 from __future__ import annotations
 
+import copy
+import itertools
 import random
 import resource
 import struct
@@ -34,7 +39,7 @@ import torch  # noqa: E402
 import yaml  # noqa: E402
 
 from conftest import photo  # noqa: E402
-from diffeic import BitstreamError, DiffEICCodec  # noqa: E402
+from diffeic import BitstreamError, DiffEICCodec, SemanticCodec  # noqa: E402
 from diffeic.bitstream import FAMILY_IDS, MAX_SIDE, SAMPLER_IDS, StreamHeader, pack, unpack  # noqa: E402
 from diffeic.codecs.diffeic import CONTROL_FILE, LFGCM_FILE  # noqa: E402
 from diffeic.codecs.folder import CONFIG_FILE  # noqa: E402
@@ -42,6 +47,7 @@ from diffeic.hific import HiFiCCodec  # noqa: E402
 from diffeic.codecs.transform import MODEL_FILE  # noqa: E402
 from diffeic.lfgcm import LFGCM  # noqa: E402
 from diffeic.refine import RefineCodec  # noqa: E402
+from diffeic.semantic.api import encode_parts  # noqa: E402
 
 Case = Tuple[str, bytes]
 
@@ -186,6 +192,33 @@ def cost_cases(codecs, rng: random.Random, n: int) -> Iterator[Case]:
         side = lambda: rng.choice([1, 32, 48, 64, 127, 128, 129, 255, 256, 257, 512, rng.randrange(1, 1024)])
         h = StreamHeader(**{**header.__dict__, "steps": steps, "height": side(), "width": side()})
         yield family, pack(h, payload)
+
+
+def parts_cases(rng: random.Random, n: int, base: List[bytes], images: List[np.ndarray]) -> Iterator[Case]:
+    """Semantic streams whose parts stream is damaged behind a valid container (CRC recomputed): a framing byte
+    (version, flags, a size or length varint, a box), a part's contents, a part of another image spliced in,
+    lengths that overrun, or the parts of another image size under this header."""
+    for _ in range(n):
+        header, payload = unpack(rng.choice(base))
+        p = bytearray(payload)
+        choice = rng.randrange(6)
+        if choice == 0:                                     # the framing: version, flags, sizes, first lengths
+            p[rng.randrange(min(len(p), 12))] = rng.randrange(256)
+        elif choice == 1:                                   # inside a part's contents
+            i = rng.randrange(len(p))
+            p[i] ^= 1 << rng.randrange(8)
+        elif choice == 2:                                   # flags: any combination
+            p[1] = rng.randrange(256)
+        elif choice == 3:                                   # truncated or extended
+            p = p[:rng.randrange(len(p))] if rng.random() < 0.5 else p + bytes(rng.randrange(256) for _ in range(3))
+        elif choice == 4:                                   # another image's parts (another size) under this header
+            p = bytearray(unpack(rng.choice(base))[1]) if rng.random() < 0.3 else \
+                bytearray(encode_parts(rng.choice(images), "x", edges=rng.random() < 0.5,
+                                       palette=rng.choice([None, 1, 4, 32]), fallback=False))
+        else:                                               # a length or size varint made huge
+            i = rng.randrange(2, min(len(p), 24))
+            p[i:i + 1] = bytes([0xFF, 0xFF, 0xFF, 0x7F])
+        yield "parts", pack(header, bytes(p))
 
 
 def _default_steps(codec) -> int:
@@ -342,13 +375,14 @@ def run_family_checkpoint_case(case_dir: Path, files: dict, y: torch.Tensor) -> 
 # ------------------------------------------------------------------------------------------------ main
 
 def main(n_streams: int, n_rate: int, n_family: int, n_checkpoints: int, n_family_checkpoints: int, n_cost: int,
-         seed: int) -> None:
+         n_semantic: int, seed: int) -> None:
     torch.set_num_threads(1)              # thousands of tiny decodes are latency-bound
     codec = DiffEICCodec.from_config("tiny")
     vr = DiffEICCodec.from_config("tiny_vr")
     hific = HiFiCCodec.from_config("hific_tiny")
     refine = RefineCodec.from_config("refine_tiny")
-    for c in (codec, vr, hific, refine):
+    semantic = SemanticCodec.from_config("semantic_tiny")
+    for c in (codec, vr, hific, refine, semantic):
         c.max_pixels = 256 * 256          # keep valid-looking mutations cheap to decode
     rng = random.Random(seed)
     emit: Callable[[str], None] = lambda line: print(line, flush=True)
@@ -360,7 +394,7 @@ def main(n_streams: int, n_rate: int, n_family: int, n_checkpoints: int, n_famil
         case_dir.mkdir()
         family_case_dir = Path(tmp) / "family_case"
         family_case_dir.mkdir()
-        control = codec.control
+        control = copy.deepcopy(codec.control)     # tampered weights load into a copy, never into the codec's own
         g = torch.Generator().manual_seed(seed)
         latents = (torch.randn(1, 32, 4, 4, generator=g) * 3, torch.randn(1, 16, 1, 1, generator=g) * 3)
         family_y = torch.randn(1, hific.config.latent_channels, 4, 4, generator=g) * 3
@@ -372,9 +406,15 @@ def main(n_streams: int, n_rate: int, n_family: int, n_checkpoints: int, n_famil
         base = [codec.compress(photo("astronaut", (48, 64))),
                 codec.compress(photo("coffee", (64, 48)), sampler="ddim", steps=3, seed=2 ** 64 - 1)]
         family_base = [hific.compress(photo("astronaut", (48, 64))), hific.compress(photo("coffee", (64, 48)))]
+        semantic_images = [photo("astronaut", (48, 64)), photo("coffee", (64, 48)), photo("chelsea", (70, 90))]
+        semantic_base = [semantic.compress(semantic_images[0], prompt="an astronaut", keep=[(4, 4, 20, 30)]),
+                         semantic.compress(semantic_images[1], prompt="", palette=8, seed=3, steps=2),
+                         semantic.compress(semantic_images[2], prompt="a cat", edges=False, fallback=False),
+                         semantic.compress(photo("rocket", (12, 12)), prompt="a rocket")]      # a fallback stream
         cost_codecs = [("diffeic", codec, base), ("hific", hific, family_base),
                        ("refine", refine, [refine.compress(photo("astronaut", (48, 64)))])]
-        for _, c, streams in cost_codecs:
+        semantic_cost = [("semantic", semantic, semantic_base)]
+        for _, c, streams in cost_codecs + semantic_cost:
             c.decode_settings(streams[0])                   # built once (the decoder options), as a server would
         slowest = [0.0]
         cases = [
@@ -387,8 +427,14 @@ def main(n_streams: int, n_rate: int, n_family: int, n_checkpoints: int, n_famil
              checkpoint_cases(folder, (LFGCM_FILE, CONTROL_FILE), rng, n_checkpoints)),
             ("family_checkpoint", lambda d: run_family_checkpoint_case(family_case_dir, d, family_y),
              checkpoint_cases(family_folder, (MODEL_FILE,), rng, n_family_checkpoints)),
-            ("cost", lambda d: run_cost_case({f: c for f, c, _ in cost_codecs}, *d, slowest),
-             ((kind, (kind, bits)) for kind, bits in cost_cases(cost_codecs, rng, n_cost))),
+            ("cost", lambda d: run_cost_case({f: c for f, c, _ in cost_codecs + semantic_cost}, *d, slowest),
+             ((kind, (kind, bits)) for kind, bits in itertools.chain(cost_cases(cost_codecs, rng, n_cost),
+                                                                      cost_cases(semantic_cost, rng, n_cost // 3)))),
+            ("semantic", lambda d: run_stream_case(semantic, d),
+             itertools.chain(stream_cases(semantic, rng, n_semantic - n_semantic // 3, semantic_base, semantic_base[2]),
+                             parts_cases(rng, n_semantic // 3, semantic_base,
+                                         [(255 * im).round().byte().permute(1, 2, 0).numpy()
+                                          for im in semantic_images]))),
         ]
         for group, run, generator in cases:
             for kind, data in generator:
@@ -405,4 +451,4 @@ def main(n_streams: int, n_rate: int, n_family: int, n_checkpoints: int, n_famil
 
 
 if __name__ == "__main__":
-    main(*(int(a) for a in sys.argv[1:8]))
+    main(*(int(a) for a in sys.argv[1:9]))

@@ -34,9 +34,9 @@ def test_an_unknown_name_is_an_error_listing_what_exists(tmp_path):
     with pytest.raises(FileNotFoundError, match="no config.yaml"):
         registry.family_of(tmp_path)              # a folder, but not a checkpoint
     (tmp_path / "config.yaml").write_text("family: jpeg\nmodel: {}\n")
-    with pytest.raises(ValueError, match="family = 'jpeg': must be one of diffeic, hific, refine"):
+    with pytest.raises(ValueError, match="family = 'jpeg': must be one of diffeic, hific, refine, semantic"):
         registry.family_of(tmp_path)
-    with pytest.raises(ValueError, match="unknown codec family 'jpeg'; known: diffeic, hific, refine"):
+    with pytest.raises(ValueError, match="unknown codec family 'jpeg'; known: diffeic, hific, refine, semantic"):
         registry.codec_class("jpeg")
 
 

@@ -20,6 +20,8 @@ FAMILY_CASES = 1_000         # HiFiC streams (the hyperprior coder the refinemen
 CHECKPOINT_CASES = 400
 FAMILY_CHECKPOINT_CASES = 100
 COST_CASES = 600             # header-cost mutations (steps, image size) of DiffEIC, HiFiC and refine streams
+                             # (and COST_CASES // 3 more of semantic streams)
+SEMANTIC_CASES = 2_000       # semantic streams: container and parts-stream mutations
 HEADER_LIMIT_MS = 1000.0     # the slowest header check of a cost case: milliseconds (a decode takes seconds),
                              # measured up to 91 ms at load 12 on 2 cores
 CASE_LIMIT_S = 60.0          # a case takes milliseconds; minutes only on a machine stalled by other jobs
@@ -59,7 +61,7 @@ def run_fuzz(*counts: int, seed: int):
 def test_fuzzed_streams_and_tampered_checkpoints_only_raise_documented_errors():
     start = time.perf_counter()
     cases, done = run_fuzz(STREAM_CASES, RATE_CASES, FAMILY_CASES, CHECKPOINT_CASES, FAMILY_CHECKPOINT_CASES,
-                           COST_CASES, seed=1234)
+                           COST_CASES, SEMANTIC_CASES, seed=1234)
     failures = [c for c in cases if " FAIL " in c]
     counts = {}
     for c in cases:
@@ -68,15 +70,17 @@ def test_fuzzed_streams_and_tampered_checkpoints_only_raise_documented_errors():
     print(f"fuzz: {len(cases)} cases in {time.perf_counter() - start:.0f} s; {counts}; {done}")
     assert not failures, failures[:10]
     assert len(cases) == (STREAM_CASES + RATE_CASES + FAMILY_CASES + CHECKPOINT_CASES + FAMILY_CHECKPOINT_CASES
-                          + COST_CASES)
+                          + COST_CASES + COST_CASES // 3 + SEMANTIC_CASES)
     assert STREAM_CASES >= 10_000
-    for group in ("stream", "rate", "family", "checkpoint", "family_checkpoint", "cost"):
+    for group in ("stream", "rate", "family", "checkpoint", "family_checkpoint", "cost", "semantic"):
         assert counts.get((group, "refused"), 0) >= 1, group
     cost = [c for c in cases if " cost:" in c]
-    for family in ("diffeic", "hific", "refine"):              # every family's headers were both refused and accepted
+    for family in ("diffeic", "hific", "refine", "semantic"):  # every family's headers were both refused and accepted
         outcomes = {c.split(" ")[2] for c in cost if f" cost:{family} " in c}
         assert {"ok", "refused"} <= outcomes, (family, outcomes)
     assert float(done.split("slowest_header_ms=")[1]) < HEADER_LIMIT_MS, done
-    for group in ("stream", "rate", "checkpoint", "family_checkpoint"):
+    for group in ("stream", "rate", "checkpoint", "family_checkpoint", "semantic"):
         assert counts.get((group, "ok"), 0) >= 1, group        # well-formed mutations / harmless tampering pass
+    semantic = {c.split(" ")[1] for c in cases if " semantic:" in c and c.endswith(" refused")}
+    assert {"semantic:parts", "semantic:truncated", "semantic:header"} <= semantic, semantic
     assert counts.get(("checkpoint", "refused"), 0) >= CHECKPOINT_CASES // 4

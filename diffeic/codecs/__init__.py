@@ -14,7 +14,8 @@ _EXPORTS = {
     "Codec": "base", "load_codec": "registry", "codec_class": "registry", "family_of": "registry",
     "model_kind": "registry", "preset_names": "registry", "shipped_or_path": "registry",
     "pretrained_models": "registry", "FAMILY_CODECS": "registry",
-    "DiffEICCodec": "diffeic", "HiFiCCodec": "hific", "RefineCodec": "refine", "TransformCodec": "transform",
+    "DiffEICCodec": "diffeic", "HiFiCCodec": "hific", "RefineCodec": "refine", "SemanticCodec": "semantic",
+    "TransformCodec": "transform",
 }
 
 __all__ = list(_EXPORTS)

@@ -30,12 +30,14 @@ from ..util import first_line, hub_offline
 #: The plug-in module and codec class of each family, imported on first use.
 FAMILY_CODECS = {"diffeic": ("diffeic.codecs.diffeic", "DiffEICCodec"),
                  "hific": ("diffeic.codecs.hific", "HiFiCCodec"),
-                 "refine": ("diffeic.codecs.refine", "RefineCodec")}
+                 "refine": ("diffeic.codecs.refine", "RefineCodec"),
+                 "semantic": ("diffeic.codecs.semantic", "SemanticCodec")}
 #: The family of a checkpoint whose ``config.yaml`` names none (written before there were families); its folders
 #: are still written without the key.
 DEFAULT_FAMILY = "diffeic"
 #: The preset table of each family (``name → config factory``), read without importing the codec.
-FAMILY_PRESETS = {"diffeic": "diffeic.config", "hific": "diffeic.hific.config", "refine": "diffeic.refine.config"}
+FAMILY_PRESETS = {"diffeic": "diffeic.config", "hific": "diffeic.hific.config", "refine": "diffeic.refine.config",
+                  "semantic": "diffeic.semantic.config"}
 
 #: Where the shipped checkpoint folders live.
 PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "data" / "pretrained"
@@ -51,7 +53,7 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 # --------------------------------------------------------------------------- families and presets
 def codec_class(family: str) -> type:
-    """The codec class of a family name (``diffeic``, ``hific``, ``refine``)."""
+    """The codec class of a family name (``diffeic``, ``hific``, ``refine``, ``semantic``)."""
     if family not in FAMILY_CODECS:
         raise ValueError(f"unknown codec family {family!r}; known: {', '.join(FAMILY_CODECS)}")
     module, name = FAMILY_CODECS[family]

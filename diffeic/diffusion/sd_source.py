@@ -123,10 +123,10 @@ def load_vae_unet(source: SDSource, cfg: BackboneConfig, single_file_state: Opti
                     raise BackboneUnavailableError(
                         f"{source.describe()} has no {' or '.join(d + '/' for d in missing)} subfolder "
                         "(expected a diffusers repository layout).\n" + how_to_get_weights(source))
-            vae = _cache_first(vae_class(cfg.vae).from_pretrained, source, subfolder="vae", torch_dtype=torch.float32,
-                               **_low_memory())
-            unet = _cache_first(UNet2DConditionModel.from_pretrained, source, subfolder="unet",
-                                torch_dtype=torch.float32, **_low_memory())
+            vae = cache_first(vae_class(cfg.vae).from_pretrained, source, subfolder="vae", torch_dtype=torch.float32,
+                               **low_memory())
+            unet = cache_first(UNet2DConditionModel.from_pretrained, source, subfolder="unet",
+                                torch_dtype=torch.float32, **low_memory())
     except BackboneUnavailableError:
         raise
     except _LOAD_ERRORS as err:
@@ -167,9 +167,9 @@ def _from_single_file(state: Dict[str, torch.Tensor], cfg: BackboneConfig):
             with open(os.path.join(tmp, sub, "config.json"), "w") as f:
                 json.dump({"_class_name": cls.__name__, **arch}, f)
         vae = AutoencoderKL.from_single_file(state, config=tmp, subfolder="vae", local_files_only=True,
-                                             **_low_memory())
+                                             **low_memory())
         unet = UNet2DConditionModel.from_single_file(state, config=tmp, subfolder="unet", local_files_only=True,
-                                                     **_low_memory())
+                                                     **low_memory())
     return vae, unet
 
 
@@ -247,8 +247,8 @@ def empty_prompt_embedding(source: SDSource, cfg: BackboneConfig, cross_dim: int
 def _embed_from_diffusers(source: SDSource, text_len: int) -> torch.Tensor:
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    tokenizer = _cache_first(CLIPTokenizer.from_pretrained, source, subfolder="tokenizer")
-    encoder = _cache_first(CLIPTextModel.from_pretrained, source, subfolder="text_encoder",
+    tokenizer = cache_first(CLIPTokenizer.from_pretrained, source, subfolder="tokenizer")
+    encoder = cache_first(CLIPTextModel.from_pretrained, source, subfolder="text_encoder",
                            torch_dtype=torch.float32).eval()
     ids = tokenizer([""], padding="max_length", max_length=text_len, truncation=True,
                     return_tensors="pt").input_ids
@@ -280,7 +280,7 @@ def _checked(emb: torch.Tensor, cfg: BackboneConfig, cross_dim: int, where: str)
     return emb.to(torch.float32)
 
 
-def _low_memory() -> Dict[str, bool]:
+def low_memory() -> Dict[str, bool]:
     """Low-memory loading when ``accelerate`` is installed; without it, ask for nothing (diffusers would
     otherwise print a paragraph recommending it on every load)."""
     from diffusers.utils import is_accelerate_available
@@ -288,8 +288,9 @@ def _low_memory() -> Dict[str, bool]:
     return {"low_cpu_mem_usage": bool(is_accelerate_available())}
 
 
-def _cache_first(load, source: SDSource, **kwargs):
-    """``load(location, **kwargs)`` from local files first; go online only for a hub id when allowed.
+def cache_first(load, source: SDSource, **kwargs):
+    """``load(location, **kwargs)`` from local files first; go online only for a hub id when allowed (the SD2.1
+    backbone and the SD1.5 decoder of the semantic family load their weights through it).
 
     SD2.1 weights never change, so a cache hit needs no network round trip at all.  Before going
     online, one quick request checks that the hub answers, so a machine without network fails in

@@ -76,6 +76,7 @@ class EvalImage:
 
     name: str
     load: Callable[[], np.ndarray]
+    path: Optional[Path] = None       # its source file, when it comes from one
 
 
 @dataclass
@@ -125,7 +126,7 @@ def _names(paths: Sequence[Path], root: Path) -> List[str]:
 
 def _file_images(paths: Sequence[Path], root: Path, preprocessing: str) -> List[EvalImage]:
     prep = _preprocessor(preprocessing)
-    return [EvalImage(n, (lambda p=p: prep(read_rgb(p)))) for n, p in zip(_names(paths, root), paths)]
+    return [EvalImage(n, (lambda p=p: prep(read_rgb(p))), p) for n, p in zip(_names(paths, root), paths)]
 
 
 # ---------------------------------------------------------------------------------------------

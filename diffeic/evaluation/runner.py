@@ -27,13 +27,14 @@ from . import protocol
 from .baselines import BASELINE_NAMES, Baseline, available_baselines, quality_search
 from .compressai_format import FOLDER as COMPRESSAI_FOLDER
 from .compressai_format import codec_document, write_documents
-from .datasets import Dataset, load_dataset
+from .datasets import NATIVE, Dataset, load_dataset
 from .metrics import IMAGE_METRICS, MetricSuite
 from .models import resolve_model
 from .plots import Curve, rd_plot
 from .published import published_series, reference_dataset
 from .bpp import bpp, bpp_official, bpp_padded, official_string_sizes, write_and_measure
 from .schema import CsvWriter, existing_keys, read_rows, row_key
+from .semantic import SemanticFigures, original_bytes
 from .sheets import Tile, caption, closest_in_bytes, write_sheet
 from .summary import (SPREAD_DEFINITION, bd_table, format_bd, format_table, group_means, point_labels,
                       series_by_codec)
@@ -182,6 +183,7 @@ class Runner:
         self._recons: Dict[Tuple[str, str, str], np.ndarray] = {}    # this image's reconstructions (sheet)
         self._wanted: set = set()   # row keys of this run (its images, points and seeds)
         self.sheets: List[Path] = []
+        self.semantic: Optional[SemanticFigures] = None    # the semantic family's figures (its models only)
 
     # -- pieces ----------------------------------------------------------------------------
     @property
@@ -244,15 +246,18 @@ class Runner:
         sub = "" if len(models) == 1 else f"{_safe(m.point)}/"
         return self.out / "bitstreams" / f"{sub}{_safe(image)}.deic"
 
-    def _run_ours(self, ds, models, m: OurModel, image: str, ref: np.ndarray, suite: MetricSuite,
+    def _run_ours(self, ds, models, m: OurModel, item, ref: np.ndarray, suite: MetricSuite,
                   seeds: Sequence[Optional[int]], todo: Sequence[Optional[int]]) -> List[Dict]:
         """Compress once (the stream stores ``seeds[0]`` and the decode settings), write the file, decode it
         with each seed in ``todo``; one row per decoded seed."""
+        image = item.name
         x = torch.from_numpy(ref).permute(2, 0, 1).float().div(255.0).to(self.device)
         h, w = ref.shape[:2]
         kw: Dict[str, Any] = {"seed": seeds[0], "steps": m.steps, "sampler": m.sampler}
         if m.rate is not None:
             kw["rate"] = m.rate
+        if self.semantic is not None and m.codec.family == "semantic":
+            kw["prompt"] = self.semantic.prompt(ref)
         t0 = time.perf_counter()
         bits = m.codec.compress(x, **kw)
         enc_s = time.perf_counter() - t0
@@ -266,6 +271,9 @@ class Runner:
             if seed == seeds[0]:                 # the stream's own reconstruction: kept, sheet, FID features
                 self._save_recon(OURS, m.point, image, rec)
                 self._features((OURS, m.point), image, rec)
+                if m.codec.family == "semantic":
+                    self.semantic.record(m.point, image, m.codec.inspect(data), ref, rec,
+                                         original_bytes(ref, item.path, ds.preprocessing == NATIVE))
             rows.append(self._row(ds, image, OURS, m.point, m.setting, ref, n_bytes, None, suite(ref, rec, image),
                                   enc_s, dec_s, official=official, seed=seed, tiling=tiling))
         return rows
@@ -351,6 +359,8 @@ class Runner:
         if cfg.n_seeds() < 1:
             raise ValueError(f"--seeds must be at least 1, got {cfg.n_seeds()}")
         self._claim_output(ds, models)
+        if any(m.codec.family == "semantic" for m in models):
+            self.semantic = SemanticFigures(self.out, self.device)
         baselines, base_skipped = available_baselines(cfg.baselines, self.device)
         for line in base_skipped.values():
             self.log(line)
@@ -389,8 +399,7 @@ class Runner:
                     todo = [sd for sd, key in zip(seeds, keys) if key not in done]
                     if todo:
                         bar.set_postfix_str(f"{item.name}: {OURS} {m.point}")
-                        compute(OURS, lambda: self._run_ours(ds, models, m, item.name, reference(), suite, seeds,
-                                                             todo))
+                        compute(OURS, lambda: self._run_ours(ds, models, m, item, reference(), suite, seeds, todo))
                     for b in baselines:
                         for f in cfg.rate_factors:
                             point = _baseline_point(m.point, f)
@@ -535,6 +544,16 @@ class Runner:
                       "bitstreams": str(self.out / "bitstreams"), "run": str(self.out / protocol.RUN_FILE)},
             "bpp_definition": BPP_DEFINITION,
         }
+        if self.semantic is not None:
+            from ..codecs.semantic import NO_TEXT_NOTE
+
+            ours = [m for m in models if m.codec.family == "semantic"]
+            tiny = [m.point for m in ours if m.codec.config.decoder == "tiny"]
+            summary["semantic"] = self.semantic.summary([m.point for m in ours], [im.name for im in ds.images],
+                                                        [f"{', '.join(tiny)}: {NO_TEXT_NOTE}"] if tiny else [])
+            if self.semantic.vgg_skipped:
+                skipped["vgg_similarity"] = self.semantic.vgg_skipped
+                self.log(self.semantic.vgg_skipped)
         (self.out / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default,
                                                           allow_nan=True))
         self.log(f"\n{ds.name}: {len(ds.images)} images -> {self.out}")

@@ -15,14 +15,32 @@ framed by :mod:`.parts` (a versioned, self-delimiting byte format), with a **nev
     parts = decode_parts(data)          # SemanticParts: prompt, edges, palette, regions (or fallback)
     inspect_parts(data)["bytes"]        # bytes per part
 
-This layer is exact (each part decodes to what was coded) and independent of any generative decoder.
+This layer is exact (each part decodes to what was coded) and independent of any generative decoder; the codec
+family that redraws the picture from it is :class:`diffeic.SemanticCodec` (presets in :mod:`.config`).
 """
-from .api import FallbackUsed, SemanticParts, decode_parts, encode_parts, inspect_parts
-from .fallback import FallbackChoice, choose_fallback
-from .palette import upsample_palette
-from .prompt import CaptionUnavailable, caption_image
-from .regions import KeptRegion, paste_regions
+from __future__ import annotations
 
-__all__ = ["encode_parts", "decode_parts", "inspect_parts", "SemanticParts", "FallbackUsed", "KeptRegion",
-           "paste_regions", "upsample_palette", "caption_image", "CaptionUnavailable", "choose_fallback",
-           "FallbackChoice"]
+import importlib
+from typing import Any
+
+# Names imported on first use (PEP 562): the registry reads .config's presets without loading the coders (torch).
+_EXPORTS = {
+    "encode_parts": "api", "decode_parts": "api", "inspect_parts": "api", "SemanticParts": "api",
+    "FallbackUsed": "api", "KeptRegion": "regions", "paste_regions": "regions", "upsample_palette": "palette",
+    "caption_image": "prompt", "CaptionUnavailable": "prompt", "choose_fallback": "fallback",
+    "FallbackChoice": "fallback", "SemanticConfig": "config",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'diffeic.semantic' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)

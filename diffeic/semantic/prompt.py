@@ -23,9 +23,12 @@ from ..bitstream import BitstreamError
 MAX_PROMPT_BYTES = 1024        #: the longest prompt, in UTF-8 bytes (CLIP reads 77 tokens, roughly 300 characters)
 CAPTION_ENV = "DIFFEIC_CAPTION_MODEL"   #: environment variable naming the local captioning model's folder
 _ALLOWED_CONTROLS = {"\t", "\n"}
+#: What every CaptionUnavailable ends with: how to give the prompt, or to send none, in each API.
+ADVICE = ("give the prompt yourself, or send none explicitly (encode_parts: prompt=None; SemanticCodec.compress: "
+          "prompt=''; diffeic compress: --prompt '')")
 
 __all__ = ["MAX_PROMPT_BYTES", "CAPTION_ENV", "CaptionUnavailable", "check_prompt", "prompt_bytes",
-           "parse_prompt", "caption_image"]
+           "parse_prompt", "caption_folder", "caption_image", "ADVICE"]
 
 
 class CaptionUnavailable(RuntimeError):
@@ -68,8 +71,10 @@ def parse_prompt(data: bytes) -> str:
         raise BitstreamError(f"corrupt prompt part: {err}") from None
 
 
-def _caption_folder(model_dir: Optional[Union[str, os.PathLike]]) -> Path:
-    advice = "pass prompt='…' yourself, or prompt=None for no prompt"
+def caption_folder(model_dir: Optional[Union[str, os.PathLike]] = None) -> Path:
+    """The local captioning model's folder (``model_dir``, else ``$DIFFEIC_CAPTION_MODEL``), checked without loading
+    it; :class:`CaptionUnavailable` saying what to do when there is none."""
+    advice = ADVICE
     where = model_dir if model_dir is not None else os.environ.get(CAPTION_ENV)
     if not where:
         raise CaptionUnavailable(f"no captioning model on this machine: set {CAPTION_ENV} to a local folder holding "
@@ -93,7 +98,7 @@ def caption_image(image, model_dir: Optional[Union[str, os.PathLike]] = None, ma
     from ._webp import check_rgb8
 
     rgb = check_rgb8(image)
-    folder = _caption_folder(model_dir)
+    folder = caption_folder(model_dir)
     try:
         from transformers import BlipForConditionalGeneration, BlipProcessor
 
@@ -101,7 +106,7 @@ def caption_image(image, model_dir: Optional[Union[str, os.PathLike]] = None, ma
         model = BlipForConditionalGeneration.from_pretrained(folder, local_files_only=True).eval()
     except Exception as err:     # ImportError, OSError, ValueError: transformers' ways of saying "not here"
         raise CaptionUnavailable(f"captioning model in {folder} does not load ({type(err).__name__}: {err}); "
-                                 f"pass prompt='…' yourself, or prompt=None for no prompt") from err
+                                 f"{ADVICE}") from err
     import torch
 
     with torch.no_grad():
@@ -109,6 +114,5 @@ def caption_image(image, model_dir: Optional[Union[str, os.PathLike]] = None, ma
         tokens = model.generate(**inputs, max_new_tokens=max_new_tokens)
     text = " ".join(processor.decode(tokens[0], skip_special_tokens=True).split())
     if not text:
-        raise CaptionUnavailable(f"captioning model in {folder} returned an empty caption; pass prompt='…' yourself, "
-                                 f"or prompt=None for no prompt")
+        raise CaptionUnavailable(f"captioning model in {folder} returned an empty caption; {ADVICE}")
     return check_prompt(text)
