@@ -29,6 +29,7 @@ class FakeCodec:
     """Stands in for DiffEICCodec: JPEG bytes behind a 2-byte magic, counts its calls, records seeds."""
 
     encoder_tiling = False
+    family = "diffeic"
 
     def __init__(self, fingerprint="f00dfeed12345678"):
         from diffeic import DecodeOptions
