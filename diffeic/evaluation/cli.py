@@ -23,12 +23,15 @@ from .datasets import SPECS, DatasetUnavailable
 PROG = "eval.py"
 
 #: The main job: the demo model shipped in the package (at each of its trained rate levels), or the untrained
-#: preset while no trained demo model is installed (scripts/train_tiny.sh makes one).
-DEFAULT_MODELS = DEMO_MODEL if DEMO_MODEL in pretrained_models() else "tiny"
+#: preset while no trained demo model is installed (scripts/train_tiny.sh makes one), and the semantic family's
+#: shipped decoder when it is installed.
+SEMANTIC_DEMO = "semantic-tiny-trained"
+DEFAULT_MODELS = ",".join([DEMO_MODEL if DEMO_MODEL in pretrained_models() else "tiny"]
+                          + [SEMANTIC_DEMO] * (SEMANTIC_DEMO in pretrained_models()))
 
 EPILOG = f"""\
 examples:
-  python eval.py                                   # {len(SAMPLE_PHOTOS)} held-out photos, demo model (else tiny), offline
+  python eval.py                                   # {len(SAMPLE_PHOTOS)} held-out photos, the demo models (else tiny), offline
   python eval.py --dataset kodak --model checkpoints/diffeic_l2 --device cuda
   python eval.py --dataset kodak --model checkpoints/l1,checkpoints/l2,checkpoints/l4 --anchor bpg
   python eval.py --dataset folder:~/photos --limit 10 --baselines jpeg,avif --save-recon
