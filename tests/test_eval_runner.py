@@ -326,3 +326,21 @@ def test_eval_streams_decode_to_the_scored_picture_with_the_cli(tmp_path, monkey
         ref = np.asarray(Image.open(folder / f"{image}.png"))
         mse = np.mean((ref.astype(np.float64) - scored) ** 2)
         assert row["psnr"] == pytest.approx(10 * np.log10(255 ** 2 / mse), abs=1e-6)    # the scored picture
+
+
+def test_each_codec_family_gets_its_own_series_so_no_curve_or_bd_rate_mixes_two_families():
+    from types import SimpleNamespace as NS
+
+    def model(point, family):
+        return NS(point=point, codec=NS(family=family))
+
+    models = [model("tiny-trained,q=0", "diffeic"), model("tiny-trained,q=8", "diffeic"),
+              model("semantic-tiny-trained", "semantic")]
+    ours = [{"point": m.point, "bpp": b} for m, b in zip(models, (0.01, 0.15, 0.30))]
+    jpeg = [{"point": "q=5", "bpp": 0.3}]
+    split = runner._split_by_family({"diffeic": ours, "jpeg": jpeg}, models)
+    assert split == {"jpeg": jpeg, "diffeic": ours[:2], "diffeic (semantic)": ours[2:]}
+    assert runner._is_ours("diffeic (semantic)") and not runner._is_ours("jpeg")
+    # One family: unchanged (the same object), as before there were families.
+    one = {"diffeic": ours[:2], "jpeg": jpeg}
+    assert runner._split_by_family(one, models[:2]) is one

@@ -166,6 +166,29 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_.=," else "_" for c in name)
 
 
+def _series_key(model, models) -> str:
+    """The rate–distortion series a model's points belong to: ours, or ``ours (family)`` for every family after the
+    first one evaluated, so that a curve (and a BD-rate on it) never runs through two families' points."""
+    first = models[0].codec.family
+    family = model.codec.family
+    return OURS if family == first else f"{OURS} ({family})"
+
+
+def _is_ours(series_key: str) -> bool:
+    return series_key == OURS or series_key.startswith(OURS + " (")
+
+
+def _split_by_family(series: Dict[str, List], models) -> Dict[str, List]:
+    """``series`` with our points split into one series per codec family (:func:`_series_key`)."""
+    if OURS not in series or len({m.codec.family for m in models}) < 2:
+        return series
+    key_of = {m.point: _series_key(m, models) for m in models}
+    out = {k: v for k, v in series.items() if k != OURS}
+    for point in series[OURS]:
+        out.setdefault(key_of[point["point"]], []).append(point)
+    return out
+
+
 class Runner:
     """One evaluation run; :meth:`run` returns the summary dict (also written to ``summary.json``)."""
 
@@ -488,7 +511,7 @@ class Runner:
         for m in means:
             res = fk.get((m["codec"], m["point"]), {})
             m.update({"fid": res.get("fid"), "kid": res.get("kid"), "n_patches": res.get("n_patches")})
-        series = series_by_codec(means)
+        series = _split_by_family(series_by_codec(means), models)
         metrics = [c for c in (*IMAGE_METRICS, "fid", "kid") if any(m.get(c) is not None for m in means)]
         anchor = cfg.anchor or OURS            # every baseline against us: our own figure is defined
         bd = bd_table(series, anchor, metrics)
@@ -513,7 +536,9 @@ class Runner:
         tiled = {f"{r['image']} ({r['point']})": r["tiling"] for r in ours_rows if r["tiling"] != "none"}
         untrained = [m.label for m in models if not m.trained]
         ref_ds = reference_dataset(ds.name)
-        labels = {OURS: " + ".join(dict.fromkeys(m.label for m in models)), **{b.name: b.label for b in baselines}}
+        labels = {**{key: " + ".join(dict.fromkeys(m.label for m in models if _series_key(m, models) == key))
+                     for key in dict.fromkeys(_series_key(m, models) for m in models)},
+                  **{b.name: b.label for b in baselines}}
         plots = self._plots(ds, models, series, metrics, ref_ds, labels)
         compressai_files = self._compressai_json(ds, models, baselines, series, labels)
 
@@ -586,8 +611,9 @@ class Runner:
                 "device": self.device, "generated_by": f"diffeic eval.py {protocol.versions()['diffeic']}"}
         docs = {}
         for codec, pts in series.items():
-            if codec == OURS:
-                desc = "DiffEIC, real bitstreams (" + "; ".join(m.setting for m in models) + ")"
+            if _is_ours(codec):
+                desc = "DiffEIC, real bitstreams (" + "; ".join(m.setting for m in models
+                                                             if _series_key(m, models) == codec) + ")"
             else:
                 desc = f"{labels.get(codec, codec)}, quality-searched to DiffEIC's rates"
             docs[_safe(codec)] = codec_document(labels.get(codec, codec), desc, pts, meta)
@@ -596,7 +622,7 @@ class Runner:
     def _plots(self, ds, models, series, metrics, ref_ds, labels) -> List[Path]:
         curves = []
         for codec, pts in series.items():
-            ours = codec == OURS
+            ours = _is_ours(codec)
             label = labels.get(codec, codec)
             if any(p.get("n_floor") for p in pts):
                 label += " (some at its lowest quality)"
@@ -604,7 +630,7 @@ class Runner:
                                 ours=ours))
         published = published_series(ref_ds)
         untrained = any(not m.trained for m in models)
-        title = f"{ds.name}: {labels[OURS]}"
+        title = f"{ds.name}: " + " + ".join(v for k, v in labels.items() if _is_ours(k))
         if ref_ds != ds.name:
             title += f"\npublished points are on {ref_ds} (other images: orientation only)"
         elif untrained:
