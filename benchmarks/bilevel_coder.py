@@ -20,10 +20,7 @@ Edge maps: ``diffeic.bilevel.canny_edges`` at its defaults (grey, short side 512
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import io
-import os
-import platform
 import struct
 import sys
 from pathlib import Path
@@ -38,11 +35,10 @@ if str(ROOT) not in sys.path:
 from diffeic import bilevel  # noqa: E402
 
 try:                                   # as ``benchmarks.<name>`` (tests) or as a script
-    from .common import timed_cpu
+    from .common import cpu_section, timed_cpu
 except ImportError:
-    from common import timed_cpu  # type: ignore[no-redef]
+    from common import cpu_section, timed_cpu  # type: ignore[no-redef]
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle_left", "motorcycle_right", "hubble_deep_field",
           "immunohistochemistry", "retina", "camera", "coins")
 COLUMNS = ("image", "size", "edges_pct", "ours", "g4", "g4_tiff", "png", "png_file", "jbig1", "ours/g4",
@@ -150,15 +146,7 @@ def main(argv=None) -> List[Dict[str, object]]:
     p.add_argument("--record", action="store_true", help="append the table to benchmarks/RESULTS.md")
     args = p.parse_args(argv)
     rows = run(args.images.split(","), args.repeats)
-    text = (f"### bi-level coder vs CCITT G4 and 1-bit PNG on Canny edge maps\n\n"
-            f"- date: {_dt.datetime.now().isoformat(timespec='seconds')}\n"
-            f"- device: CPU, {os.cpu_count()} cores, shared; load average {os.getloadavg()[0]:.1f} at the end "
-            f"(times are noisy)\n- python {platform.python_version()}, numpy {np.__version__}\n"
-            f"- command: `{' '.join(['python'] + sys.argv)}`\n\n{format_table(rows)}\n")
-    print(text)
-    if args.record:
-        with RESULTS.open("a") as f:
-            f.write(text + "\n")
+    cpu_section("bi-level coder vs CCITT G4 and 1-bit PNG on Canny edge maps", format_table(rows), args.record)
     return rows
 
 

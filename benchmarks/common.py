@@ -205,6 +205,26 @@ def format_table(rows: Sequence[Dict[str, object]], columns: Sequence[str]) -> s
     return "\n".join(lines)
 
 
+def cpu_section(title: str, body: str, record: bool, load_start: Optional[float] = None,
+                elapsed: Optional[float] = None) -> str:
+    """Print a CPU-only benchmark's ``body`` under ``title`` with its context (date, wall time, load, versions,
+    command), and append it to RESULTS.md when ``record``.  The load average is given at the start (when known) and
+    at the end: this project's machines are shared, so the times are noisy."""
+    import numpy as np
+
+    date = _dt.datetime.now().isoformat(timespec="seconds") + ("" if elapsed is None else f"; {elapsed:.0f} s")
+    load = ("" if load_start is None else f"{load_start:.1f} at the start, ") + f"{os.getloadavg()[0]:.1f} at the end"
+    text = (f"### {title}\n\n- date: {date}\n"
+            f"- device: CPU, {os.cpu_count()} cores, shared; load average {load} (times are noisy)\n"
+            f"- python {platform.python_version()}, numpy {np.__version__}\n"
+            f"- command: `{' '.join(['python'] + sys.argv)}`\n\n{body}\n")
+    print(text)
+    if record:
+        with RESULTS.open("a") as f:
+            f.write(text + "\n")
+    return text
+
+
 def report(title: str, rows: List[Dict[str, object]], columns: Sequence[str], device: torch.device,
            record: bool, notes: str = "", quiet: bool = False) -> str:
     """Print the table, and append it with its context (device, date, versions, command) to RESULTS.md."""

@@ -21,10 +21,8 @@ check the pipeline, and the prompt never changes its reconstruction.
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import io
 import os
-import platform
 import statistics
 import sys
 import time
@@ -45,11 +43,12 @@ from diffeic.samples import load_photo  # noqa: E402
 from diffeic.semantic import FallbackUsed  # noqa: E402
 
 try:                                   # as ``benchmarks.<name>`` (tests) or as a script
+    from .common import cpu_section
     from .semantic_parts import PROMPTS
 except ImportError:
+    from common import cpu_section  # type: ignore[no-redef]
     from semantic_parts import PROMPTS  # type: ignore[no-redef]
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle_left", "retina")
 CONFIGS = ("text", "+edges", "+palette", "+region")
 PARTS = ("prompt", "edges", "palette", "regions", "framing", "container")
@@ -196,20 +195,11 @@ def main(argv=None) -> List[Dict[str, object]]:
     per_image = ("image", "size", "config", "codec", *PARTS, "bytes", "bpp", "saving", "psnr", "ms_ssim", "fallback",
                  "dec_s")
     means = ("config", "codec", "n", *PARTS, "bytes", "bpp", "saving", "psnr", "ms_ssim")
-    text = (f"### semantic family: {args.model} on {len(args.images.split(','))} photos (long side "
-            f"{args.long_side})\n\n"
-            f"- date: {_dt.datetime.now().isoformat(timespec='seconds')}; {time.perf_counter() - started:.0f} s\n"
-            f"- device: CPU, {os.cpu_count()} cores, shared; load average {load0:.1f} at the start, "
-            f"{os.getloadavg()[0]:.1f} at the end\n"
-            f"- python {platform.python_version()}, numpy {np.__version__}\n"
-            f"- command: `{' '.join(['python'] + sys.argv)}`\n\n"
-            f"Means over the photos per configuration (ours: bytes per part; classical codecs at our bpp; "
+    body = (f"Means over the photos per configuration (ours: bytes per part; classical codecs at our bpp; "
             f"{args.other or 'no other model'}: its nearest rate point in bytes):\n\n{table(mean_rows(rows), means)}\n\n"
-            f"<details><summary>per photo</summary>\n\n{table(rows, per_image)}\n\n</details>\n")
-    print(text)
-    if args.record:
-        with RESULTS.open("a") as f:
-            f.write(text + "\n")
+            f"<details><summary>per photo</summary>\n\n{table(rows, per_image)}\n\n</details>")
+    cpu_section(f"semantic family: {args.model} on {len(args.images.split(','))} photos (long side {args.long_side})",
+                body, args.record, load_start=load0, elapsed=time.perf_counter() - started)
     return rows
 
 

@@ -24,10 +24,8 @@ the process CPU time.
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import io
 import os
-import platform
 import statistics
 import sys
 import warnings
@@ -44,11 +42,10 @@ from diffeic.samples import load_photo as photo  # noqa: E402  (uint8 RGB, the s
 from diffeic.semantic import FallbackUsed, decode_parts, encode_parts, inspect_parts  # noqa: E402
 
 try:                                   # as ``benchmarks.<name>`` (tests) or as a script
-    from .common import timed_cpu
+    from .common import cpu_section, timed_cpu
 except ImportError:
-    from common import timed_cpu  # type: ignore[no-redef]
+    from common import cpu_section, timed_cpu  # type: ignore[no-redef]
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 REGION = 64
 PROMPTS = {   # hand-written, about 60 characters each
     "astronaut": "portrait of a smiling astronaut in a white suit, US flag behind",
@@ -143,16 +140,8 @@ def main(argv=None) -> List[Dict[str, object]]:
     args = p.parse_args(argv)
     load0 = os.getloadavg()[0]
     rows = run(args.images.split(","), args.repeats)
-    text = (f"### semantic parts: bytes per part, bpp and bandwidth saving on scikit-image's photos\n\n"
-            f"- date: {_dt.datetime.now().isoformat(timespec='seconds')}\n"
-            f"- device: CPU, {os.cpu_count()} cores, shared; load average {load0:.1f} at the start, "
-            f"{os.getloadavg()[0]:.1f} at the end (times are noisy)\n"
-            f"- python {platform.python_version()}, numpy {np.__version__}\n"
-            f"- command: `{' '.join(['python'] + sys.argv)}`\n\n{format_table(rows)}\n")
-    print(text)
-    if args.record:
-        with RESULTS.open("a") as f:
-            f.write(text + "\n")
+    cpu_section("semantic parts: bytes per part, bpp and bandwidth saving on scikit-image's photos",
+                format_table(rows), args.record, load_start=load0)
     return rows
 
 
