@@ -24,7 +24,7 @@ import math
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Iterable, Optional, Union
 
 import numpy as np
 import torch
@@ -131,6 +131,23 @@ def normalise_latent_scale(backbone: FrozenBackbone, images: Tensor) -> float:
     return c
 
 
+def warmup_cosine(params: Iterable[torch.nn.Parameter], hparams: Any, trainer: Any) -> Dict[str, Any]:
+    """AdamW (``hparams.lr``, ``hparams.weight_decay``) with a linear warm-up over ``hparams.warmup_steps`` and, when
+    ``hparams.cosine``, a cosine decay to zero at ``trainer.max_steps``: Lightning's optimiser configuration."""
+    opt = torch.optim.AdamW(params, lr=hparams.lr, weight_decay=hparams.weight_decay)
+    warm = max(1, int(hparams.warmup_steps))
+    total = int(trainer.max_steps) if hparams.cosine and trainer is not None else -1
+    if hparams.cosine and total <= warm:
+        raise ValueError(f"cosine decay needs trainer.max_steps > warmup_steps ({warm}), got {total}")
+
+    def factor(s: int) -> float:
+        ramp = min(1.0, (s + 1) / warm)
+        return ramp if total < 0 else ramp * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
 class BackbonePretrainModule(LightningModule):
     """One stage of prior pretraining (see the module docstring).
 
@@ -176,18 +193,7 @@ class BackbonePretrainModule(LightningModule):
         return self
 
     def configure_optimizers(self) -> Dict[str, Any]:
-        opt = torch.optim.AdamW(self.trained.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        warm = max(1, int(self.hparams.warmup_steps))
-        total = int(self.trainer.max_steps) if self.hparams.cosine and self.trainer is not None else -1
-        if self.hparams.cosine and total <= warm:
-            raise ValueError(f"cosine decay needs trainer.max_steps > warmup_steps ({warm}), got {total}")
-
-        def factor(s: int) -> float:
-            ramp = min(1.0, (s + 1) / warm)
-            return ramp if total < 0 else ramp * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total)))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return warmup_cosine(self.trained.parameters(), self.hparams, self.trainer)
 
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
         base = self.hparams.seed if self.hparams.seed is not None else int(os.environ.get("PL_GLOBAL_SEED", 0))

@@ -19,7 +19,6 @@ so a resumed run repeats an uninterrupted one.  The export (:meth:`SemanticTinyM
 """
 from __future__ import annotations
 
-import math
 import os
 import random
 import shutil
@@ -33,26 +32,25 @@ from lightning.pytorch import LightningModule
 from safetensors.torch import save_file
 
 from ..bilevel import canny_edges
-from ..codecs.registry import PRETRAINED_DIR
-from ..config import get_config
+from ..codecs.semantic import tiny_backbone
 from ..diffusion.backbone import FrozenBackbone
 from ..semantic.palette import decode_palette, encode_palette, upsample_palette
 from ..semantic.parts import edge_shape
 from ..semantic.regions import KeptRegion
+from ..semantic.config import TINY_BACKBONE
 from ..semantic.tiny_decoder import TinySemanticDecoder, build_condition
+from .backbone import warmup_cosine
 from .module import seeded
 
 Tensor = torch.Tensor
-
-#: The frozen prior the shipped decoder is trained on.
-TINY_BACKBONE = PRETRAINED_DIR / "tiny-backbone"
 
 __all__ = ["SemanticTinyModule", "crop_condition", "load_tiny_backbone", "load_export", "TINY_BACKBONE"]
 
 
 def load_tiny_backbone(path: Union[str, Path, None] = None) -> FrozenBackbone:
-    """The frozen tiny prior (default: the shipped ``tiny-backbone`` folder) with the ``tiny`` preset's architecture."""
-    return FrozenBackbone.from_pretrained(get_config("tiny").backbone, sd_path=str(path or TINY_BACKBONE))
+    """The frozen tiny prior (default: the shipped ``tiny-backbone``), loaded as the codec loads it
+    (:func:`diffeic.codecs.semantic.tiny_backbone`)."""
+    return tiny_backbone(TINY_BACKBONE if path is None else str(path))
 
 
 def load_export(folder: Union[str, Path], backbone: Optional[FrozenBackbone] = None) -> TinySemanticDecoder:
@@ -121,19 +119,8 @@ class SemanticTinyModule(LightningModule):
         self.batches_seen = 0
 
     def configure_optimizers(self) -> Dict[str, Any]:
-        params = list(self.decoder.control.parameters()) + list(self.decoder.hint.parameters())
-        opt = torch.optim.AdamW(params, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        warm = max(1, int(self.hparams.warmup_steps))
-        total = int(self.trainer.max_steps) if self.hparams.cosine and self.trainer is not None else -1
-        if self.hparams.cosine and total <= warm:
-            raise ValueError(f"cosine decay needs trainer.max_steps > warmup_steps ({warm}), got {total}")
-
-        def factor(s: int) -> float:
-            ramp = min(1.0, (s + 1) / warm)
-            return ramp if total < 0 else ramp * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total)))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return warmup_cosine(list(self.decoder.control.parameters()) + list(self.decoder.hint.parameters()),
+                             self.hparams, self.trainer)
 
     def step_seed(self) -> int:
         """Seed of this batch's randomness: a function of (seed, batch number) only."""
