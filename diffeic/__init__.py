@@ -12,6 +12,8 @@ do not pay for torch and diffusers.
 """
 __version__ = "0.1.0"
 
+from .util import lazy_exports  # noqa: E402  (light: no torch)
+
 _EXPORTS = {
     "DiffEICCodec": ("codecs.diffeic", "DiffEICCodec"),
     "Codec": ("codecs.base", "Codec"),
@@ -31,15 +33,8 @@ _EXPORTS = {
 __all__ = [*_EXPORTS, "__version__"]
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        import importlib
-
-        module, attr = _EXPORTS[name]
-        value = getattr(importlib.import_module(f".{module}", __name__), attr)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'diffeic' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)
+del lazy_exports
 
 
 def __dir__():

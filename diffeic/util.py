@@ -6,8 +6,10 @@ Imports nothing from diffeic (the lowest level of the package), so any module ma
 from __future__ import annotations
 
 import hashlib
+import importlib
 import os
-from typing import Union
+import sys
+from typing import Any, Callable, Mapping, Tuple, Union
 
 
 def file_sha256(path: Union[str, os.PathLike]) -> str:
@@ -36,3 +38,18 @@ def hub_offline() -> bool:
 
 
 __all__ = ["file_sha256", "first_line", "hub_offline"]
+
+
+def lazy_exports(package: str, exports: Mapping[str, Union[str, Tuple[str, str]]]) -> Callable[[str], Any]:
+    """A package's PEP 562 ``__getattr__`` that imports each public name on first use (so ``import diffeic`` and the
+    CLI's ``--help`` do not pay for torch): ``exports`` maps a name to its submodule, or to ``(submodule, attribute)``
+    when the attribute is named otherwise there.  The value is cached in the package once imported."""
+    def __getattr__(name: str) -> Any:
+        if name not in exports:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        target = exports[name]
+        module, attr = target if isinstance(target, tuple) else (target, name)
+        value = getattr(importlib.import_module(f".{module}", package), attr)
+        setattr(sys.modules[package], name, value)
+        return value
+    return __getattr__

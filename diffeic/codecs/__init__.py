@@ -7,8 +7,7 @@ CLI can ask the registry what a name is before it loads torch.
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ..util import lazy_exports
 
 _EXPORTS = {
     "Codec": "base", "load_codec": "registry", "codec_class": "registry", "family_of": "registry",
@@ -21,12 +20,8 @@ _EXPORTS = {
 __all__ = list(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'diffeic.codecs' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)
+del lazy_exports
 
 
 def __dir__():

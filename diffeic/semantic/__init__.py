@@ -20,8 +20,7 @@ family that redraws the picture from it is :class:`diffeic.SemanticCodec` (prese
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ..util import lazy_exports
 
 # Names imported on first use (PEP 562): the registry reads .config's presets without loading the coders (torch).
 _EXPORTS = {
@@ -34,12 +33,8 @@ _EXPORTS = {
 __all__ = list(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'diffeic.semantic' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)
+del lazy_exports
 
 
 def __dir__():
