@@ -207,12 +207,6 @@ class SemanticCodec(StepSeedSettings, Codec):
         return {**info, "parts": parts["parts"], "prompt": parts["prompt"], "boxes": parts["boxes"],
                 "fallback": parts["fallback"], "bytes": {**parts["bytes"], "container": info["container_bytes"]}}
 
-    def _open(self, bits: Bits) -> Tuple[StreamHeader, bytes]:
-        header, payload = self.unpack(bits)
-        if header.rate is not None or header.sampler is not None:
-            raise BitstreamError(f"corrupt header: a {self.family} stream carries no rate or sampler field")
-        return header, payload
-
     @torch.no_grad()
     def decompress_latents(self, bits: Bits) -> Dict[str, Any]:
         """The stream's parts without redrawing: ``{header, parts}`` (:class:`~diffeic.semantic.SemanticParts`)."""

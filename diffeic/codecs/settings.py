@@ -4,9 +4,9 @@ semantic): the caller's override, else the stream's header, else the model's def
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple, Union
 
-from ..bitstream import MAX_STEPS, StreamHeader
+from ..bitstream import MAX_STEPS, BitstreamError, StreamHeader
 from ..config import SEED_LIMIT, check_int
 from ..decode_cost import check_steps_to_write
 
@@ -20,6 +20,15 @@ class StepSeedSettings:
     def decode_defaults(self) -> Dict[str, Optional[int]]:
         """The model's default ``steps`` and ``seed`` (``{}``: decoding takes no settings)."""
         return {}
+
+    def _open(self, bits: Union[bytes, bytearray]) -> Tuple[StreamHeader, bytes]:
+        """``(header, payload)`` of one of this family's streams, refusing header fields its decoder has no use for."""
+        header, payload = self.unpack(bits)
+        if header.rate is not None or header.sampler is not None:
+            raise BitstreamError(f"corrupt header: a {self.family} stream carries no rate or sampler field")
+        if not self.decode_defaults() and (header.steps is not None or header.seed is not None):
+            raise BitstreamError(f"corrupt header: a {self.family} stream carries no steps or seed")
+        return header, payload
 
     def _header_settings(self, steps: Any, seed: Any, max_steps: Any = None) -> Dict[str, Optional[int]]:
         """Validate encoder-chosen settings → the header fields (only those that differ from the defaults)."""

@@ -113,14 +113,6 @@ class TransformCodec(StepSeedSettings, Codec):
         values = self.model.hyperprior.estimate_bits(self.model.encoder(self.pad(batch)))
         return values[0] if single else values
 
-    def _open(self, bits: Bits) -> Tuple[StreamHeader, bytes]:
-        header, payload = self.unpack(bits)
-        if header.rate is not None or header.sampler is not None:
-            raise BitstreamError(f"corrupt header: a {self.family} stream carries no rate or sampler field")
-        if not self.decode_defaults() and (header.steps is not None or header.seed is not None):
-            raise BitstreamError(f"corrupt header: a {self.family} stream carries no steps or seed")
-        return header, payload
-
     @torch.no_grad()
     def decompress_latents(self, bits: Bits) -> Dict[str, Any]:
         """Entropy-decode a stream without the synthesis: ``{header, y_hat}``."""
