@@ -1,7 +1,7 @@
 """Quality of the ``semantic_tiny`` decoder on scikit-image's photos (none of which it was trained on).
 
     python benchmarks/semantic_tiny_quality.py [--export runs/semantic_tiny/export] [--photos a,b,...]
-        [--seeds 0,1,2] [--steps 8] [--sheet docs/semantic_tiny_sheet.png] [--out benchmarks/out/semantic_tiny.csv]
+        [--seeds 0,1,2] [--steps 8] [--sheet docs/semantic_tiny_sheet.jpg] [--out benchmarks/out/semantic_tiny.csv]
 
 Each photo is centre-cropped to at most 256×384 (H×W) and coded by :func:`diffeic.semantic.encode_parts`
 (no prompt: the tiny decoder has no text encoder; ``fallback=False``, so the parts are measured even where the
@@ -85,7 +85,7 @@ def main() -> None:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--start", type=int, default=600)
-    p.add_argument("--sheet", default="docs/semantic_tiny_sheet.png")
+    p.add_argument("--sheet", default="docs/semantic_tiny_sheet.jpg")
     p.add_argument("--out", default="benchmarks/out/semantic_tiny.csv")
     p.add_argument("--noise-loss", type=int, default=0, metavar="N")
     args = p.parse_args()
@@ -217,8 +217,8 @@ def write_sheet(sheet_rows, path: Path) -> None:
             x += im.width + 8
         y += tile_h + 22
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.png")
-    sheet.save(tmp, optimize=True)
+    tmp = path.with_name(path.stem + ".tmp" + path.suffix)      # the format follows the suffix
+    sheet.save(tmp, optimize=True, quality=92)                  # (quality: JPEG's; PNG ignores it)
     tmp.replace(path)
     print(f"sheet: {path}")
 
