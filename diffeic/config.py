@@ -222,6 +222,9 @@ class LFGCMConfig:
             raise ValueError(f"LFGCM N={self.N} must be divisible by 4 (f_c widths N/2, N/4)")
         if not isinstance(self.linear_paths, bool):
             raise ValueError(f"lfgcm.linear_paths must be true or false, got {self.linear_paths!r}")
+        if self.linear_paths and self.M < 4 * self.latent_ch:
+            raise ValueError(f"lfgcm.linear_paths needs M >= 4 * latent_ch (each y holds a 2x2 block of the latent), "
+                             f"got M={self.M}, latent_ch={self.latent_ch}")
 
 
 @dataclass

@@ -45,3 +45,23 @@ def test_the_shortcuts_add_exactly_a_strided_conv_of_the_guide_and_a_shuffled_co
 def test_the_flag_must_be_a_boolean():
     with pytest.raises(ValueError, match="linear_paths must be true or false"):
         LFGCMConfig(latent_ch=4, enc_mid=(8, 8, 8, 8), N=16, M=32, slices=(16, 16), linear_paths="yes")
+
+
+def test_the_shortcuts_start_as_a_uniform_quantiser_of_the_latent():
+    from diffeic.lfgcm.model import LINEAR_START_STEP as step
+    model = _small(True)
+    cfg = model.cfg
+    x = torch.rand(1, 3, 64, 128)
+    z_g = torch.randn(1, cfg.latent_ch, 8, 16) * 3
+    with torch.no_grad():
+        y = model.analyse(x, z_g)
+        # Block (0, 1) of channel 1 sits in y's channel 4*1 + 2*0 + 1 = 5 at position (0, 0), divided by the step.
+        assert torch.allclose(y[0, 5], z_g[0, 1, 0::2, 1::2] / step)
+        assert torch.count_nonzero(y[:, 4 * cfg.latent_ch:]) == 0
+        z_c = model.synthesize(torch.round(y), torch.zeros(1, cfg.N, 1, 2))
+    assert torch.allclose(z_c, step * torch.round(z_g / step), atol=1e-5)
+
+
+def test_the_shortcuts_need_room_for_a_2x2_block_in_y():
+    with pytest.raises(ValueError, match="M >= 4 \\* latent_ch"):
+        LFGCMConfig(latent_ch=12, enc_mid=(8, 8, 8, 8), N=16, M=32, slices=(16, 16), linear_paths=True)

@@ -8,8 +8,14 @@ With ``cfg.linear_paths`` (the CPU demo presets, not the paper's) two linear sho
 transforms: ``y += A(z_g)`` (a stride-2 2×2 convolution of the guidance latent) and ``z_c += S(ŷ)`` (a 1×1
 convolution and a ×2 pixel shuffle).  Measured on the 12-channel demo latent: without them the transforms learn
 the luma channel but not the two chroma channels in hundreds of steps (correlation with the target ≈ 0.1, even
-with the loss on chroma alone and no quantisation), while a linear map learns them in ~100; with them the
-LFGCM learns all channels in ~100 steps, so a short CPU run gets colours.
+with the loss on chroma alone and no quantisation), while a linear map learns them in ~100.
+
+They start as a uniform scalar quantiser of the latent, the classic transform coder's starting point: ``A``
+gathers each 2×2 block of ``z_g`` into y divided by :data:`LINEAR_START_STEP`, ``S`` puts it back times the
+same step, and the deep branches' last layers start at zero, so at step 0 ``z_c = Δ·round(z_g/Δ)`` and training
+refines from there.  Why: on the demo latent that quantiser alone (with a per-channel entropy code) gives
+26 dB at 0.23 bpp on scikit-image's photos, where 1,200 steps of training from a random start gave 24 dB at 0.19
+bpp on easier photos and 23 dB at 0.54 bpp on these.
 
 A variable-rate LFGCM (``cfg.rate`` set) takes a rate parameter ``rate`` (q) in every pass and applies
 gain units to y (:mod:`.variable_rate`); a fixed-rate one refuses it.
@@ -33,6 +39,10 @@ from .variable_rate import RateGains, RateLike
 from .transforms import (AnalysisTransform, HyperAnalysisTransform, HyperSynthesisTransform, SynthesisTransform,
                          information_extraction)
 
+#: Quantiser step of the linear start (latent units): between the demo latent's top-rate optimum (~0.8 at λ = 0.5)
+#: and finer steps; training moves it.
+LINEAR_START_STEP = 0.5
+
 #: Spatial stride of y relative to the image, of z relative to y, and the image padding multiple.
 Y_STRIDE = 16
 PAD_MULTIPLE = Y_STRIDE * Z_STRIDE
@@ -52,8 +62,23 @@ class LFGCM(SliceCheckerboardEntropyModel):
         if cfg.linear_paths:
             self.linear_analysis = nn.Conv2d(cfg.latent_ch, cfg.M, 2, 2)
             self.linear_synthesis = nn.Sequential(nn.Conv2d(cfg.M, 4 * cfg.latent_ch, 1), nn.PixelShuffle(2))
+            self._start_as_block_quantiser(LINEAR_START_STEP)
         # Last, and without drawing random numbers: the other weights equal the fixed-rate model's.
         self.rate_gains = RateGains(cfg.M, cfg.rate) if cfg.rate is not None else None
+
+    @torch.no_grad()
+    def _start_as_block_quantiser(self, step: float) -> None:
+        """``A``: space-to-depth / step into y's first 4·latent_ch channels; ``S``: its inverse; deep outputs 0."""
+        analysis, synthesis = self.linear_analysis, self.linear_synthesis[0]
+        for module in (analysis, synthesis, self.encoder.g_a6, self.decoder.g_s4):
+            module.weight.zero_()
+            module.bias.zero_()
+        for c in range(self.cfg.latent_ch):
+            for i in range(2):
+                for j in range(2):
+                    k = 4 * c + 2 * i + j          # PixelShuffle(2)'s order: channel c, row i, column j
+                    analysis.weight[k, c, i, j] = 1.0 / step
+                    synthesis.weight[k, k, 0, 0] = step
 
     def _rate(self, rate: Optional[RateLike], batch: int, device: torch.device) -> Optional[torch.Tensor]:
         if self.rate_gains is None:
