@@ -75,6 +75,8 @@ def main(argv: List[str] = None) -> int:
     parser.add_argument("--samplers", default="ddpm,fewstep", help="samplers to measure (default steps and 50)")
     parser.add_argument("--colour-fix", choices=("model", "on", "off"), default="model",
                         help="the decoder's colour fix toward z_c (diffusion/colour.py): the model's setting, or forced")
+    parser.add_argument("--fewstep-start", type=int, default=None,
+                        help="the few-step sampler's start timestep (default: the model's sampler.fewstep_start)")
     parser.add_argument("--out", default="benchmarks/out/demo_quality")
     args = parser.parse_args(argv)
     if args.limit < 192:    # crops are multiples of 64, and MS-SSIM's five scales need more than 160 pixels a side
@@ -83,6 +85,8 @@ def main(argv: List[str] = None) -> int:
     codec = load_codec(args.model)            # a shipped name, a preset, a folder or a hub id
     if args.colour_fix != "model":
         codec.config.sampler.colour_fix = args.colour_fix == "on"
+    if args.fewstep_start is not None:
+        codec.config.sampler.fewstep_start = args.fewstep_start
     rate = args.rate if args.rate is not None or codec.rate_range is None else codec.rate_range[1]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -129,7 +133,8 @@ def main(argv: List[str] = None) -> int:
             by_seed = [mean_of([p[s] for p in per_seed[key]]) for s in range(args.seeds)]
             entry.update({f"{k}_std": statistics.pstdev(r[k] for r in by_seed) for k in ("psnr", "ms_ssim", "delta_e")})
         table[key] = entry
-    result = {"model": args.model, "rate": rate, "colour_fix": codec.config.sampler.colour_fix, "photos": args.photos.split(","), "crop_limit": args.limit,
+    result = {"model": args.model, "rate": rate, "colour_fix": codec.config.sampler.colour_fix,
+              "fewstep_start": codec.config.sampler.fewstep_start, "photos": args.photos.split(","), "crop_limit": args.limit,
               "seeds": args.seeds, "bpp_mean": statistics.fmean(bpp), "table": table,
               "wall_s": round(time.time() - t0, 1)}
     (out / "quality.json").write_text(json.dumps(result, indent=2))

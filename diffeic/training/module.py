@@ -117,7 +117,8 @@ def _autocast_off(device: torch.device) -> contextlib.AbstractContextManager:
 
 def training_losses(codec: DiffEICCodec, noise_scheduler: Any, x: Tensor, lmbda: float,
                     l_simple_weight: float = 1.0, l_guide_weight: float = 2.0, t: Optional[Tensor] = None,
-                    noise: Optional[Tensor] = None, rate: Optional[float] = None) -> Dict[str, Tensor]:
+                    noise: Optional[Tensor] = None, rate: Optional[float] = None,
+                    t_high: Optional[int] = None) -> Dict[str, Tensor]:
     """All loss terms for a batch ``x`` (B,3,H,W) in [0,1] ([Li2024] Eq. (13)); ``t``/``noise`` may be fixed.
 
     The one definition of the objective: the trainer and ``benchmarks/bench_train.py`` both call it.
@@ -143,7 +144,7 @@ def training_losses(codec: DiffEICCodec, noise_scheduler: Any, x: Tensor, lmbda:
         out = codec.lfgcm(x, z0, rate=q)
         z_c = out["z_c"]
         if t is None:
-            t = sample_timesteps(b, codec.config.schedule, device=x.device)
+            t = sample_timesteps(b, codec.config.schedule, device=x.device, high=t_high)
         if noise is None:
             noise = torch.randn_like(z0)
         z_t = add_noise(z0, noise, t, noise_scheduler)
@@ -183,6 +184,10 @@ class DiffEICModule(LightningModule):
         max_consecutive_skips: stop with :class:`TrainingDiverged` after this many non-finite steps in a row.
         val_steps: sampler steps of the real-bitstream validation decode.
         val_sampler: sampler of the validation decode (``None``: the model's default).
+        timestep_high: train on ``t < timestep_high`` only (``None``: all T timesteps, the paper's).  RDEIC
+            ([Li2025] in :mod:`diffeic.diffusion.sampling`) trains its control for the timesteps its few-step
+            decoder visits, ``fewstep_start + 1``; a model whose default decode starts there spends no capacity on
+            the others.
         seed: base of the per-step RNG; ``None`` uses ``seed_everything``'s value (``PL_GLOBAL_SEED``).
     """
 
@@ -190,11 +195,15 @@ class DiffEICModule(LightningModule):
                  lmbda: float = 1.0, rate: Optional[Dict[str, Any]] = None, lr: float = 1e-4, aux_lr: float = 1e-3, weight_decay: float = 0.01,
                  l_simple_weight: float = 1.0, l_guide_weight: float = 2.0,
                  gradient_checkpointing: bool = False, max_consecutive_skips: int = 5, val_steps: int = 4, val_sampler: Optional[str] = None,
-                 seed: Optional[int] = None) -> None:
+                 seed: Optional[int] = None, timestep_high: Optional[int] = None) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False     # needed to skip non-finite steps (huai-chang/DiffEIC issues #6, #14)
         self.codec = build_codec(preset, init_from, sd_path, rate)
+        T = self.codec.config.schedule.num_train_timesteps
+        if timestep_high is not None and not (isinstance(timestep_high, int) and 1 <= timestep_high <= T):
+            raise ValueError(f"timestep_high={timestep_high!r}: must be an integer in [1, {T}] (the schedule's "
+                             f"timesteps), or null for all")
         # Codecs are built in eval mode, and Lightning (>= 2.2) keeps each submodule's mode: without this the
         # LFGCM would train on hard-rounded likelihoods, whose rate has no gradient through y or z, and its
         # latents would grow without bound (the frozen backbone keeps itself in eval mode).
@@ -235,7 +244,7 @@ class DiffEICModule(LightningModule):
         """All loss terms for a batch ``x`` (B,3,H,W) in [0,1] (:func:`training_losses`)."""
         hp = self.hparams
         return training_losses(self.codec, self.noise_scheduler, x, hp.lmbda, hp.l_simple_weight,
-                               hp.l_guide_weight, t, noise)
+                               hp.l_guide_weight, t, noise, t_high=hp.timestep_high)
 
     def step_seed(self) -> int:
         """Seed of this batch's randomness: a function of (seed, batch number, rank) only."""
