@@ -214,15 +214,22 @@ def check_fingerprint(meta_path: Path, recorded: Any, computed: str, verified: b
 
 
 def load_tensors(path: Path) -> Dict[str, torch.Tensor]:
-    """A safetensors file's tensors; :class:`CheckpointError` for an unreadable file or NaN/Inf values."""
+    """A safetensors file's tensors, int8-packed ones unpacked to float32 (:mod:`diffeic.weight_packing`);
+    :class:`CheckpointError` for an unreadable file, a malformed packed tensor or NaN/Inf values."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
+
+    from ..weight_packing import unpack
 
     try:
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise CheckpointError(f"{path}: not a readable safetensors file ({first_line(err, type(err).__name__)}); "
                               f"official DiffEIC .ckpt files are converted with `diffeic convert`") from None
+    try:
+        state = unpack(state)
+    except ValueError as err:
+        raise CheckpointError(f"{path}: {err}") from None
     for name, tensor in state.items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise CheckpointError(f"{path}: tensor {name} holds NaN or Inf values: the weights are broken")
