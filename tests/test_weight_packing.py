@@ -72,8 +72,8 @@ def test_fp16_input():
     packed = pack_int8({"w": w})
     assert packed["w.__scale__"].dtype == torch.float32
     ref = pack_int8({"w": w.float()})
-    assert torch.equal(packed["w.__int8__"], ref["w.__int8__"]) and torch.equal(packed["w.__scale__"],
-                                                                              ref["w.__scale__"])
+    assert torch.equal(packed["w.__int8__"], ref["w.__int8__"])
+    assert torch.equal(packed["w.__scale__"], ref["w.__scale__"])
     assert unpack(packed)["w"].dtype == torch.float32
 
 
