@@ -10,7 +10,7 @@ CVPR 2018, Sec. 2.1):
   :data:`SCALE_BITS` bits; a row of zeros (or one whose largest magnitude is below :data:`TINY`) gets ``s = 1``
   and ``q = 0``.
 
-Loading turns the pair back into ``W.float() ≈ q.float() * s[c]`` (:func:`unpack`).  Because ``|q| <= 127`` (7 bits)
+Loading gives ``q.float() * s[c]`` (float32) in place of ``W`` (:func:`unpack`); the error is at most ``s[c] / 2``.  Because ``|q| <= 127`` (7 bits)
 and ``s`` has at most ``SCALE_BITS = 16`` significant bits, every product is exact in float32: unpacking is
 bit-identical on every machine, whatever the order or fusion of its arithmetic, and packing an unpacked tensor again
 gives the same ``q`` and ``s`` (packing is idempotent), so a model rounded in memory with
@@ -36,7 +36,8 @@ SCALE_SUFFIX = ".__scale__"
 MIN_NUMEL = 1024
 #: Significant bits of a stored scale: 7 bits of ``q`` times these fit float32's 24, so ``q * s`` is exact.
 SCALE_BITS = 16
-#: A row whose largest magnitude is below this is stored as zeros (its scale would be subnormal).
+#: A row whose largest magnitude is below this is stored as zeros: far below any trained weight, it keeps every
+#: scale and every product ``q * s`` a normal float32 (subnormal products would not be exact).
 TINY = 2.0 ** -100
 QMAX = 127
 

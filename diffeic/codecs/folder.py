@@ -4,7 +4,8 @@ A checkpoint folder (written by a codec's ``save_pretrained``, the trainer's exp
 
     config.yaml          metadata (family, trained, fingerprint, ...), the model config (``model``) and the
                          SHA-256 of each weights file (``files``)
-    *.safetensors        the weights files the family declares (``Codec.weight_files``)
+    *.safetensors        the weights files the family declares (``Codec.weight_files``); large tensors may be
+                         stored int8-packed (:mod:`diffeic.weight_packing`), which loading undoes
 
 It is written into a hidden sibling folder and renamed into place, so no reader ever sees a half-written
 or mixed folder.  Reading (:meth:`diffeic.codecs.base.Codec.read_checkpoint`, the one reader) checks the
