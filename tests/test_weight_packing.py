@@ -142,6 +142,7 @@ def test_malformed_file_is_a_checkpoint_error_naming_file_and_key(tmp_path):
 
 
 # --------------------------------------------------------------------------- DiffEIC checkpoint folders
+@pytest.mark.filterwarnings("ignore:model 'tiny' has random, untrained weights")
 def test_packed_checkpoint_loads_bit_identical(tmp_path):
     """The demo recipe's int8 storage (the packaging script's own functions): a tiny codec rounded in memory, saved,
     its files packed, loads back with the same fingerprint, bytes and reconstructions."""
