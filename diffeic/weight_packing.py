@@ -10,7 +10,8 @@ CVPR 2018, Sec. 2.1):
   :data:`SCALE_BITS` bits; a row of zeros (or one whose largest magnitude is below :data:`TINY`) gets ``s = 1``
   and ``q = 0``.
 
-Loading gives ``q.float() * s[c]`` (float32) in place of ``W`` (:func:`unpack`); the error is at most ``s[c] / 2``.  Because ``|q| <= 127`` (7 bits)
+Loading gives ``q.float() * s[c]`` (float32) in place of ``W`` (:func:`unpack`); the error is at most ``s[c] / 2``.
+Because ``|q| <= 127`` (7 bits)
 and ``s`` has at most ``SCALE_BITS = 16`` significant bits, every product is exact in float32: unpacking is
 bit-identical on every machine, whatever the order or fusion of its arithmetic, and packing an unpacked tensor again
 gives the same ``q`` and ``s`` (packing is idempotent), so a model rounded in memory with
