@@ -11,10 +11,9 @@ CVPR 2018, Sec. 2.1):
   and ``q = 0``.
 
 Loading gives ``q.float() * s[c]`` (float32) in place of ``W`` (:func:`unpack`); the error is at most ``s[c] / 2``.
-Because ``|q| <= 127`` (7 bits)
-and ``s`` has at most ``SCALE_BITS = 16`` significant bits, every product is exact in float32: unpacking is
-bit-identical on every machine, whatever the order or fusion of its arithmetic, and packing an unpacked tensor again
-gives the same ``q`` and ``s`` (packing is idempotent), so a model rounded in memory with
+Because ``|q| <= 127`` (7 bits) and ``s`` has at most ``SCALE_BITS = 16`` significant bits, every product is exact in
+float32: unpacking is bit-identical on every machine, whatever the order or fusion of its arithmetic, and packing an
+unpacked tensor again gives the same ``q`` and ``s`` (packing is idempotent), so a model rounded in memory with
 :func:`quantise_roundtrip` and then saved and packed loads back with exactly its weights (and fingerprint).
 
 The suffixes start and end with a double underscore, a form Python reserves for its own names, so no parameter
