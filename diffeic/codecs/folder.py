@@ -4,7 +4,8 @@ A checkpoint folder (written by a codec's ``save_pretrained``, the trainer's exp
 
     config.yaml          metadata (family, trained, fingerprint, ...), the model config (``model``) and the
                          SHA-256 of each weights file (``files``)
-    *.safetensors        the weights files the family declares (``Codec.weight_files``)
+    *.safetensors        the weights files the family declares (``Codec.weight_files``); large tensors may be
+                         stored int8-packed (:mod:`diffeic.weight_packing`), which loading undoes
 
 It is written into a hidden sibling folder and renamed into place, so no reader ever sees a half-written
 or mixed folder.  Reading (:meth:`diffeic.codecs.base.Codec.read_checkpoint`, the one reader) checks the
@@ -214,15 +215,22 @@ def check_fingerprint(meta_path: Path, recorded: Any, computed: str, verified: b
 
 
 def load_tensors(path: Path) -> Dict[str, torch.Tensor]:
-    """A safetensors file's tensors; :class:`CheckpointError` for an unreadable file or NaN/Inf values."""
+    """A safetensors file's tensors, int8-packed ones unpacked to float32 (:mod:`diffeic.weight_packing`);
+    :class:`CheckpointError` for an unreadable file, a malformed packed tensor or NaN/Inf values."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
+
+    from ..weight_packing import unpack
 
     try:
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as err:
         raise CheckpointError(f"{path}: not a readable safetensors file ({first_line(err, type(err).__name__)}); "
                               f"official DiffEIC .ckpt files are converted with `diffeic convert`") from None
+    try:
+        state = unpack(state)
+    except ValueError as err:
+        raise CheckpointError(f"{path}: {err}") from None
     for name, tensor in state.items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise CheckpointError(f"{path}: tensor {name} holds NaN or Inf values: the weights are broken")

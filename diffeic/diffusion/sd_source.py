@@ -6,7 +6,8 @@ A source is one of
   ``text_encoder/``, ``tokenizer/``), loaded through the hub cache (``HF_HUB_OFFLINE=1`` → cache only);
 * a local diffusers folder with the same subfolders (``text_encoder/``/``tokenizer/`` are only needed
   until the embedding is cached; ``FrozenBackbone.save_pretrained`` writes ``empty_prompt.safetensors``
-  into the folder so it never needs them);
+  into the folder so it never needs them); a subfolder's weights may be int8-packed
+  (:mod:`diffeic.weight_packing`, as the shipped demo backbone's UNet);
 * the original single file ``v2-1_512-ema-pruned.safetensors`` (or ``.ckpt``, loaded with
   ``weights_only=True``), converted by diffusers' single-file loaders with our own architecture configs,
   so no config download is needed.
@@ -31,12 +32,14 @@ from diffusers.loaders.single_file_utils import SingleFileComponentError
 
 from ..config import DEFAULT_SD_PATH, SD_PATH_ENV, BackboneConfig
 from ..util import first_line as _first_line
+from ..weight_packing import file_is_packed, unpack
 from .patch_vae import vae_class
 
 EMBEDDING_FILE = "empty_prompt.safetensors"
 EMBEDDING_KEY = "text_embedding"
 CACHE_ENV = "DIFFEIC_CACHE_DIR"
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
+DIFFUSERS_WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"   # the one weights file of a diffusers subfolder
 # What diffusers/transformers/huggingface_hub raise for missing, partial or unconvertible weights.
 _LOAD_ERRORS = (OSError, ValueError, KeyError, RuntimeError, SingleFileComponentError)
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")      # owner/name; anything else must exist locally
@@ -123,10 +126,8 @@ def load_vae_unet(source: SDSource, cfg: BackboneConfig, single_file_state: Opti
                     raise BackboneUnavailableError(
                         f"{source.describe()} has no {' or '.join(d + '/' for d in missing)} subfolder "
                         "(expected a diffusers repository layout).\n" + how_to_get_weights(source))
-            vae = cache_first(vae_class(cfg.vae).from_pretrained, source, subfolder="vae", torch_dtype=torch.float32,
-                               **low_memory())
-            unet = cache_first(UNet2DConditionModel.from_pretrained, source, subfolder="unet",
-                                torch_dtype=torch.float32, **low_memory())
+            vae = _load_part(vae_class(cfg.vae), source, "vae")
+            unet = _load_part(UNet2DConditionModel, source, "unet")
     except BackboneUnavailableError:
         raise
     except _LOAD_ERRORS as err:
@@ -137,6 +138,34 @@ def load_vae_unet(source: SDSource, cfg: BackboneConfig, single_file_state: Opti
             f"{_first_line(err)}\n" + how_to_get_weights(source)) from err
     _check_architecture(unet, cfg, source)
     return vae, unet
+
+
+def _load_part(cls, source: SDSource, subfolder: str):
+    """One diffusers model (``cls``) of a hub or folder source, float32.  A local subfolder whose weights file is
+    int8-packed (:mod:`diffeic.weight_packing`, how the shipped demo backbone stores its UNet), which diffusers cannot
+    read, is built from its ``config.json`` and given the unpacked weights (all keys must match)."""
+    weights = Path(source.location) / subfolder / DIFFUSERS_WEIGHTS_FILE
+    if source.kind != "folder" or not _packed(weights):
+        return cache_first(cls.from_pretrained, source, subfolder=subfolder, torch_dtype=torch.float32,
+                           **low_memory())
+    from safetensors.torch import load_file
+
+    state = unpack(load_file(str(weights)))
+    with torch.random.fork_rng(devices=[]):          # the throw-away random init leaves the global RNG as it was
+        model = cls.from_config(cls.load_config(str(weights.parent)))
+    model.load_state_dict(state, strict=True)
+    return model.float().eval()
+
+
+def _packed(path: Path) -> bool:
+    """Whether ``path`` is a safetensors file with int8-packed tensors (an unreadable one is left to diffusers,
+    whose error the caller reports)."""
+    from safetensors import SafetensorError
+
+    try:
+        return path.is_file() and file_is_packed(path)
+    except (SafetensorError, OSError):
+        return False
 
 
 def load_single_file_state(source: SDSource) -> Dict[str, torch.Tensor]:
