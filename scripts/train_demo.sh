@@ -14,7 +14,7 @@ export HF_HUB_OFFLINE=1
 mkdir -p runs
 [ -d data/demo_photos ] || python scripts/fetch_demo_photos.py
 
-bash scripts/run_jobs.sh runs/train_demo_times.tsv demo2_vae demo2_unet demo2_stage1 demo2_vr
+bash scripts/run_jobs.sh runs/train_demo_times.tsv demo2_vae demo2_unet demo2_stage1 demo2_vr demo2_control
 
 python scripts/package_tiny.py --recipe demo --backbone runs/demo2_unet/export --backbone-name demo-backbone \
-  --model demo-trained=runs/demo2_vr/export --times runs/train_demo_times.tsv
+  --model demo-trained=runs/demo2_control/export --times runs/train_demo_times.tsv

@@ -79,12 +79,37 @@ def build_codec(preset: str, init_from: Optional[str] = None, sd_path: Optional[
         codec = DiffEICCodec.from_pretrained(init_from, sd_path=sd_path)
         if config.lfgcm.rate is not None and codec.config.lfgcm.rate is None:
             codec = _with_rate_gains(codec, config.lfgcm.rate)
+        elif rate is not None and codec.config.lfgcm.rate is not None and codec.config.lfgcm.rate != config.lfgcm.rate:
+            codec = _with_rate_range(codec, config.lfgcm.rate)
     else:
         if sd_path and not config.backbone.pretrained:
             config.backbone.pretrained, config.backbone.sd_path = True, str(sd_path)
         codec = DiffEICCodec.from_config(config, pretrained_backbone=True, sd_path=sd_path)
     codec.is_trained = False           # set on export
     return codec
+
+
+def _with_rate_range(codec: DiffEICCodec, rate: RateConfig) -> DiffEICCodec:
+    """The variable-rate ``codec`` over another λ range: each new level's gains are the old model's at that λ
+    (its own log-linear interpolation), so training continues from the same codec; the new range must lie inside
+    the old one (gains are not extrapolated)."""
+    old = codec.lfgcm.rate_gains
+    lo, hi = old.cfg.lmbda_min, old.cfg.lmbda_max
+    if not lo <= rate.lmbda_min < rate.lmbda_max <= hi:
+        raise ValueError(f"rate λ ∈ [{rate.lmbda_min:g}, {rate.lmbda_max:g}]: must lie inside the checkpoint's "
+                         f"[{lo:g}, {hi:g}] (its gains are interpolated at the new levels, not extrapolated)")
+    cfg = codec.config.replace(lfgcm=dataclasses.replace(codec.config.lfgcm, rate=rate))
+    lfgcm = LFGCM(cfg.lfgcm)
+    state = {k: v for k, v in codec.lfgcm.state_dict().items() if not k.startswith("rate_gains.")}
+    lfgcm.load_state_dict(state, strict=False)
+    new_lmbda = torch.tensor([lfgcm.rate_gains.lmbda(q) for q in lfgcm.rate_gains.levels()], dtype=torch.float64)
+    old_q = torch.log2(hi / new_lmbda).clamp(old.q_min, old.q_max).float()
+    with torch.no_grad():
+        lfgcm.rate_gains.log_gain.copy_(old.gain(old_q).log()[:, :, 0, 0])
+        lfgcm.rate_gains.log_inverse_gain.copy_(old.inverse_gain(old_q).log()[:, :, 0, 0])
+    out = DiffEICCodec(cfg, lfgcm.to(codec.device), codec.backbone, codec.control, trained=codec.is_trained)
+    out.eval()
+    return out
 
 
 def _with_rate_gains(codec: DiffEICCodec, rate: RateConfig) -> DiffEICCodec:
