@@ -1,7 +1,8 @@
 """The colour photos that scikit-image ships inside its wheel: the offline demo's only data.
 
-The shipped demo model (``tiny-trained``) is trained on :data:`TRAIN_PHOTOS` and evaluated on
-:data:`HELDOUT_PHOTOS`, which it never saw; nothing is downloaded.  ``stereo_motorcycle`` is a
+The first shipped demo model (``tiny-trained``) is trained on :data:`TRAIN_PHOTOS` and evaluated on
+:data:`HELDOUT_PHOTOS`, which it never saw; the demo model ``demo-trained`` saw none of them.  Nothing is
+downloaded.  ``stereo_motorcycle`` is a
 stereo pair, so its two views count as two photos.
 """
 from __future__ import annotations

@@ -4,7 +4,7 @@ import pytest
 
 from diffeic.evaluation import plots
 from diffeic.evaluation.published import published_series
-from diffeic.codecs.registry import DEMO_NOTE
+from diffeic.codecs.registry import SHIPPED_NOTES
 
 
 @pytest.fixture
@@ -16,7 +16,7 @@ def captured(monkeypatch):
 
 
 def test_longest_labels_stay_inside_the_figure_and_the_axes_keep_the_width(tmp_path, captured):
-    ours = f"diffeic tiny-trained ({DEMO_NOTE}) + diffeic tiny_vr (untrained — pipeline check) (some at its lowest " \
+    ours = f"diffeic tiny-trained ({SHIPPED_NOTES['tiny-trained']}) + diffeic tiny_vr (untrained — pipeline check) (some at its lowest " \
            f"quality)"
     curves = [plots.Curve(ours, [0.02, 0.05, 0.1], {"lpips": [0.5, 0.4, 0.3]}, ours=True)]
     for name in ("JPEG (Pillow/libjpeg, 4:2:0, quality 1-95) (some at its lowest quality)",

@@ -83,7 +83,8 @@ def _ranges(rate_cfg) -> str:
     return f"λ ∈ [{_num(rate_cfg.lmbda_min)}, {_num(rate_cfg.lmbda_max)}], q ∈ [0, {_num(q_max)}]"
 
 
-def test_preset_and_shipped_model_ranges(shipped):
+def test_preset_and_shipped_model_ranges():
+    shipped = DiffEICCodec.from_pretrained("tiny-trained")      # the first demo model's README paragraph
     presets = {_ranges(get_config(name).lfgcm.rate) for name in ("tiny_vr", "sd21_vr")}
     assert len(presets) == 1
     (preset,) = presets

@@ -11,10 +11,11 @@ Anything else is a ``ValueError`` (or ``FileNotFoundError``) that lists what exi
 The family plug-ins are imported on first use (the DiffEIC one pulls in diffusers); this module imports nothing
 heavy, so the CLI can decide what to load before it loads torch.
 
-The shipped demo model ``tiny-trained`` is one variable-rate model (λ from 1 to 16, rate parameter q = 0…4)
-trained on a CPU on seven photos that scikit-image bundles (``scripts/train_tiny.sh``; ``diffeic.samples``) — a
-working codec end to end, offline, but *not* the paper's model.  Its frozen prior sits beside it in
-``tiny-backbone/``.
+The shipped demo model ``demo-trained`` is one variable-rate model (λ from 0.5 to 32, rate parameter q = 0…6)
+trained on a CPU on photos that other packages ship in their wheels (``scripts/train_demo.sh``), never on
+scikit-image's, which evaluate it — a working codec end to end, offline, but *not* the paper's model.  Its frozen
+prior sits beside it in ``demo-backbone/``.  The first demo model, ``tiny-trained`` (seven scikit-image photos,
+``scripts/train_tiny.sh``, prior in ``tiny-backbone/``), stays shipped for old streams and code.
 """
 from __future__ import annotations
 
@@ -42,9 +43,14 @@ FAMILY_PRESETS = {"diffeic": "diffeic.config", "hific": "diffeic.hific.config", 
 #: Where the shipped checkpoint folders live.
 PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "data" / "pretrained"
 #: The demo model: variable-rate, so one name covers every rate point (``compress(x, rate=q)``).
-DEMO_MODEL = "tiny-trained"
+DEMO_MODEL = "demo-trained"
 #: What every output that shows a shipped model says it is.
-DEMO_NOTE = "tiny demo model, trained on 7 photos on a CPU; not the paper's model"
+SHIPPED_NOTES = {
+    "demo-trained": "demo model, trained on a CPU on 65 photos other packages ship; not the paper's model",
+    "tiny-trained": "tiny demo model, trained on 7 photos on a CPU; not the paper's model",
+    "semantic-tiny-trained": "tiny semantic decoder, trained on a CPU; not SD1.5",
+}
+DEMO_NOTE = SHIPPED_NOTES[DEMO_MODEL]
 #: ``owner/name`` with an optional ``@revision``; anything else is a local path.
 HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?")
 
@@ -229,6 +235,6 @@ def load_codec(name_or_folder: PathLike, device: Union[str, Any, None] = None, *
     return codec.to(device) if device is not None else codec
 
 
-__all__ = ["DEMO_MODEL", "DEMO_NOTE", "FAMILY_CODECS", "HUB_ID", "PRETRAINED_DIR", "codec_class", "family_of",
+__all__ = ["DEMO_MODEL", "DEMO_NOTE", "SHIPPED_NOTES", "FAMILY_CODECS", "HUB_ID", "PRETRAINED_DIR", "codec_class", "family_of",
            "hub_offline", "is_hub_id", "is_shipped", "load_codec", "model_kind", "preset_names", "pretrained_folder",
            "pretrained_models", "push_folder", "resolve_checkpoint", "resolve_folder", "shipped_or_path"]

@@ -103,7 +103,7 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="samples", help="kodak | tecnick | clic2020 | samples | folder:PATH "
                                                         "(default: samples)")
     p.add_argument("--model", default=DEFAULT_MODELS,
-                   help="a shipped model (tiny-trained: see diffeic.pretrained_models()), a preset name (tiny, sd21: "
+                   help="a shipped model (demo-trained: see diffeic.pretrained_models()), a preset name (tiny, sd21: "
                         "random init = untrained) or a checkpoint folder; comma-separate several for several rate "
                         "points (default: %(default)s)")
     p.add_argument("--steps", type=_int_in(1, MAX_STEPS), default=None,
@@ -126,8 +126,8 @@ def build_parser(prog: str = PROG) -> argparse.ArgumentParser:
                         "(default: 0.5,1,2 - a short curve around each of our points)")
     p.add_argument("--rates", type=_floats, default=None,
                    help="variable-rate models: evaluate at each of these rate parameters q, e.g. 0,2,4 "
-                        "(default: the model's trained levels, the q of its gain vectors: 0,2,4,6,8 for the shipped "
-                        "tiny-trained, 0,1,2,3,4 for the tiny_vr / sd21_vr presets)")
+                        "(default: the model's trained levels, the q of its gain vectors: 0,1.5,3,4.5,6 for the shipped "
+                        "demo-trained, 0,2,4,6,8 for tiny-trained, 0,1,2,3,4 for the tiny_vr / sd21_vr presets)")
     p.add_argument("--anchor", default=None, help="series the BD-rates are against: diffeic or a baseline name "
                                                   "(default: diffeic)")
     p.add_argument("--limit", type=_int_in(1), default=None, help="only the first N images")

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..codecs.registry import DEMO_NOTE, pretrained_folder
+from ..codecs.registry import DEMO_NOTE, SHIPPED_NOTES, pretrained_folder
 from . import fid as fidmod
 from . import protocol
 from .baselines import BASELINE_NAMES, Baseline, available_baselines, quality_search
@@ -118,7 +118,7 @@ def _load_models(cfg: EvalConfig, device: str) -> List[OurModel]:
         trained = bool(codec.is_trained)
         label = f"{OURS} {codec.config.name}" + ("" if trained else f" ({UNTRAINED_NOTE})")
         if pretrained_folder(spec) is not None:
-            label = f"{OURS} {spec} ({DEMO_NOTE})"
+            label = f"{OURS} {spec} ({SHIPPED_NOTES.get(spec, DEMO_NOTE)})"
         if not hasattr(codec, "fast_decoder"):        # HiFiC / refine: no sampler; steps and seed if they sample
             out.append(_other_family_model(cfg, codec, name, source, label))
             continue
