@@ -75,7 +75,7 @@ def test_compress_info_decompress_round_trip(photos, tmp_path, capsys, tiny_code
     code, out, err = run(capsys, "compress", photos, "--out-dir", streams, *FAST, "--seed", "7")
     assert code == 0, err
     untrained = [line for line in err if "untrained" in line]   # tiny has random weights: say so,
-    assert len(untrained) == 1 and "--model tiny-trained" in untrained[0]  # with advice in flags, not Python calls
+    assert len(untrained) == 1 and "--model demo-trained" in untrained[0]  # with advice in flags, not Python calls
     assert "from_pretrained" not in untrained[0] and "DiffEICCodec" not in untrained[0]
     sizes = {"astro": (64, 96), "coffee": (48, 80)}
     for stem, (h, w) in sizes.items():

@@ -53,7 +53,7 @@ def test_eval_advice_for_an_untrained_model_names_flags(tiny_codec, monkeypatch)
         resolve_model("tiny")
         tiny_codec.compress(tiny_codec_input())
     messages = [str(w.message) for w in caught if "untrained" in str(w.message)]
-    assert len(messages) == 1 and "--model tiny-trained" in messages[0], messages
+    assert len(messages) == 1 and "--model demo-trained" in messages[0], messages
     assert "from_pretrained" not in messages[0]
 
 
