@@ -228,13 +228,9 @@ class SemanticCodec(StepSeedSettings, Codec):
         and ``seed`` (override, else the stream's, else the model's; ``max_steps`` bounds what a stream may ask
         for: :mod:`diffeic.decode_cost`).  ``sampler`` must be ``None``; ``progress`` is ignored.
         """
-        self._no_sampler(sampler)
-        if isinstance(bits, (list, tuple)):
-            return [self.decompress(b, steps=steps, seed=seed, max_steps=max_steps) for b in bits]
-        if not isinstance(bits, (bytes, bytearray, memoryview)):
-            raise TypeError(f"expected bytes (or a list of bytes), got {type(bits).__name__}")
-        header, payload = self._open(bits)
-        settings = self.resolve_settings(header, steps, seed, None, max_steps)     # before any decoding work
+        return self._decode_streams(bits, self._decode_one, steps, seed, sampler, max_steps)
+
+    def _decode_one(self, header: StreamHeader, payload: bytes, settings: Dict[str, int]) -> torch.Tensor:
         parts = self._parts(header, payload)
         if parts.is_fallback:
             return from_rgb8(parts.fallback, self.device)

@@ -4,7 +4,9 @@ semantic): the caller's override, else the stream's header, else the model's def
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+
+import torch
 
 from ..bitstream import MAX_STEPS, BitstreamError, StreamHeader
 from ..config import SEED_LIMIT, check_int
@@ -66,6 +68,19 @@ class StepSeedSettings:
             resolved = {k: next(v for v in (given[k], stored[k], defaults[k]) if v is not None) for k in defaults}
         self.check_decode_cost(header, steps, resolved.get("steps", 1), self._default_steps(), max_steps)
         return resolved
+
+    def _decode_streams(self, bits: Any, decode_one: Callable[[StreamHeader, bytes, Dict[str, int]], torch.Tensor],
+                        steps: Any, seed: Any, sampler: Optional[str],
+                        max_steps: Any) -> Union[torch.Tensor, List[torch.Tensor]]:
+        """These families' ``decompress``: one stream → ``decode_one(header, payload, settings)``, a list of streams
+        → a list; each stream's settings are resolved from its header before any decoding work."""
+        self._no_sampler(sampler)
+        if isinstance(bits, (list, tuple)):
+            return [self._decode_streams(b, decode_one, steps, seed, None, max_steps) for b in bits]
+        if not isinstance(bits, (bytes, bytearray, memoryview)):
+            raise TypeError(f"expected bytes (or a list of bytes), got {type(bits).__name__}")
+        header, payload = self._open(bits)
+        return decode_one(header, payload, self.resolve_settings(header, steps, seed, None, max_steps))
 
     def _no_sampler(self, sampler: Optional[str]) -> None:
         # Accepted (as None) so callers can treat every family alike; these families have one decoder each.

@@ -147,13 +147,9 @@ class TransformCodec(StepSeedSettings, Codec):
         the model's default steps), checked when the header is read.  ``sampler`` must be ``None`` and
         ``progress`` is ignored (both exist for uniform calls).
         """
-        self._no_sampler(sampler)
-        if isinstance(bits, (list, tuple)):
-            return [self.decompress(b, steps=steps, seed=seed, max_steps=max_steps) for b in bits]
-        if not isinstance(bits, (bytes, bytearray, memoryview)):
-            raise TypeError(f"expected bytes (or a list of bytes), got {type(bits).__name__}")
-        header, payload = self._open(bits)
-        settings = self.resolve_settings(header, steps, seed, None, max_steps)     # before any decoding work
+        return self._decode_streams(bits, self._decode_one, steps, seed, sampler, max_steps)
+
+    def _decode_one(self, header: StreamHeader, payload: bytes, settings: Dict[str, int]) -> torch.Tensor:
         y_hat = self._decode_latent(header, payload)
         with torch.no_grad():
             image = self.model.reconstruct(y_hat, **settings)
