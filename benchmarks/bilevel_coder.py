@@ -35,9 +35,9 @@ if str(ROOT) not in sys.path:
 from diffeic import bilevel  # noqa: E402
 
 try:                                   # as ``benchmarks.<name>`` (tests) or as a script
-    from .common import cpu_section, timed_cpu
+    from .common import cpu_section, timed_cpu, format_table as markdown_table
 except ImportError:
-    from common import cpu_section, timed_cpu  # type: ignore[no-redef]
+    from common import cpu_section, timed_cpu, format_table as markdown_table  # type: ignore[no-redef]
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle_left", "motorcycle_right", "hubble_deep_field",
           "immunohistochemistry", "retina", "camera", "coins")
@@ -129,14 +129,12 @@ def run(names=PHOTOS, repeats: int = 3) -> List[Dict[str, object]]:
 
 
 def format_table(rows: List[Dict[str, object]]) -> str:
-    def cell(v: object) -> str:
+    def cell(key: str, v: object) -> str:
         if isinstance(v, float):
             return f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}"
         return str(v)
 
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(cell(r.get(c, "")) for c in COLUMNS) + " |" for r in rows]
-    return "\n".join(lines)
+    return markdown_table(rows, COLUMNS, cell)
 
 
 def main(argv=None) -> List[Dict[str, object]]:

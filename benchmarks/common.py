@@ -194,14 +194,15 @@ def device_description(device: torch.device) -> str:
     return f"CPU {cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads{load}"
 
 
-def format_table(rows: Sequence[Dict[str, object]], columns: Sequence[str]) -> str:
-    def cell(v: object) -> str:
-        if isinstance(v, float):
-            return f"{v:.4g}"
-        return str(v)
+def _cell(key: str, v: object) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
+
+def format_table(rows: Sequence[Dict[str, object]], columns: Sequence[str],
+                 cell: Callable[[str, object], str] = _cell) -> str:
+    """A Markdown table of ``rows`` over ``columns``; ``cell(column, value)`` writes each value (floats: 4 digits)."""
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(r.get(c, "")) for c in columns) + " |" for r in rows]
+    lines += ["| " + " | ".join(cell(c, r.get(c, "")) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
 
 

@@ -43,10 +43,10 @@ from diffeic.samples import load_photo  # noqa: E402
 from diffeic.semantic import FallbackUsed  # noqa: E402
 
 try:                                   # as ``benchmarks.<name>`` (tests) or as a script
-    from .common import cpu_section
+    from .common import cpu_section, format_table as markdown_table
     from .semantic_parts import PROMPTS
 except ImportError:
-    from common import cpu_section  # type: ignore[no-redef]
+    from common import cpu_section, format_table as markdown_table  # type: ignore[no-redef]
     from semantic_parts import PROMPTS  # type: ignore[no-redef]
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle_left", "retina")
@@ -174,9 +174,7 @@ def table(rows: List[Dict[str, object]], columns) -> str:
             return f"{v:.2f}" if abs(v) < 1000 else f"{v:.0f}"
         return str(v)
 
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(c, r.get(c, "")) for c in columns) + " |" for r in rows]
-    return "\n".join(lines)
+    return markdown_table(rows, columns, cell)
 
 
 def main(argv=None) -> List[Dict[str, object]]:

@@ -42,9 +42,9 @@ from diffeic.samples import load_photo as photo  # noqa: E402  (uint8 RGB, the s
 from diffeic.semantic import FallbackUsed, decode_parts, encode_parts, inspect_parts  # noqa: E402
 
 try:                                   # as ``benchmarks.<name>`` (tests) or as a script
-    from .common import cpu_section, timed_cpu
+    from .common import cpu_section, timed_cpu, format_table as markdown_table
 except ImportError:
-    from common import cpu_section, timed_cpu  # type: ignore[no-redef]
+    from common import cpu_section, timed_cpu, format_table as markdown_table  # type: ignore[no-redef]
 
 REGION = 64
 PROMPTS = {   # hand-written, about 60 characters each
@@ -127,9 +127,7 @@ def format_table(rows: List[Dict[str, object]]) -> str:
             return f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}"
         return str(v)
 
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(cell(c, r.get(c, "")) for c in COLUMNS) + " |" for r in rows]
-    return "\n".join(lines)
+    return markdown_table(rows, COLUMNS, cell)
 
 
 def main(argv=None) -> List[Dict[str, object]]:

@@ -89,6 +89,24 @@ def build_codec(preset: str, init_from: Optional[str] = None, sd_path: Optional[
     return codec
 
 
+def _lfgcm_with_rate(codec: DiffEICCodec, rate: RateConfig) -> Tuple[Any, LFGCM]:
+    """``(config, LFGCM)`` for ``codec`` over the λ range ``rate``: every weight but the gain units copied."""
+    cfg = codec.config.replace(lfgcm=dataclasses.replace(codec.config.lfgcm, rate=rate))
+    lfgcm = LFGCM(cfg.lfgcm)
+    state = {k: v for k, v in codec.lfgcm.state_dict().items() if not k.startswith("rate_gains.")}
+    missing, unexpected = lfgcm.load_state_dict(state, strict=False)
+    if unexpected or any(not k.startswith("rate_gains.") for k in missing):
+        raise ValueError(f"cannot set rate gains: the checkpoint's LFGCM does not match (missing {missing}, "
+                         f"unexpected {unexpected})")
+    return cfg, lfgcm
+
+
+def _with_lfgcm(codec: DiffEICCodec, cfg: Any, lfgcm: LFGCM) -> DiffEICCodec:
+    out = DiffEICCodec(cfg, lfgcm.to(codec.device), codec.backbone, codec.control, trained=codec.is_trained)
+    out.eval()
+    return out
+
+
 def _with_rate_range(codec: DiffEICCodec, rate: RateConfig) -> DiffEICCodec:
     """The variable-rate ``codec`` over another λ range: each new level's gains are the old model's at that λ
     (its own log-linear interpolation), so training continues from the same codec; the new range must lie inside
@@ -98,32 +116,20 @@ def _with_rate_range(codec: DiffEICCodec, rate: RateConfig) -> DiffEICCodec:
     if not lo <= rate.lmbda_min < rate.lmbda_max <= hi:
         raise ValueError(f"rate λ ∈ [{rate.lmbda_min:g}, {rate.lmbda_max:g}]: must lie inside the checkpoint's "
                          f"[{lo:g}, {hi:g}] (its gains are interpolated at the new levels, not extrapolated)")
-    cfg = codec.config.replace(lfgcm=dataclasses.replace(codec.config.lfgcm, rate=rate))
-    lfgcm = LFGCM(cfg.lfgcm)
-    state = {k: v for k, v in codec.lfgcm.state_dict().items() if not k.startswith("rate_gains.")}
-    lfgcm.load_state_dict(state, strict=False)
+    cfg, lfgcm = _lfgcm_with_rate(codec, rate)
     new_lmbda = torch.tensor([lfgcm.rate_gains.lmbda(q) for q in lfgcm.rate_gains.levels()], dtype=torch.float64)
     old_q = torch.log2(hi / new_lmbda).clamp(old.q_min, old.q_max).float()
     with torch.no_grad():
         lfgcm.rate_gains.log_gain.copy_(old.gain(old_q).log()[:, :, 0, 0])
         lfgcm.rate_gains.log_inverse_gain.copy_(old.inverse_gain(old_q).log()[:, :, 0, 0])
-    out = DiffEICCodec(cfg, lfgcm.to(codec.device), codec.backbone, codec.control, trained=codec.is_trained)
-    out.eval()
-    return out
+    return _with_lfgcm(codec, cfg, lfgcm)
 
 
 def _with_rate_gains(codec: DiffEICCodec, rate: RateConfig) -> DiffEICCodec:
     """The fixed-rate ``codec`` made variable-rate: same weights, new gain units (stage 2 from stage 1)."""
-    cfg = codec.config.replace(lfgcm=dataclasses.replace(codec.config.lfgcm, rate=rate))
+    cfg, lfgcm = _lfgcm_with_rate(codec, rate)
     cfg.name = codec.config.name + "_vr"
-    lfgcm = LFGCM(cfg.lfgcm)
-    missing, unexpected = lfgcm.load_state_dict(codec.lfgcm.state_dict(), strict=False)
-    if unexpected or any(not k.startswith("rate_gains.") for k in missing):
-        raise ValueError(f"cannot add rate gains: the checkpoint's LFGCM does not match (missing {missing}, "
-                         f"unexpected {unexpected})")
-    out = DiffEICCodec(cfg, lfgcm.to(codec.device), codec.backbone, codec.control, trained=codec.is_trained)
-    out.eval()
-    return out
+    return _with_lfgcm(codec, cfg, lfgcm)
 
 
 @contextlib.contextmanager
