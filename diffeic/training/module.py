@@ -146,6 +146,17 @@ def _autocast_off(device: torch.device) -> contextlib.AbstractContextManager:
     return torch.autocast(device_type=device.type, enabled=False)
 
 
+def batch_rate(codec: DiffEICCodec, rate: Optional[float] = None) -> Optional[float]:
+    """The rate q of a training batch: ``rate``, else (variable-rate codec) uniform over the model's range.
+
+    A fixed-rate codec gets ``rate`` back unchanged (None, or a value its LFGCM refuses clearly).
+    """
+    if codec.rate_range is None or rate is not None:
+        return rate
+    q_min, q_max = codec.rate_range
+    return float(q_min + (q_max - q_min) * torch.rand(()))
+
+
 def training_losses(codec: DiffEICCodec, noise_scheduler: Any, x: Tensor, lmbda: float,
                     l_simple_weight: float = 1.0, l_guide_weight: float = 2.0, t: Optional[Tensor] = None,
                     noise: Optional[Tensor] = None, rate: Optional[float] = None,
@@ -162,13 +173,10 @@ def training_losses(codec: DiffEICCodec, noise_scheduler: Any, x: Tensor, lmbda:
     b, _, h, w = x.shape
     x = x.float()
     extra: Dict[str, Tensor] = {}
+    q = batch_rate(codec, rate)
     if codec.rate_range is not None:
-        q_min, q_max = codec.rate_range
-        q = float(q_min + (q_max - q_min) * torch.rand(())) if rate is None else rate
         lmbda = codec.lfgcm.rate_gains.lmbda(q)
         extra["rate"] = torch.tensor(q)
-    else:
-        q = rate                      # None, or a fixed-rate model's clear refusal below
     with _autocast_off(x.device):
         with torch.no_grad():
             z0 = codec.backbone.encode(x, sample=True)  # posterior *sample* in training (official ``get_input``)

@@ -40,7 +40,7 @@ from torch import nn
 from ..codecs.diffeic import DiffEICCodec
 from ..diffusion.decoder import controlled_eps_fn, denoise
 from ..diffusion.onestep import OneStepConfig, OneStepDecoder
-from .module import DiffEICModule
+from .module import DiffEICModule, batch_rate
 from ..netweights import perceptual_loss
 
 Tensor = torch.Tensor
@@ -81,16 +81,19 @@ def decode_with_grad(codec: DiffEICCodec, z0: Tensor) -> Tensor:
 def one_step_losses(codec: DiffEICCodec, decoder: OneStepDecoder, x: Tensor, *, latent_weight: float = 1.0,
                     mse_weight: float = 1.0, perceptual=None, perceptual_weight: float = 1.0,
                     discriminator: Optional[nn.Module] = None, adv_weight: float = 0.0, distill_weight: float = 0.0,
-                    teacher_sampler: str = "ddpm", teacher_steps: int = 50) -> Dict[str, Tensor]:
+                    teacher_sampler: str = "ddpm", teacher_steps: int = 50,
+                    rate: Optional[float] = None) -> Dict[str, Tensor]:
     """All loss terms of one-step training for a batch ``x`` (B,3,H,W) in [0,1], H and W multiples of 64.
 
     The one definition of the objective (the trainer and the benchmarks call it).  Random draws (noised
-    input, teacher noise) come from the global RNG, which the trainer seeds per step.
+    input, teacher noise, a variable-rate codec's q when ``rate`` is None) come from the global RNG, which
+    the trainer seeds per step; a variable-rate batch's q is returned as ``rate``.
     """
     b = x.shape[0]
+    q = batch_rate(codec, rate)
     with torch.no_grad(), _eval_mode(codec.lfgcm):
         z_target = codec.backbone.encode(x)
-        out = codec.lfgcm(x, z_target)
+        out = codec.lfgcm(x, z_target, rate=q)
         z_c = out["z_c"]
         bits = sum(-torch.log2(lik.float()).sum() for lik in out["likelihoods"].values())
     z0_hat = decoder.predict(controlled_eps_fn(codec.backbone, decoder.control, z_c), z_c)
@@ -116,6 +119,8 @@ def one_step_losses(codec: DiffEICCodec, decoder: OneStepDecoder, x: Tensor, *, 
     losses["loss"] = loss
     losses["bpp"] = bits / (b * x.shape[-2] * x.shape[-1])       # rate of the frozen encoder (logged only)
     losses["aux"] = x_hat.new_zeros(())
+    if q is not None:
+        losses["rate"] = torch.tensor(q)
     return losses
 
 
