@@ -35,6 +35,7 @@ from typing import Any, Dict, Iterator, List, Optional, Union
 
 import torch
 import torch.nn.functional as F
+import yaml
 from torch import nn
 
 from ..codecs.diffeic import DiffEICCodec
@@ -122,6 +123,17 @@ def one_step_losses(codec: DiffEICCodec, decoder: OneStepDecoder, x: Tensor, *, 
     if q is not None:
         losses["rate"] = torch.tensor(q)
     return losses
+
+
+def base_lmbda(init_from: str) -> Any:
+    """The λ (or variable-rate range) the ``init_from`` checkpoint records: the one-step export codes with the same
+    encoder, so it records the same; ``None`` for a preset or a folder that records none."""
+    from ..codecs.folder import CONFIG_FILE
+    from ..codecs.registry import pretrained_folder
+
+    folder = pretrained_folder(str(init_from)) or Path(init_from)
+    config = folder / CONFIG_FILE
+    return (yaml.safe_load(config.read_text()) or {}).get("lmbda") if config.is_file() else None
 
 
 def load_base(init_from: str, sd_path: Optional[str] = None) -> DiffEICCodec:
@@ -222,10 +234,12 @@ class OneStepModule(DiffEICModule):
         snapshot = DiffEICCodec(codec.config, copy.deepcopy(codec.lfgcm), codec.backbone, codec.control,
                                 trained=self.base_trained, onestep=trained)
         hp = self.hparams
-        meta = {"step": int(self.global_step), "init_from": str(hp.init_from), "onestep_training": {
-            "lr": float(hp.lr), "perceptual": self.perceptual_name, "perceptual_weight": float(hp.perceptual_weight),
-            "latent_weight": float(hp.latent_weight), "mse_weight": float(hp.mse_weight),
-            "adv_weight": float(hp.adv_weight), "distill_weight": float(hp.distill_weight)}, **metadata}
+        training = {"lr": float(hp.lr), "perceptual": self.perceptual_name,
+                    "perceptual_weight": float(hp.perceptual_weight), "latent_weight": float(hp.latent_weight),
+                    "mse_weight": float(hp.mse_weight), "adv_weight": float(hp.adv_weight),
+                    "distill_weight": float(hp.distill_weight)}
+        meta = {"step": int(self.global_step), "init_from": str(hp.init_from), "lmbda": base_lmbda(hp.init_from),
+                "onestep_training": training, **metadata}
         return snapshot.save_pretrained(path, **meta)        # atomic: diffeic.codecs.folder.write_folder
 
     @staticmethod
