@@ -32,7 +32,7 @@ from pytorch_msssim import ms_ssim
 from skimage.color import deltaE_ciede2000, rgb2lab
 
 from diffeic import load_codec
-from diffeic.samples import ALL_PHOTOS, load_photo
+from diffeic.samples import ALL_PHOTOS, centre_crop
 
 
 def psnr(x: torch.Tensor, y: torch.Tensor) -> float:
@@ -51,14 +51,6 @@ def delta_e(x: torch.Tensor, y: torch.Tensor) -> float:
 
 def metrics(x: torch.Tensor, y: torch.Tensor) -> Dict[str, float]:
     return {"psnr": psnr(x, y), "ms_ssim": msssim(x, y), "delta_e": delta_e(x, y)}
-
-
-def photo(name: str, limit: int) -> torch.Tensor:
-    """The photo cropped (centre) to multiples of 64, at most ``limit`` on each side."""
-    a = load_photo(name)
-    h, w = min(limit, a.shape[0] // 64 * 64), min(limit, a.shape[1] // 64 * 64)
-    top, left = (a.shape[0] - h) // 2, (a.shape[1] - w) // 2
-    return torch.from_numpy(a[top:top + h, left:left + w].copy()).permute(2, 0, 1).float() / 255
 
 
 def mean_of(rows: List[Dict[str, float]]) -> Dict[str, float]:
@@ -101,7 +93,7 @@ def main(argv: List[str] = None) -> int:
     bpp = []
     t0 = time.time()
     for name in args.photos.split(","):
-        x = photo(name, args.limit)
+        x = centre_crop(name, args.limit)
         kwargs = {} if codec.rate_range is None else {"rate": rate}
         bits = codec.compress(x, **kwargs)
         bpp.append(8 * len(bits) / (x.shape[1] * x.shape[2]))

@@ -27,6 +27,19 @@ def load_photo(name: str) -> np.ndarray:
     return _decoded(name).copy()
 
 
+def centre_crop(name: str, limit: int = 384) -> "torch.Tensor":
+    """A bundled photo's centre crop as a ``(3, h, w)`` float tensor in [0, 1]: each side the largest multiple of 64
+    that the photo holds, at most ``limit`` (the crops the demo model is judged on)."""
+    import torch
+
+    a = load_photo(name)
+    h, w = min(limit, a.shape[0] // 64 * 64), min(limit, a.shape[1] // 64 * 64)
+    if h < 64 or w < 64:
+        raise ValueError(f"limit = {limit}: a crop needs at least 64 pixels a side")
+    top, left = (a.shape[0] - h) // 2, (a.shape[1] - w) // 2
+    return torch.from_numpy(a[top:top + h, left:left + w].copy()).permute(2, 0, 1).float() / 255
+
+
 @functools.lru_cache(maxsize=None)
 def _decoded(name: str) -> np.ndarray:
     # Training draws thousands of crops from nine photos: decode each PNG once per process.
@@ -40,4 +53,4 @@ def _decoded(name: str) -> np.ndarray:
     return np.ascontiguousarray(arr[..., :3]).astype(np.uint8)
 
 
-__all__ = ["TRAIN_PHOTOS", "HELDOUT_PHOTOS", "ALL_PHOTOS", "load_photo"]
+__all__ = ["TRAIN_PHOTOS", "HELDOUT_PHOTOS", "ALL_PHOTOS", "centre_crop", "load_photo"]
