@@ -78,6 +78,21 @@ def test_noised_input_is_deterministic_for_a_seed(image):
     torch.testing.assert_close(a, _reference_one_step(codec, z_c, cfg, noise)[0, :, :70, :90], rtol=0, atol=1e-5)
 
 
+def test_only_the_content_input_decodes_without_noise_so_eval_gives_it_one_seed(image):
+    from diffeic.evaluation.runner import EvalConfig, _load_models
+
+    codec = DiffEICCodec.from_config("tiny")
+    assert codec.draws_noise("ddpm") and codec.draws_noise("fewstep") and not codec.draws_noise("onestep")
+    bits = codec.compress(image, sampler="onestep", seed=7)
+    assert torch.equal(codec.decompress(bits, seed=7), codec.decompress(bits, seed=8))   # the seed is not used
+    codec.onestep = OneStepDecoder(codec.control, OneStepConfig(input="noised"), codec.config.schedule)
+    assert codec.draws_noise("onestep")
+    (one,), (several,) = (_load_models(EvalConfig(models=["tiny"], sampler=s, seeds=3), "cpu")
+                          for s in ("onestep", "ddpm"))
+    assert (one.seed, one.setting) == (None, "sampler=onestep;steps=1;deterministic")
+    assert (several.seed, several.setting) == (231, "sampler=ddpm;steps=4;seed=231+index")
+
+
 def test_x0_prediction_reads_the_output_as_the_latent(codec):
     z_c = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
     dec = OneStepDecoder(codec.control, OneStepConfig(prediction="x0", timestep=999))

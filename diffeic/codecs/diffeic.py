@@ -520,6 +520,11 @@ class DiffEICCodec(Codec):
             self.__dict__["_default_one_step"] = default
         return default
 
+    def draws_noise(self, sampler: str) -> bool:
+        """Whether decoding with ``sampler`` draws noise, so that the image depends on the decode seed: every
+        sampler does but the one-step decoder fed ``z_c`` itself (input ``content``)."""
+        return sampler != ONESTEP or self.one_step_decoder().config.input != "content"
+
     def one_step_fast_decoder(self) -> Decoder:
         """The :class:`~diffeic.Decoder` of the one-step mode: the one-step control module and :meth:`optimize`'s
         options."""

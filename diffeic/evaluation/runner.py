@@ -103,7 +103,7 @@ class OurModel:
     source: str
     sampler: str = "ddpm"
     steps: int = 50
-    seed: int = 231       # base seed: image i is decoded with seed + i
+    seed: Optional[int] = 231   # base seed: image i is decoded with seed + i (None: the decode draws no noise)
     rate: Optional[float] = None   # rate parameter q of a variable-rate model's point
 
     def fingerprint(self) -> str:
@@ -126,8 +126,9 @@ def _load_models(cfg: EvalConfig, device: str) -> List[OurModel]:
         overrides = [f"{k}={v}" for k, v in (("steps", cfg.steps), ("sampler", cfg.sampler), ("seed", cfg.seed))
                      if v is not None]
         point = ",".join([name, *overrides])
-        setting = f"sampler={s.name};steps={s.steps};seed={s.seed}+index"
-        out += [OurModel(codec, p, setting, label, trained, source, s.name, s.steps, s.seed, q)
+        seed = s.seed if codec.draws_noise(s.name) else None      # a deterministic decode needs one seed
+        setting = f"sampler={s.name};steps={s.steps};" + (f"seed={seed}+index" if seed is not None else "deterministic")
+        out += [OurModel(codec, p, setting, label, trained, source, s.name, s.steps, seed, q)
                 for p, q in _rate_points(codec, point, cfg.rates)]
     return out
 
