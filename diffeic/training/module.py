@@ -29,7 +29,7 @@ import os
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -146,6 +146,22 @@ def _autocast_off(device: torch.device) -> contextlib.AbstractContextManager:
     return torch.autocast(device_type=device.type, enabled=False)
 
 
+def guide_mse(z_c: Tensor, z0: Tensor, channel_weights: Optional[Sequence[float]] = None) -> Tensor:
+    """The space-alignment loss MSE(z_c, z0) ([Li2024] Eq. (13), L_sa), optionally weighted per latent channel.
+
+    The weights are normalised to mean 1, so the term keeps its scale; ``None`` is the paper's plain MSE.  They
+    move the rate–distortion trade-off between channels: the demo latent's two chroma channels are dropped at
+    the lowest rates by the plain MSE, which leaves the picture grey.
+    """
+    if channel_weights is None:
+        return F.mse_loss(z_c, z0)
+    w = torch.as_tensor(channel_weights, dtype=z_c.dtype, device=z_c.device)
+    if w.shape != (z_c.shape[1],) or not bool(torch.all(w > 0)):
+        raise ValueError(f"guide_channel_weights: need {z_c.shape[1]} positive weights (one per latent channel), "
+                         f"got {list(channel_weights)}")
+    return (((z_c - z0) ** 2).mean(dim=(0, 2, 3)) * (w / w.mean())).mean()
+
+
 def batch_rate(codec: DiffEICCodec, rate: Optional[float] = None) -> Optional[float]:
     """The rate q of a training batch: ``rate``, else (variable-rate codec) uniform over the model's range.
 
@@ -160,7 +176,8 @@ def batch_rate(codec: DiffEICCodec, rate: Optional[float] = None) -> Optional[fl
 def training_losses(codec: DiffEICCodec, noise_scheduler: Any, x: Tensor, lmbda: float,
                     l_simple_weight: float = 1.0, l_guide_weight: float = 2.0, t: Optional[Tensor] = None,
                     noise: Optional[Tensor] = None, rate: Optional[float] = None,
-                    t_high: Optional[int] = None) -> Dict[str, Tensor]:
+                    t_high: Optional[int] = None,
+                    guide_channel_weights: Optional[Sequence[float]] = None) -> Dict[str, Tensor]:
     """All loss terms for a batch ``x`` (B,3,H,W) in [0,1] ([Li2024] Eq. (13)); ``t``/``noise`` may be fixed.
 
     The one definition of the objective: the trainer and ``benchmarks/bench_train.py`` both call it.
@@ -193,7 +210,7 @@ def training_losses(codec: DiffEICCodec, noise_scheduler: Any, x: Tensor, lmbda:
         # Noisy likelihoods (training mode), bits over the crop's pixels ([Li2024] Eq. (13), L_rate).
         bits = sum(-torch.log2(lik.float()).sum() for lik in out["likelihoods"].values())
         bpp = bits / (b * h * w)
-        l_sa = F.mse_loss(z_c.float(), z0.float())
+        l_sa = guide_mse(z_c.float(), z0.float(), guide_channel_weights)
         loss = l_simple_weight * l_ne + lmbda * bpp + l_guide_weight * l_sa
         # Latent magnitudes are logged because a hyper-latent that grows without bound (its rate is capped by the
         # likelihood floor) is the first sign of a diverging run, long before the coder sees absurd symbols.
@@ -228,13 +245,16 @@ class DiffEICModule(LightningModule):
             decoder visits, ``fewstep_start + 1``; a model whose default decode starts there spends no capacity on
             the others.
         seed: base of the per-step RNG; ``None`` uses ``seed_everything``'s value (``PL_GLOBAL_SEED``).
+        guide_channel_weights: one weight per latent channel for the space-alignment MSE (:func:`guide_mse`;
+            ``None``: the paper's plain MSE).
     """
 
     def __init__(self, preset: str = "tiny", init_from: Optional[str] = None, sd_path: Optional[str] = None,
                  lmbda: float = 1.0, rate: Optional[Dict[str, Any]] = None, lr: float = 1e-4, aux_lr: float = 1e-3, weight_decay: float = 0.01,
                  l_simple_weight: float = 1.0, l_guide_weight: float = 2.0,
                  gradient_checkpointing: bool = False, max_consecutive_skips: int = 5, val_steps: int = 4, val_sampler: Optional[str] = None,
-                 seed: Optional[int] = None, timestep_high: Optional[int] = None) -> None:
+                 seed: Optional[int] = None, timestep_high: Optional[int] = None,
+                 guide_channel_weights: Optional[List[float]] = None) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False     # needed to skip non-finite steps (huai-chang/DiffEIC issues #6, #14)
@@ -283,7 +303,8 @@ class DiffEICModule(LightningModule):
         """All loss terms for a batch ``x`` (B,3,H,W) in [0,1] (:func:`training_losses`)."""
         hp = self.hparams
         return training_losses(self.codec, self.noise_scheduler, x, hp.lmbda, hp.l_simple_weight,
-                               hp.l_guide_weight, t, noise, t_high=hp.timestep_high)
+                               hp.l_guide_weight, t, noise, t_high=hp.timestep_high,
+                               guide_channel_weights=hp.guide_channel_weights)
 
     def step_seed(self) -> int:
         """Seed of this batch's randomness: a function of (seed, batch number, rank) only."""
