@@ -82,3 +82,19 @@ def test_training_losses_equal_the_hand_computed_objective(tiny_codec):
     assert abs((LMBDA - 1.0) * (want["bpp"] - want["l_ne"]).item()) > 1e-3 * loss   # λ and 1 swapped
     assert want["bpp"].item() > 0.01 and want["l_sa"].item() > 1e-3 and want["l_ne"].item() > 1e-3
 
+
+
+def test_channel_weighted_guide_loss_is_hand_computed_and_checked():
+    from diffeic.training.module import guide_mse
+
+    z0 = torch.zeros(2, 3, 2, 2)
+    z_c = torch.zeros(2, 3, 2, 2)
+    z_c[:, 0] = 1.0                      # per-channel MSE: 1, 0, 4
+    z_c[:, 2] = 2.0
+    assert guide_mse(z_c, z0).item() == pytest.approx(5 / 3)                  # the paper's plain MSE
+    assert guide_mse(z_c, z0, [1, 1, 1]).item() == pytest.approx(5 / 3)      # equal weights change nothing
+    # weights 1, 1, 4 normalised to mean 1 (x 1/2): (1*1 + 1*0 + 4*4) / 2 / 3
+    assert guide_mse(z_c, z0, [1, 1, 4]).item() == pytest.approx(17 / 6)
+    for bad in ([1, 1], [1, 0, 1], [1, -1, 1]):
+        with pytest.raises(ValueError, match="one per latent channel"):
+            guide_mse(z_c, z0, bad)
