@@ -98,3 +98,28 @@ def test_channel_weighted_guide_loss_is_hand_computed_and_checked():
     for bad in ([1, 1], [1, 0, 1], [1, -1, 1]):
         with pytest.raises(ValueError, match="one per latent channel"):
             guide_mse(z_c, z0, bad)
+
+
+def test_rate_gains_start_where_the_channel_weights_put_them():
+    import math
+
+    from diffeic.config import get_config
+    from diffeic.lfgcm import LFGCM
+    from diffeic.training.module import scale_rate_gains
+
+    cfg = get_config("configs/demo2_model_vr.yaml").lfgcm
+    lfgcm = LFGCM(cfg)
+    before = lfgcm.rate_gains.log_gain.detach().clone(), lfgcm.rate_gains.log_inverse_gain.detach().clone()
+    weights = [1, 4, 4] + [1] * 9                       # mean 1.5: chroma 4/1.5, the others 1/1.5
+    scale_rate_gains(lfgcm, weights)
+    ratio = (lfgcm.rate_gains.log_gain - before[0]).exp()
+    inverse = (lfgcm.rate_gains.log_inverse_gain - before[1]).exp()
+    assert torch.allclose(ratio[:, 4:12], torch.full_like(ratio[:, 4:12], math.sqrt(4 / 1.5)))   # y channels 4c..4c+3
+    assert torch.allclose(ratio[:, :4], torch.full_like(ratio[:, :4], math.sqrt(1 / 1.5)))
+    assert torch.allclose(ratio[:, 12:48], torch.full_like(ratio[:, 12:48], math.sqrt(1 / 1.5)))
+    assert torch.equal(ratio[:, 48:], torch.ones_like(ratio[:, 48:]))        # deep-only channels unchanged
+    assert torch.allclose(ratio * inverse, torch.ones_like(ratio))          # the decoder undoes the same scale
+    with pytest.raises(ValueError, match="one per latent channel"):
+        scale_rate_gains(lfgcm, [1, 4, 4])
+    with pytest.raises(ValueError, match="variable-rate LFGCM with linear_paths"):
+        scale_rate_gains(LFGCM(get_config("tiny").lfgcm), weights)

@@ -162,6 +162,26 @@ def guide_mse(z_c: Tensor, z0: Tensor, channel_weights: Optional[Sequence[float]
     return (((z_c - z0) ** 2).mean(dim=(0, 2, 3)) * (w / w.mean())).mean()
 
 
+@torch.no_grad()
+def scale_rate_gains(lfgcm: LFGCM, channel_weights: Sequence[float]) -> None:
+    """Multiply the rate gains of each latent channel's y channels by √w (w normalised to mean 1), every level.
+
+    For a weighted MSE the high-rate optimal quantiser step of a component goes as 1/√w, and a gain g divides the
+    step by g.  Only a variable-rate LFGCM with linear shortcuts has y channels that belong to one latent channel:
+    y's channels 4c … 4c+3 carry latent channel c's 2×2 block (``LFGCM._start_as_block_quantiser``).
+    """
+    if lfgcm.rate_gains is None or not lfgcm.cfg.linear_paths:
+        raise ValueError("scaling rate gains per latent channel needs a variable-rate LFGCM with linear_paths")
+    w = torch.as_tensor(channel_weights, dtype=torch.float64)
+    if w.shape != (lfgcm.cfg.latent_ch,) or not bool(torch.all(w > 0)):
+        raise ValueError(f"need {lfgcm.cfg.latent_ch} positive weights (one per latent channel), got "
+                         f"{list(channel_weights)}")
+    log_scale = (0.5 * torch.log(w / w.mean())).repeat_interleave(4).float()
+    gains = lfgcm.rate_gains
+    gains.log_gain[:, :log_scale.numel()] += log_scale
+    gains.log_inverse_gain[:, :log_scale.numel()] -= log_scale
+
+
 def batch_rate(codec: DiffEICCodec, rate: Optional[float] = None) -> Optional[float]:
     """The rate q of a training batch: ``rate``, else (variable-rate codec) uniform over the model's range.
 
@@ -247,6 +267,8 @@ class DiffEICModule(LightningModule):
         seed: base of the per-step RNG; ``None`` uses ``seed_everything``'s value (``PL_GLOBAL_SEED``).
         guide_channel_weights: one weight per latent channel for the space-alignment MSE (:func:`guide_mse`;
             ``None``: the paper's plain MSE).
+        guide_weights_set_gains: start the rate gains at what those weights ask for (:func:`scale_rate_gains`):
+            the gains learn too slowly at stage-2 learning rates to move there themselves.
     """
 
     def __init__(self, preset: str = "tiny", init_from: Optional[str] = None, sd_path: Optional[str] = None,
@@ -254,7 +276,7 @@ class DiffEICModule(LightningModule):
                  l_simple_weight: float = 1.0, l_guide_weight: float = 2.0,
                  gradient_checkpointing: bool = False, max_consecutive_skips: int = 5, val_steps: int = 4, val_sampler: Optional[str] = None,
                  seed: Optional[int] = None, timestep_high: Optional[int] = None,
-                 guide_channel_weights: Optional[List[float]] = None) -> None:
+                 guide_channel_weights: Optional[List[float]] = None, guide_weights_set_gains: bool = False) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.automatic_optimization = False     # needed to skip non-finite steps (huai-chang/DiffEIC issues #6, #14)
@@ -271,6 +293,10 @@ class DiffEICModule(LightningModule):
             raise ValueError(f"lmbda={lmbda} given for a variable-rate model, which draws λ per batch from "
                              f"[lmbda_min, lmbda_max] of its config (lfgcm.rate); leave lmbda unset")
         self.codec.control.gradient_checkpointing = bool(gradient_checkpointing)
+        if guide_weights_set_gains:
+            if guide_channel_weights is None:
+                raise ValueError("guide_weights_set_gains needs guide_channel_weights")
+            scale_rate_gains(self.codec.lfgcm, guide_channel_weights)
         self.noise_scheduler = training_scheduler(self.codec.config.schedule)
         # Guard/RNG counters; saved in the checkpoint (on_save_checkpoint) so a resume continues them.
         self.batches_seen = 0
