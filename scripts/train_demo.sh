@@ -16,7 +16,7 @@ export HF_HUB_OFFLINE=1
 mkdir -p runs
 [ -d data/demo_photos ] || python scripts/fetch_demo_photos.py
 
-bash scripts/run_jobs.sh runs/train_demo_times.tsv demo2_vae demo2_unet demo2_stage1 demo2_vr demo2_control demo2_onestep
+bash scripts/run_jobs.sh runs/train_demo_times.tsv demo2_vae demo2_unet demo2_stage1 demo2_vr demo2_control demo2_chroma demo2_onestep
 
 python scripts/package_tiny.py --recipe demo --backbone runs/demo2_unet/export --backbone-name demo-backbone \
   --model demo-trained=runs/demo2_onestep/export --times runs/train_demo_times.tsv
