@@ -206,12 +206,14 @@ def test_cli_missing_dataset_is_a_clean_error(tmp_path, capsys, fake):
 
 
 def test_end_to_end_on_the_real_tiny_preset(tmp_path, monkeypatch):
-    """Two sample photos through the real tiny codec: files, schema, JSON, plots, bpp from the files."""
+    """Two sample photos through the real tiny codec: files, schema, JSON, plots, bpp from the files.  17 steps is
+    more than a tiny decoder accepts from a stream by default (4 x its 4): the run trusts the streams it wrote."""
     monkeypatch.setenv("DIFFEIC_NO_DOWNLOAD", "1")
     out = tmp_path / "e2e"
     assert cli.main(["--dataset", "samples", "--limit", "2", "--model", "tiny", "--baselines", "jpeg", "--seeds", "1",
-                     "--rate-factors", "1", "--device", "cpu", "--no-progress", "--out", str(out)]) == 0
+                     "--rate-factors", "1", "--device", "cpu", "--no-progress", "--out", str(out), "--steps", "17"]) == 0
     rows = read_rows(out / "results.csv")
+    assert rows[0]["setting"] == "sampler=ddpm;steps=17;seed=231+index"
     assert [(r["image"], r["codec"]) for r in rows] == [("chelsea", "diffeic"), ("chelsea", "jpeg"),
                                                         ("coffee", "diffeic"), ("coffee", "jpeg")]
     _check_rates(out, rows)

@@ -277,7 +277,9 @@ class Runner:
         image = item.name
         x = torch.from_numpy(ref).permute(2, 0, 1).float().div(255.0).to(self.device)
         h, w = ref.shape[:2]
-        kw: Dict[str, Any] = {"seed": seeds[0], "steps": m.steps, "sampler": m.sampler}
+        # The run decodes only the streams it wrote, so --steps beyond a decoder's default limit (decode_cost) is
+        # the user's choice, not a stream to distrust.
+        kw: Dict[str, Any] = {"seed": seeds[0], "steps": m.steps, "sampler": m.sampler, "max_steps": m.steps}
         if m.rate is not None:
             kw["rate"] = m.rate
         if self.semantic is not None and m.codec.family == "semantic":
@@ -308,7 +310,7 @@ class Runner:
         tiling = protocol.tiling_record(m.codec, h, w)
         def decode():
             t0 = time.perf_counter()
-            x_hat = m.codec.decompress(data, steps=m.steps, sampler=m.sampler, seed=seed)
+            x_hat = m.codec.decompress(data, steps=m.steps, sampler=m.sampler, seed=seed, max_steps=m.steps)
             return x_hat, time.perf_counter() - t0
         try:
             x_hat, dec_s = decode()
