@@ -26,6 +26,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from diffeic.codecs.folder import replace_folder  # noqa: E402
 from diffeic.codecs.registry import PRETRAINED_DIR  # noqa: E402
 from diffeic.codecs.semantic import SemanticCodec  # noqa: E402
 from diffeic.codecs.semantic import DECODER_FILE  # noqa: E402
@@ -66,12 +67,7 @@ def package(export: Path, out: Path, force: bool = False, storage: str = "int8")
     loaded = SemanticCodec.from_pretrained(tmp)
     if loaded.fingerprint() != codec.fingerprint() or not loaded.is_trained:
         raise RuntimeError(f"{tmp}: the reloaded decoder differs from the one packaged")
-    old = out.with_name(out.name + ".old")
-    if out.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        out.rename(old)
-    tmp.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
+    replace_folder(tmp, out)
     return out
 
 

@@ -375,14 +375,16 @@ def write_folder(path: PathLike, weights: Mapping[str, Mapping[str, torch.Tensor
         (tmp / CONFIG_FILE).write_text(yaml.safe_dump(meta, sort_keys=False))
         for name in (*weights, CONFIG_FILE):
             _fsync(tmp / name)
-        _swap_in(tmp, folder)
+        replace_folder(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return folder
 
 
-def _swap_in(tmp: Path, folder: Path) -> None:
+def replace_folder(tmp: Path, folder: Path) -> None:
+    """Put the finished folder ``tmp`` at ``folder`` by renames: readers see the old folder or the new one, never a
+    mix, and a failed rename puts the old one back."""
     old = None
     if folder.exists():
         old = folder.with_name(f".{folder.name[:64]}.{secrets.token_hex(4)}.old")

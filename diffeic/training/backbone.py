@@ -32,6 +32,7 @@ import torch.nn.functional as F
 import yaml
 from lightning.pytorch import LightningModule
 
+from ..codecs.folder import replace_folder
 from ..config import get_config
 from ..diffusion.backbone import FrozenBackbone
 from ..diffusion.patch_vae import PatchAutoencoder
@@ -244,12 +245,7 @@ class BackbonePretrainModule(LightningModule):
         record = {"stage": self.hparams.stage, "step": int(self.global_step), "preset": str(self.hparams.preset),
                   "init_from": self.hparams.init_from, **metadata}
         (tmp / "run.yaml").write_text(yaml.safe_dump(record, sort_keys=False))
-        old = path.with_name(path.name + ".old")
-        if path.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            path.rename(old)
-        tmp.rename(path)
-        shutil.rmtree(old, ignore_errors=True)
+        replace_folder(tmp, path)
         return path
 
     def _colours(self) -> Optional[Tensor]:

@@ -32,6 +32,7 @@ from lightning.pytorch import LightningModule
 from safetensors.torch import save_file
 
 from ..bilevel import canny_edges
+from ..codecs.folder import replace_folder
 from ..codecs.semantic import tiny_backbone
 from ..diffusion.backbone import FrozenBackbone
 from ..semantic.palette import decode_palette, encode_palette, upsample_palette
@@ -188,10 +189,5 @@ class SemanticTinyModule(LightningModule):
         record = {"step": int(self.global_step), "backbone_fingerprint": self.decoder.backbone.fingerprint(),
                   "backbone": str(self.hparams.backbone or "tiny-backbone (shipped)"), **metadata}
         (tmp / "run.yaml").write_text(yaml.safe_dump(record, sort_keys=False))
-        old = path.with_name(path.name + ".old")
-        if path.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            path.rename(old)
-        tmp.rename(path)
-        shutil.rmtree(old, ignore_errors=True)
+        replace_folder(tmp, path)
         return path
