@@ -25,6 +25,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))     # weight_storage, when loaded as a module
 
 from diffeic.codecs.folder import replace_folder  # noqa: E402
 from diffeic.codecs.registry import PRETRAINED_DIR  # noqa: E402

@@ -36,6 +36,7 @@ from safetensors.torch import load_file, save_file
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))     # weight_storage, when loaded as a module
 
 from diffeic import DiffEICCodec  # noqa: E402
 from diffeic.codecs.folder import file_digests  # noqa: E402

@@ -91,6 +91,8 @@ def test_cli_and_eval_report_the_settings_the_decode_used(tmp_path, tiny_codec, 
     assert main(["decompress", str(stream), "-o", str(tmp_path / "a.png"), "--model", "tiny"]) == 0
     assert "onestep, 1 step, seed 5" in capsys.readouterr().out
     (model,) = runner._load_models(runner.EvalConfig(models=["tiny"], sampler="onestep"), "cpu")
-    assert (model.sampler, model.steps, model.setting) == ("onestep", 1, "sampler=onestep;steps=1;seed=231+index")
+    # A one-step decode of z_c draws no noise: it is scored once, with the stream's seed (no per-image seed).
+    assert (model.sampler, model.steps, model.setting, model.seed) == ("onestep", 1,
+                                                                       "sampler=onestep;steps=1;deterministic", None)
     with pytest.raises(ValueError, match="2000 steps for sampler 'ddpm'"):     # refused before any image is coded
         runner._load_models(runner.EvalConfig(models=["tiny"], steps=2000), "cpu")

@@ -127,7 +127,7 @@ def test_paper_dataset_runs_untiled_unless_memory_forces_it(tmp_path, monkeypatc
     codec.optimize(codec.fast_decoder().options, auto_tile_pixels=64 * 64, vae_tile_pixels=64)
     real = codec.decompress
 
-    def decompress(bits, steps=None, sampler=None, seed=None):
+    def decompress(bits, steps=None, sampler=None, seed=None, max_steps=None):
         if seed == 231 and codec.fast_decoder().options.tiles is None:
             raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
         return real(bits, steps, sampler, seed)

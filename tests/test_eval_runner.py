@@ -56,7 +56,7 @@ class FakeCodec:
         self._decoder = FakeDecoder(dataclasses.replace(options, **kw))
         return self
 
-    def compress(self, x, seed=None, steps=None, sampler=None):
+    def compress(self, x, seed=None, steps=None, sampler=None, max_steps=None):
         self.calls += 1
         self.stored.append(seed)
         buf = io.BytesIO()
@@ -66,7 +66,7 @@ class FakeCodec:
     def decompress_latents(self, bits):
         return {"y_hat": bits[2:], "z_hat": b"zz"}
 
-    def decompress(self, bits, steps=None, sampler=None, seed=None):
+    def decompress(self, bits, steps=None, sampler=None, seed=None, max_steps=None):
         self.seeds.append(seed)
         a = np.asarray(Image.open(io.BytesIO(bits[2:])).convert("RGB"))
         # Like a sampling decoder, the picture depends on the seed (a seed-dependent shift of brightness).

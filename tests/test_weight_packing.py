@@ -148,16 +148,16 @@ def test_packed_checkpoint_loads_bit_identical(tmp_path):
     its files packed, loads back with the same fingerprint, bytes and reconstructions."""
     script = _script()
     codec = DiffEICCodec.from_config("tiny")
-    script._round(codec.lfgcm, "int8")
-    script._round(codec.control, "int8")
+    script.round_to_storage(codec.lfgcm, "int8")
+    script.round_to_storage(codec.control, "int8")
     codec.lfgcm.update(force=True)
     folder = codec.save_pretrained(tmp_path / "ckpt")
     sizes = {}
     for name in ("lfgcm.safetensors", "control.safetensors"):
         sizes[name] = (folder / name).stat().st_size
-        script._store(folder / name, "int8")
+        script.store_file(folder / name, "int8")
         assert file_is_packed(folder / name) and (folder / name).stat().st_size < 0.6 * sizes[name]
-    script._record_hashes(folder)
+    script.record_hashes(folder)
 
     loaded = DiffEICCodec.from_pretrained(folder)
     assert loaded.fingerprint() == codec.fingerprint()
