@@ -29,8 +29,7 @@ sys.path.insert(0, str(REPO / "scripts"))     # weight_storage, when loaded as a
 
 from diffeic.codecs.folder import replace_folder  # noqa: E402
 from diffeic.codecs.registry import PRETRAINED_DIR  # noqa: E402
-from diffeic.codecs.semantic import SemanticCodec  # noqa: E402
-from diffeic.codecs.semantic import DECODER_FILE  # noqa: E402
+from diffeic.codecs.semantic import DECODER_FILE, SemanticCodec  # noqa: E402
 from diffeic.training.semantic import load_export  # noqa: E402
 from weight_storage import STORAGES, record_hashes, round_to_storage, store_file  # noqa: E402
 

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Rebuild the demo model from scratch on a CPU: fetch the training photos (other packages' wheels; scikit-image is
 # held out), train the frozen prior (block-transform autoencoder, then UNet), then DiffEIC (stage 1, variable rate,
-# control module for the few-step decode, one-step decoder), and package it into diffeic/data/pretrained/demo-trained
-# (+ demo-backbone).  Seeded (seed_everything 231).
+# control module for the few-step decode, chroma-weighted fine-tune, one-step decoder), and package it into
+# diffeic/data/pretrained/demo-trained (+ demo-backbone).  Seeded (seed_everything 231 and 232).
 #
-#   bash scripts/train_demo.sh        # re-run to resume after an interruption (measured: 89 min of jobs on a shared
-#                                     # 2-core VM, 588 + 1081 + 837 + 1071 + 810 + 975 s for demo2_vae, demo2_unet,
-#                                     # demo2_stage1, demo2_vr, demo2_control, demo2_onestep)
+#   bash scripts/train_demo.sh        # re-run to resume after an interruption (measured: 95 min of jobs on a shared
+#                                     # 2-core VM, 588 + 1081 + 837 + 1071 + 810 + 688 + 629 s for demo2_vae, demo2_unet,
+#                                     # demo2_stage1, demo2_vr, demo2_control, demo2_chroma, demo2_onestep)
 #
 # Each job resumes from its last Lightning checkpoint if one exists and is skipped once it has finished
 # (runs/<job>/DONE).  Wall time per job is appended to runs/train_demo_times.tsv.

@@ -8,13 +8,13 @@ checks them).
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
+from diffeic.util import file_sha256
 from diffeic.weight_packing import is_packable, pack_int8, quantise_roundtrip
 
 STORAGES = ("fp16", "int8")
@@ -49,5 +49,5 @@ def record_hashes(folder: Path) -> None:
     """Record the rewritten weights' SHA-256 in config.yaml, as ``save_pretrained`` does (the reader checks them)."""
     meta_file = folder / "config.yaml"
     meta = yaml.safe_load(meta_file.read_text())
-    meta["files"] = {f: hashlib.sha256((folder / f).read_bytes()).hexdigest() for f in meta["files"]}
+    meta["files"] = {f: file_sha256(folder / f) for f in meta["files"]}
     meta_file.write_text(yaml.safe_dump(meta, sort_keys=False))

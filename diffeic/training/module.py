@@ -155,11 +155,17 @@ def guide_mse(z_c: Tensor, z0: Tensor, channel_weights: Optional[Sequence[float]
     """
     if channel_weights is None:
         return F.mse_loss(z_c, z0)
-    w = torch.as_tensor(channel_weights, dtype=z_c.dtype, device=z_c.device)
-    if w.shape != (z_c.shape[1],) or not bool(torch.all(w > 0)):
-        raise ValueError(f"guide_channel_weights: need {z_c.shape[1]} positive weights (one per latent channel), "
+    w = _normalised_weights(channel_weights, z_c.shape[1]).to(z_c)
+    return (((z_c - z0) ** 2).mean(dim=(0, 2, 3)) * w).mean()
+
+
+def _normalised_weights(channel_weights: Sequence[float], channels: int) -> Tensor:
+    """One positive weight per latent channel, as float64 scaled to mean 1 (``ValueError`` naming the problem)."""
+    w = torch.as_tensor(channel_weights, dtype=torch.float64)
+    if w.shape != (channels,) or not bool(torch.all(w > 0)):
+        raise ValueError(f"guide_channel_weights: need {channels} positive weights (one per latent channel), "
                          f"got {list(channel_weights)}")
-    return (((z_c - z0) ** 2).mean(dim=(0, 2, 3)) * (w / w.mean())).mean()
+    return w / w.mean()
 
 
 @torch.no_grad()
@@ -172,11 +178,8 @@ def scale_rate_gains(lfgcm: LFGCM, channel_weights: Sequence[float]) -> None:
     """
     if lfgcm.rate_gains is None or not lfgcm.cfg.linear_paths:
         raise ValueError("scaling rate gains per latent channel needs a variable-rate LFGCM with linear_paths")
-    w = torch.as_tensor(channel_weights, dtype=torch.float64)
-    if w.shape != (lfgcm.cfg.latent_ch,) or not bool(torch.all(w > 0)):
-        raise ValueError(f"need {lfgcm.cfg.latent_ch} positive weights (one per latent channel), got "
-                         f"{list(channel_weights)}")
-    log_scale = (0.5 * torch.log(w / w.mean())).repeat_interleave(4).float()
+    w = _normalised_weights(channel_weights, lfgcm.cfg.latent_ch)
+    log_scale = (0.5 * torch.log(w)).repeat_interleave(4).float()
     gains = lfgcm.rate_gains
     gains.log_gain[:, :log_scale.numel()] += log_scale
     gains.log_inverse_gain[:, :log_scale.numel()] -= log_scale

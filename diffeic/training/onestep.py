@@ -35,7 +35,6 @@ from typing import Any, Dict, Iterator, List, Optional, Union
 
 import torch
 import torch.nn.functional as F
-import yaml
 from torch import nn
 
 from ..codecs.diffeic import DiffEICCodec
@@ -128,12 +127,11 @@ def one_step_losses(codec: DiffEICCodec, decoder: OneStepDecoder, x: Tensor, *, 
 def base_lmbda(init_from: str) -> Any:
     """The λ (or variable-rate range) the ``init_from`` checkpoint records: the one-step export codes with the same
     encoder, so it records the same; ``None`` for a preset or a folder that records none."""
-    from ..codecs.folder import CONFIG_FILE
+    from ..codecs.folder import CONFIG_FILE, read_meta
     from ..codecs.registry import pretrained_folder
 
     folder = pretrained_folder(str(init_from)) or Path(init_from)
-    config = folder / CONFIG_FILE
-    return (yaml.safe_load(config.read_text()) or {}).get("lmbda") if config.is_file() else None
+    return read_meta(folder).get("lmbda") if (folder / CONFIG_FILE).is_file() else None
 
 
 def load_base(init_from: str, sd_path: Optional[str] = None) -> DiffEICCodec:
